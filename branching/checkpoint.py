@@ -1,0 +1,42 @@
+"""The checkpoint contract between the pipeline and the backend adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from policy.statement import Part
+from proxy.backends.base import Session
+
+
+@dataclass(frozen=True)
+class CheckpointContext:
+    """Who and what a checkpoint is taken for (recorded with it)."""
+
+    actor: str
+    token_id: str | None
+    branch: str
+    trace_id: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: str
+    tables: tuple[str, ...]
+    kind: str  # how it was kept, e.g. "rows", "table", "column", "definition"
+    size_bytes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tables": list(self.tables),
+            "kind": self.kind,
+            "undo": {"method": "POST", "path": "/rollback", "body": {"checkpoint": self.id}},
+            "undo_sql": f"SELECT sqlgate.rollback('{self.id}')",
+        }
+
+
+class Checkpointer(Protocol):
+    async def take(self, session: Session, part: Part, context: CheckpointContext) -> Checkpoint:
+        """Record what `part` will destroy, inside the session's open transaction."""

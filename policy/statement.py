@@ -1,0 +1,100 @@
+"""The vocabulary of classification: statement classes and the frozen values
+the classifier returns. Everything else (policy, checkpoints, traces) reads
+these; nothing mutates them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class StatementClass(enum.IntEnum):
+    """Classes in order of severity: a string takes the most severe of its parts.
+
+    UNPARSEABLE sits above everything: a string the database itself would
+    reject is refused whole, before anything runs.
+    """
+
+    READ = 0
+    TRANSACTION = 1
+    SESSION = 2
+    WRITE = 3
+    SAFE_DDL = 4
+    DESTRUCTIVE_DML = 5
+    DESTRUCTIVE_DDL = 6
+    DANGEROUS = 7
+    UNPARSEABLE = 8
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> StatementClass:
+        return cls[label.upper()]
+
+    @property
+    def is_destructive(self) -> bool:
+        return self in (StatementClass.DESTRUCTIVE_DML, StatementClass.DESTRUCTIVE_DDL)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One object a statement changes, as the checkpoint code needs to know it.
+
+    kind:   'table', 'view', 'index', 'sequence', 'schema', 'function', 'type', ...
+    name:   as in `Part.tables` (quote_ident form, schema only where written).
+    action: what happens to it: 'insert', 'update', 'delete', 'truncate',
+            'merge', 'create', 'drop', 'alter', 'rename', 'replace', 'advance'.
+    column: the column concerned, for ALTER ... COLUMN actions; else None.
+    detail: a short free-form hint (e.g. 'drop column', 'type', 'cascade').
+    """
+
+    kind: str
+    name: str
+    action: str
+    column: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One statement of a (possibly multi-statement) string.
+
+    sql:     the exact source text of this statement, without the separating ';'.
+    klass:   its class.
+    tables:  relations whose data or definition it changes (corpus convention).
+    command: the statement's verb as PostgreSQL's command tag starts it
+             ('SELECT', 'INSERT', 'DELETE', 'CREATE TABLE', 'DROP TABLE', 'SET', ...).
+    reason:  a short human sentence saying why it got this class when that is
+             not obvious from the command ('DO block runs dynamic SQL', ...).
+    targets: the objects it changes, in a form checkpoint code can act on.
+    touches_meta: it names sqlgate's own schema (`sqlgate.*`).
+    tree:    the sqlglot tree (read-only: it is shared through the cache) or None.
+    """
+
+    sql: str
+    klass: StatementClass
+    tables: tuple[str, ...] = ()
+    command: str = ""
+    reason: str = ""
+    targets: tuple[Target, ...] = ()
+    touches_meta: bool = False
+    tree: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A whole request string, classified. `klass` is the most severe part's."""
+
+    sql: str
+    dialect: str
+    parts: tuple[Part, ...]
+    klass: StatementClass
+    tables: tuple[str, ...]
+    error: str = ""  # for UNPARSEABLE: what the parser said, with position if known
+
+    @property
+    def touches_meta(self) -> bool:
+        return any(p.touches_meta for p in self.parts)

@@ -1,0 +1,254 @@
+"""The embedded DuckDB backend.
+
+One database file; every session is its own DuckDB connection (a cursor),
+so session settings and temp tables never leak between requests. Sessions
+that may write run on a single writer thread, one at a time; reads run on a
+small pool of threads beside it. Nothing blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+from proxy import errors
+from proxy.backends.base import BackendRole, TxOptions
+from proxy.backends.duckdb_meta import DuckDBMeta, create_schema
+from proxy.pgtext import render_rows
+from proxy.pgtypes import field_for_duckdb
+from proxy.result import Result
+from proxy.trace import Trace
+
+T = TypeVar("T")
+
+# DuckDB exception class -> the SQLSTATE PostgreSQL would give for the same mistake.
+_SQLSTATES: list[tuple[type[Exception], str]] = [
+    (duckdb.ParserException, "42601"),
+    (duckdb.CatalogException, "42P01"),
+    (duckdb.BinderException, "42703"),
+    (duckdb.ConstraintException, "23505"),
+    (duckdb.ConversionException, "22P02"),
+    (duckdb.OutOfRangeException, "22003"),
+    (duckdb.TransactionException, "40001"),
+    (duckdb.PermissionException, "42501"),
+    (duckdb.InterruptException, "57014"),
+    (duckdb.NotImplementedException, "0A000"),
+    (duckdb.InvalidInputException, "22023"),
+]
+_CONSTRAINT_STATES = (("NOT NULL", "23502"), ("foreign key", "23503"), ("CHECK", "23514"))
+_PREFIX = re.compile(r"^[A-Za-z ]+ Error: ")
+
+
+def sql_error(exc: duckdb.Error) -> errors.SqlgateError:
+    text = str(exc)
+    sqlstate = next((state for cls, state in _SQLSTATES if isinstance(exc, cls)), "XX000")
+    if sqlstate == "23505":
+        sqlstate = next((s for word, s in _CONSTRAINT_STATES if word in text), sqlstate)
+    if sqlstate == "42P01" and "Table with name" not in text and "does not exist" not in text:
+        sqlstate = "42704"
+    first, _, rest = _PREFIX.sub("", text).partition("\n")
+    hint = " ".join(line.strip() for line in rest.splitlines()
+                    if line.strip(" ^") and not line.startswith("LINE"))  # drop the echoed SQL and its caret
+    next_step = ("retry the request" if sqlstate == "40001"
+                 else "fix the statement and send it again; nothing from this request was committed")
+    return errors.SqlgateError("sql.error", sqlstate, first.strip(), hint, next_step)
+
+
+# Statements whose answer is rows (anything else answers with at most a row count).
+_ROW_VERBS = frozenset({"SELECT", "VALUES", "TABLE", "WITH", "FROM", "SUMMARIZE", "DESCRIBE", "PIVOT", "UNPIVOT",
+                        "EXPLAIN", "CALL", "SHOW"})
+
+
+def _command_tag(command: str, description: Any, rows: list[tuple[Any, ...]]) -> str:
+    verb = command or "SELECT"
+    if verb in ("INSERT", "UPDATE", "DELETE", "MERGE"):
+        count = rows[0][0] if rows and description and description[0][0] == "Count" else len(rows)
+        return f"INSERT 0 {count}" if verb == "INSERT" else f"{verb} {count}"
+    if description is not None and verb in _ROW_VERBS:
+        return verb if verb in ("SHOW", "EXPLAIN") else f"SELECT {len(rows)}"
+    return verb
+
+
+class DuckDBSession:
+    dialect = "duckdb"
+
+    def __init__(self, backend: DuckDBBackend, executor: ThreadPoolExecutor, read_only: bool) -> None:
+        self.backend = backend
+        self.executor = executor
+        self.read_only = read_only  # a read token: every transaction is rolled back
+        self.conn: duckdb.DuckDBPyConnection | None = None
+        self._in_tx = False
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    async def open(self) -> None:
+        self.conn = await self._run(self.backend.db.cursor)
+        if self.read_only:
+            await self._run(lambda: self._conn.execute("BEGIN TRANSACTION"))
+            self._in_tx = True
+
+    @property
+    def _conn(self) -> duckdb.DuckDBPyConnection:
+        assert self.conn is not None
+        return self.conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_tx
+
+    async def execute(self, sql: str, params: Sequence[str | None] | None = None, command: str = "") -> Result:
+        def run() -> Result:
+            cur = self._conn
+            cur.execute(sql, list(params) if params else None)
+            description = cur.description
+            rows = cur.fetchall() if description is not None else []
+            tag = _command_tag(command, description, rows)
+            if description is None or (command not in _ROW_VERBS and len(description) == 1
+                                       and description[0][0] == "Count"):
+                return Result(command_tag=tag)  # DuckDB's row count for DML and DDL, already in the tag
+            fields = [field_for_duckdb(d[0], d[1]) for d in description]
+            return Result(fields, render_rows(description, rows), tag)
+
+        future = asyncio.get_running_loop().run_in_executor(self.executor, run)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.backend.statement_timeout)
+        except asyncio.TimeoutError:
+            self._conn.interrupt()  # DuckDB has no statement_timeout: interrupt it ourselves
+            try:
+                await future
+            except duckdb.Error:
+                pass
+            raise errors.SqlgateError(
+                "sql.timeout", "57014", "canceling statement due to statement timeout",
+                f"Statements may run for {self.backend.statement_timeout:g} s.",
+                "make the statement cheaper (add a WHERE or LIMIT)",
+            ) from None
+        except duckdb.Error as exc:
+            raise sql_error(exc) from exc
+
+    async def begin(self, options: TxOptions | None = None) -> None:
+        if not self._in_tx:
+            await self.execute("BEGIN TRANSACTION", command="BEGIN")
+        self._in_tx = True
+
+    async def commit(self) -> None:
+        if self._in_tx and not self.read_only:
+            await self.execute("COMMIT", command="COMMIT")
+            self._in_tx = False
+
+    async def rollback(self) -> None:
+        if self._in_tx:
+            try:
+                await self._run(lambda: self._conn.execute("ROLLBACK"))
+            except duckdb.Error:
+                pass  # already aborted by the failing statement
+            self._in_tx = False
+
+    async def record_traces(self, traces: Sequence[Trace]) -> None:
+        if traces:
+            await self._run(lambda: self.backend.meta.write_traces(self._conn, traces))
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.rollback()
+            await self._run(self._conn.close)
+
+
+class DuckDBBackend:
+    dialect = "duckdb"
+
+    def __init__(self, path: Path, statement_timeout: float = 30.0) -> None:
+        self.path = path
+        self.statement_timeout = statement_timeout
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="duckdb-writer")
+        self.readers = ThreadPoolExecutor(4, thread_name_prefix="duckdb-reader")
+        self.write_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        self.db = await loop.run_in_executor(self.writer, self._open)
+        self.meta = DuckDBMeta(self)
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        db = duckdb.connect(str(self.path), config={
+            "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+        })
+        create_schema(db)
+        # SECURITY.md defence 6: no files, network, extensions or settings from SQL.
+        db.execute("SET enable_external_access = false")
+        db.execute("SET lock_configuration = true")
+        return db
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.writer, self.db.close)
+        self.writer.shutdown(wait=False)
+        self.readers.shutdown(wait=False)
+
+    @asynccontextmanager
+    async def session(self, role: BackendRole, branch: str, writes: bool) -> AsyncIterator[DuckDBSession]:
+        if branch != "main":
+            raise errors.branch_not_found(branch)
+        read_only = role is BackendRole.READ
+        if writes and not read_only:
+            async with self.write_lock:
+                session = DuckDBSession(self, self.writer, read_only=False)
+                await session.open()
+                try:
+                    yield session
+                finally:
+                    await session.close()
+        else:
+            session = DuckDBSession(self, self.readers, read_only=read_only)
+            await session.open()
+            try:
+                yield session
+            finally:
+                await session.close()
+
+    async def explain_cost(self, sql: str, params: Sequence[str | None] | None) -> float | None:
+        """DuckDB's planner gives row estimates, not costs: report the top estimate."""
+        def run() -> float | None:
+            cur = self.db.cursor()
+            try:
+                rows = cur.execute(f"EXPLAIN {sql}", list(params) if params else None).fetchall()
+            except duckdb.Error:
+                return None
+            finally:
+                cur.close()
+            match = re.search(r"~\s*([\d,]+)\s+rows?", "\n".join(str(r[-1]) for r in rows))
+            return float(match.group(1).replace(",", "")) if match else None
+
+        return await asyncio.get_running_loop().run_in_executor(self.readers, run)
+
+    async def run_write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `fn` with a fresh connection on the writer thread (metadata writes)."""
+        def call() -> T:
+            cur = self.db.cursor()
+            try:
+                return fn(cur)
+            finally:
+                cur.close()
+
+        async with self.write_lock:
+            return await asyncio.get_running_loop().run_in_executor(self.writer, call)
+
+    async def run_read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        def call() -> T:
+            cur = self.db.cursor()
+            try:
+                return fn(cur)
+            finally:
+                cur.close()
+
+        return await asyncio.get_running_loop().run_in_executor(self.readers, call)
+

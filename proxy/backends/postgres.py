@@ -1,0 +1,293 @@
+"""The PostgreSQL backend: pooled psycopg connections, one pool per login.
+
+Results are read straight from libpq's PGresult as PostgreSQL's text output,
+so no value is parsed into Python and printed back. Parameters are sent as
+untyped text, as Neon does, so PostgreSQL infers their types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from policy.identity import Role, Token
+from proxy import errors
+from proxy.backends.base import BackendRole, TxOptions
+from proxy.backends.postgres_setup import AgentLogins, set_up
+from proxy.result import Field, Result
+from proxy.trace import Trace, TraceFilter
+
+# Diagnostics passed through to Neon's error body, by its field names.
+_DIAG_FIELDS = {
+    "internalPosition": "internal_position", "internalQuery": "internal_query", "where": "context",
+    "table": "table_name", "column": "column_name", "schema": "schema_name", "dataType": "datatype_name",
+    "constraint": "constraint_name", "file": "source_file", "line": "source_line", "routine": "source_function",
+}
+
+
+def sql_error(exc: psycopg.Error) -> errors.SqlgateError:
+    """A PostgreSQL error as the client would have seen it, plus hint and next step."""
+    diag = exc.diag
+    sqlstate = diag.sqlstate or "XX000"
+    message = diag.message_primary or str(exc).strip()
+    position = int(diag.statement_position) if diag.statement_position else None
+    extra = {name: getattr(diag, attr) for name, attr in _DIAG_FIELDS.items()}
+    extra["severity"] = diag.severity or "ERROR"
+    hint = diag.message_hint or ""
+    if sqlstate == "42501":
+        hint = hint or "The agent logins have DML rights on application tables and own only what they created."
+        next_step = "ask an admin token to run it, or change only tables your token's role may change"
+    elif sqlstate.startswith("40"):
+        next_step = "retry the request"
+    elif sqlstate == "57014":
+        next_step = "make the statement cheaper (add a WHERE or LIMIT), or ask an admin for a longer timeout"
+    else:
+        next_step = "fix the statement and send it again; nothing from this request was committed"
+    return errors.SqlgateError(
+        "sql.error", sqlstate, message, hint, next_step, detail=diag.message_detail, position=position, extra=extra
+    )
+
+
+def _trace_json(traces: Sequence[Trace]) -> str:
+    return json.dumps([
+        {**t.public(), "class": t.klass} for t in traces
+    ], default=str)
+
+
+# Commands that leave no session state behind (SET, PREPARE, LISTEN, temp tables do).
+_STATELESS_COMMANDS = frozenset({
+    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "VALUES", "TABLE", "WITH", "EXPLAIN",
+    "SHOW", "BEGIN", "START TRANSACTION", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+    "COPY", "DROP TABLE", "DROP VIEW", "DROP INDEX",
+})
+
+
+class PostgresSession:
+    dialect = "postgres"
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+        self.dirty = False  # session state changed: reset before the pool reuses it
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    async def execute(self, sql: str, params: Sequence[str | None] | None = None, command: str = "") -> Result:
+        cur = psycopg.AsyncRawCursor(self.conn)  # $1-style placeholders, as clients send them
+        try:
+            await cur.execute(sql, params if params else None)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise sql_error(exc) from exc
+        res = cur.pgresult
+        if command not in _STATELESS_COMMANDS:
+            self.dirty = True
+        if res is None:
+            return Result()
+        nf = res.nfields
+        fields = [
+            Field(
+                name=(res.fname(i) or b"").decode(), type_oid=res.ftype(i), type_size=res.fsize(i),
+                type_modifier=res.fmod(i), table_oid=res.ftable(i), column_number=res.ftablecol(i),
+            )
+            for i in range(nf)
+        ]
+        get = res.get_value
+        rows = []
+        for r in range(res.ntuples):
+            row = []
+            for c in range(nf):
+                v = get(r, c)
+                row.append(None if v is None else bytes(v).decode())
+            rows.append(row)
+        return Result(fields, rows, (res.command_status or b"").decode())
+
+    async def begin(self, options: TxOptions | None = None) -> None:
+        await self.execute((options or TxOptions()).begin_sql(), command="BEGIN")
+
+    async def commit(self) -> None:
+        await self.execute("COMMIT", command="COMMIT")
+
+    async def rollback(self) -> None:
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            await self.conn.execute("ROLLBACK")
+
+    async def record_traces(self, traces: Sequence[Trace]) -> None:
+        if traces:
+            await self.conn.execute("SELECT sqlgate.record_traces(%s::jsonb)", (_trace_json(traces),))
+
+
+def _row_to_token(row: Sequence[Any]) -> Token:
+    return Token(
+        id=row[0], name=row[1], role=Role.parse(row[2]), secret_hash=row[3],
+        created_at=row[4], expires_at=row[5], revoked_at=row[6], created_by=row[7],
+    )
+
+
+_TOKEN_COLUMNS = "id, name, role, secret_hash, created_at, expires_at, revoked_at, created_by"
+_TRACE_COLUMNS = (
+    "id, at, request_id, actor, token_id, branch, front_door, sql, params, class, tables, command, rows,"
+    " duration_ms, cost, checkpoint_id, outcome, error_code, error_message"
+)
+
+
+class PostgresMeta:
+    """Tokens and traces in the `sqlgate` schema, through the owner's pool."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def find_token(self, secret_hash: str) -> Token | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM sqlgate.tokens WHERE secret_hash = %s", (secret_hash,))
+            row = await cur.fetchone()
+        return _row_to_token(row) if row else None
+
+    async def get_token(self, token_id: str) -> Token | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM sqlgate.tokens WHERE id = %s", (token_id,))
+            row = await cur.fetchone()
+        return _row_to_token(row) if row else None
+
+    async def insert_token(self, token: Token) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO sqlgate.tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (token.id, token.name, token.role.label, token.secret_hash, token.created_at, token.expires_at,
+                 token.revoked_at, token.created_by),
+            )
+
+    async def revoke_token(self, token_id: str) -> Token | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"UPDATE sqlgate.tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s"
+                f" RETURNING {_TOKEN_COLUMNS}", (token_id,),
+            )
+            row = await cur.fetchone()
+            if row:
+                await conn.execute("SELECT pg_notify('sqlgate_revoked', %s)", (token_id,))
+        return _row_to_token(row) if row else None
+
+    async def list_tokens(self) -> list[Token]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM sqlgate.tokens ORDER BY created_at")
+            return [_row_to_token(r) for r in await cur.fetchall()]
+
+    async def insert_traces(self, traces: Sequence[Trace]) -> None:
+        if traces:
+            async with self.pool.connection() as conn:
+                await conn.execute("SELECT sqlgate.record_traces(%s::jsonb)", (_trace_json(traces),))
+
+    async def list_traces(self, filters: TraceFilter) -> list[Trace]:
+        where, args = ["true"], []
+        for column, value in (("actor", filters.actor), ("branch", filters.branch), ("class", filters.klass),
+                              ("outcome", filters.outcome)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                args.append(value)
+        if filters.since is not None:
+            where.append("at >= %s")
+            args.append(filters.since)
+        query = (f"SELECT {_TRACE_COLUMNS} FROM sqlgate.traces WHERE {' AND '.join(where)}"
+                 f" ORDER BY at DESC, id DESC LIMIT %s")
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, (*args, filters.limit))
+            rows = await cur.fetchall()
+        return [_row_to_trace(r) for r in rows]
+
+
+def _row_to_trace(r: Sequence[Any]) -> Trace:
+    at: datetime = r[1]
+    return Trace(
+        id=r[0], at=at, request_id=r[2], actor=r[3], token_id=r[4], branch=r[5], front_door=r[6], sql=r[7],
+        params=r[8], klass=r[9], tables=list(r[10] or []), command=r[11] or "", rows=r[12],
+        duration_ms=r[13] or 0.0, cost=r[14], checkpoint_id=r[15], outcome=r[16], error_code=r[17],
+        error_message=r[18],
+    )
+
+
+class PostgresBackend:
+    dialect = "postgres"
+
+    def __init__(self, dsn: str, pool_size: int = 10, statement_timeout: str = "30s",
+                 idle_timeout: str = "60s") -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.statement_timeout = statement_timeout
+        self.idle_timeout = idle_timeout
+        self.pools: dict[BackendRole, AsyncConnectionPool] = {}
+        self.logins: AgentLogins | None = None
+
+    async def start(self) -> None:
+        import asyncio
+
+        self.logins = await asyncio.to_thread(set_up, self.dsn, self.statement_timeout, self.idle_timeout)
+        params = conninfo_to_dict(self.dsn)
+        # Clients' startup options never reach the server (SECURITY.md vector 13).
+        params.pop("options", None)
+        for role in (BackendRole.OWNER, *self.logins.names):
+            conninfo = make_conninfo(**params)  # type: ignore[arg-type]
+            if role is not BackendRole.OWNER:
+                conninfo = make_conninfo(conninfo, user=self.logins.names[role], password=self.logins.passwords[role])
+            pool = AsyncConnectionPool(
+                conninfo, min_size=1, max_size=self.pool_size, open=False,
+                kwargs={"autocommit": True, "application_name": f"sqlgate-{role.value}"},
+                reset=_reset_connection, name=f"sqlgate-{role.value}",
+            )
+            await pool.open(wait=True, timeout=30)
+            self.pools[role] = pool
+        self.meta = PostgresMeta(self.pools[BackendRole.OWNER])
+
+    async def close(self) -> None:
+        for pool in self.pools.values():
+            await pool.close()
+
+    @asynccontextmanager
+    async def session(self, role: BackendRole, branch: str, writes: bool) -> AsyncIterator[PostgresSession]:
+        if branch != "main":
+            raise errors.branch_not_found(branch)
+        try:
+            conn_cm = self.pools[role].connection(timeout=30)
+            conn = await conn_cm.__aenter__()
+        except psycopg.OperationalError as exc:
+            raise errors.backend_unavailable(str(exc).strip()) from exc
+        except Exception as exc:  # psycopg_pool.PoolTimeout and friends
+            raise errors.backend_unavailable(f"{type(exc).__name__}: {exc}") from exc
+        session = PostgresSession(conn)
+        try:
+            yield session
+        finally:
+            try:
+                await session.rollback()
+                if session.dirty:
+                    await conn.execute("DISCARD ALL")
+            except psycopg.Error:
+                pass  # the pool's check discards a broken connection
+            await conn_cm.__aexit__(None, None, None)
+
+    async def explain_cost(self, sql: str, params: Sequence[str | None] | None) -> float | None:
+        async with self.pools[BackendRole.OWNER].connection() as conn:
+            try:
+                async with conn.transaction(force_rollback=True):
+                    cur = conn.cursor()
+                    await cur.execute(f"EXPLAIN (FORMAT JSON) {sql}", params if params else None)  # type: ignore[arg-type]
+                    row = await cur.fetchone()
+            except psycopg.Error:
+                return None
+        plan = row[0] if row else None
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        return float(plan[0]["Plan"]["Total Cost"]) if plan else None
+
+
+async def _reset_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        await conn.execute("ROLLBACK")
+

@@ -1,0 +1,34 @@
+"""Server settings, as the command line and environment give them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TEN_MIB = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("sqlgate-data")
+    database: str | None = None  # postgresql://... ; None = embedded DuckDB
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 6543
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
+    max_request_bytes: int = TEN_MIB
+    max_response_bytes: int = TEN_MIB
+    statement_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0
+    pool_size: int = 10
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_dir / "main.duckdb"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None

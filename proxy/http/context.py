@@ -1,0 +1,68 @@
+"""What every HTTP endpoint shares: the app's context, authentication from
+headers, bounded body reading and JSON responses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from policy.identity import Identity, Role
+from proxy import errors
+from proxy.auth import Authenticator
+from proxy.backends.base import Backend
+from proxy.config import Settings
+from proxy.http.neon import ConnectionString, parse_connection_string
+from proxy.pipeline import Pipeline
+from proxy.trace_sink import TraceSink
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    backend: Backend
+    pipeline: Pipeline
+    auth: Authenticator
+    traces: TraceSink
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, default=str), status_code=status, media_type="application/json",
+                    headers={"Access-Control-Allow-Origin": "*"})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise errors.request_too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.request_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def authenticate(request: Request, conn: ConnectionString | None = None) -> Identity:
+    ctx: AppContext = request.app.state.ctx
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    secret = credentials.strip() if scheme.lower() == "bearer" else None
+    if conn is None and "neon-connection-string" in request.headers:
+        conn = parse_connection_string(request.headers["neon-connection-string"])
+    if not secret and conn is not None:
+        secret = conn.password
+    actor = request.headers.get("x-sqlgate-actor") or (conn.user if conn else None)
+    return await ctx.auth.authenticate(secret, actor)
+
+
+def require_admin(identity: Identity, what: str) -> None:
+    if identity.role is not Role.ADMIN:
+        raise errors.SqlgateError(
+            "policy.admin_only", "42501", f"{what} needs an admin token",
+            f"This is a {identity.role.label} token.", "ask the server's admin (DATA/admin.token)", status=403,
+        )

@@ -1,0 +1,57 @@
+"""A trace record: one per statement, whatever became of it (DESIGN.md,
+invariant 2). Built by the pipeline; stored by the backend's metadata store."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+OUTCOMES = ("ok", "refused", "failed", "rolled_back", "skipped")
+
+
+def new_id(prefix: str) -> str:
+    """A short id that sorts by creation time: prefix, ms clock, random tail."""
+    return f"{prefix}_{int(time.time() * 1000):011x}{secrets.token_hex(3)}{os.getpid() % 256:02x}"
+
+
+@dataclass
+class Trace:
+    request_id: str
+    actor: str
+    token_id: str | None
+    branch: str
+    front_door: str
+    sql: str
+    params: list[Any] | None
+    klass: str
+    tables: list[str]
+    command: str = ""
+    rows: int | None = None
+    duration_ms: float = 0.0
+    cost: float | None = None  # database time in ms: what budgets are spent in
+    checkpoint_id: str | None = None
+    outcome: str = "ok"
+    error_code: str | None = None
+    error_message: str | None = None
+    id: str = field(default_factory=lambda: new_id("tr"))
+    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def public(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["class"] = data.pop("klass")
+        data["at"] = self.at.isoformat()
+        return {"id": data.pop("id"), **data}
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    actor: str | None = None
+    branch: str | None = None
+    klass: str | None = None
+    since: datetime | None = None
+    outcome: str | None = None
+    limit: int = 100

@@ -1,0 +1,65 @@
+"""Traces that have no transaction of their own to commit with: autocommit
+reads, refusals, failures and rolled-back requests. They are written in
+small batches a few milliseconds later, so a busy read path costs one
+metadata write per batch rather than per statement."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from proxy.backends.base import MetaStore
+from proxy.trace import Trace
+
+log = logging.getLogger("sqlgate.traces")
+
+
+class TraceSink:
+    def __init__(self, meta: MetaStore, delay: float = 0.005, batch: int = 500) -> None:
+        self.meta = meta
+        self.delay = delay
+        self.batch = batch
+        self.pending: list[Trace] = []
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sqlgate-trace-sink")
+
+    def add(self, traces: Sequence[Trace]) -> None:
+        self.pending.extend(traces)
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Write everything pending now (GET /traces calls this first)."""
+        async with self._lock:
+            while self.pending:
+                chunk, self.pending = self.pending[: self.batch], self.pending[self.batch:]
+                try:
+                    await self.meta.insert_traces(chunk)
+                except Exception:  # never lose them silently: retry on the next flush
+                    log.exception("could not write %d traces; will retry", len(chunk))
+                    self.pending[:0] = chunk
+                    raise
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self.delay)
+            try:
+                await self.flush()
+            except Exception:
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.flush()

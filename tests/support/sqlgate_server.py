@@ -1,0 +1,81 @@
+"""Runs the real `sqlgate serve` command in a subprocess for tests and
+benchmarks, on either backend, and gives clients its address and token."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.pgserver import free_port
+
+
+@dataclass
+class SqlgateServer:
+    backend: str  # "duckdb" or "postgres"
+    database: str | None = None  # PostgreSQL DSN for the postgres backend
+    extra_args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    admin_token: str = field(default_factory=lambda: "sqlgate_test_" + secrets.token_urlsafe(16))
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sqlgate-data-")))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SqlgateServer:
+        args = [sys.executable, "-m", "proxy.cli", "serve", "--data", str(self.data_dir),
+                "--http", f"127.0.0.1:{self.port}", "--pg", f"127.0.0.1:{free_port()}", *self.extra_args]
+        if self.database:
+            args += ["--database", self.database]
+        env = {**os.environ, "SQLGATE_ADMIN_TOKEN": self.admin_token}
+        self.log = open(self.data_dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                        cwd=Path(__file__).resolve().parents[2])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sqlgate exited: {(self.data_dir / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"sqlgate did not start: {(self.data_dir / 'server.log').read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def output(self) -> str:
+        return (self.data_dir / "server.log").read_text()
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def sql(self, query: str, params: list[Any] | None = None, token: str | None = None, **body: Any) -> httpx.Response:
+        with self.client(token) as c:
+            return c.post("/sql", json={"query": query, "params": params or [], **body})
+
+    def token(self, role: str, name: str = "agent", expires_in: float | None = 3600) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.post("/tokens", json={"role": role, "name": name, "expires_in": expires_in})
+            r.raise_for_status()
+            return r.json()  # type: ignore[no-any-return]
