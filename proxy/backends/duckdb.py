@@ -22,7 +22,7 @@ from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
 from proxy.backends.duckdb_meta import DuckDBMeta, create_schema
 from proxy.pgtext import render_rows
-from proxy.pgtypes import field_for_duckdb
+from proxy.pgtypes import field_for_duckdb, varchar_fetch_cast
 from proxy.result import Result
 from proxy.trace import Trace
 
@@ -76,6 +76,25 @@ def _command_tag(command: str, description: Any, rows: list[tuple[Any, ...]]) ->
     return verb
 
 
+def _needs_exact_text(description: Any) -> bool:
+    """Python values lose what PostgreSQL prints for these (interval months, nested values)."""
+    return any(str(d[1]).split("(")[0].split("[")[0] in _TEXT_EXACT_TYPES for d in description)
+
+
+_TEXT_EXACT_TYPES = frozenset({"INTERVAL", "STRUCT", "MAP", "UNION"})
+
+
+def _fetch_as_text(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[str | None] | None,
+                   description: Any) -> list[tuple[Any, ...]]:
+    """Read a query again with those columns cast to VARCHAR (only reads are re-read)."""
+    relation = cur.sql(sql, params=list(params) if params else None)
+    exprs = []
+    for i, d in enumerate(description, start=1):
+        cast = varchar_fetch_cast(d[1])
+        exprs.append(f"CAST(#{i} AS {cast})" if cast else f"#{i}")
+    return relation.project(", ".join(exprs)).fetchall()
+
+
 class DuckDBSession:
     dialect = "duckdb"
 
@@ -105,6 +124,8 @@ class DuckDBSession:
         return self._in_tx
 
     async def execute(self, sql: str, params: Sequence[str | None] | None = None, command: str = "") -> Result:
+        exact_text = command in ("SELECT", "VALUES", "TABLE", "WITH", "FROM")
+
         def run() -> Result:
             cur = self._conn
             cur.execute(sql, list(params) if params else None)
@@ -115,6 +136,8 @@ class DuckDBSession:
                                        and description[0][0] == "Count"):
                 return Result(command_tag=tag)  # DuckDB's row count for DML and DDL, already in the tag
             fields = [field_for_duckdb(d[0], d[1]) for d in description]
+            if exact_text and _needs_exact_text(description):
+                rows = _fetch_as_text(cur, sql, params, description)
             return Result(fields, render_rows(description, rows), tag)
 
         future = asyncio.get_running_loop().run_in_executor(self.executor, run)
