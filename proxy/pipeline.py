@@ -22,6 +22,7 @@ from policy.identity import Identity, Role
 from policy.statement import Part, Statement, StatementClass
 from proxy import errors
 from proxy.backends.base import Backend, BackendRole, Session, TxOptions
+from proxy.client_session import ClientSession
 from proxy.result import Result
 from proxy.trace import Trace, new_id
 from proxy.trace_sink import TraceSink
@@ -79,13 +80,17 @@ class Pipeline:
         Role.READ: BackendRole.READ, Role.WRITE: BackendRole.WRITE, Role.ADMIN: BackendRole.OWNER,
     })
 
-    async def run(self, request: Request) -> Response:
+    async def run(self, request: Request, client: ClientSession | None = None) -> Response:
+        """One request: HTTP's (its own transaction) or, with `client`, a wire session's."""
         request_id = new_id("rq")
         steps = self.classify(request, request_id)
         self.enforce_policy(steps)
         if request.dry_run:
             return Response(request_id, steps, await self.plan(steps))
-        await self.execute(request, steps)
+        if client is None:
+            await self.execute(request, steps)
+        else:
+            await self.execute_in_session(request, steps, client)
         return Response(request_id, steps)
 
     # --- classify ---------------------------------------------------------
@@ -294,3 +299,116 @@ class Pipeline:
                 step.trace.outcome = "failed"
                 step.trace.error_code, step.trace.error_message = error.reason, error.message
         self.traces.add([s.trace for s in steps])
+
+    # --- lasting sessions (wire protocol) ---------------------------------
+
+    async def execute_in_session(self, request: Request, steps: list[Step], client: ClientSession) -> None:
+        """Statements outside a transaction run as they would over HTTP (several
+        at once form one implicit transaction, as in PostgreSQL's simple query);
+        BEGIN/COMMIT/ROLLBACK/SAVEPOINT from the client are real here."""
+        login = self.login_for(request.identity, steps)
+        has_tx_control = any(s.part.klass is C.TRANSACTION for s in steps)
+        if not client.in_transaction and not has_tx_control:
+            session = await client.source.session_for(login)
+            if len(steps) == 1 and steps[0].part.klass is C.READ:
+                await self._run_autocommit(session, steps[0])
+            else:
+                await self._run_transaction(request, session, steps, rollback_at_end=False)
+            return
+        for step in steps:
+            await self._run_session_step(request, step, client, login)
+
+    async def _run_session_step(self, request: Request, step: Step, client: ClientSession, login: BackendRole) -> None:
+        part = step.part
+        if part.klass is C.TRANSACTION:
+            await self._run_tx_control(step, client, login)
+            return
+        if not client.in_transaction:
+            session = await client.source.session_for(login)
+            if part.klass is C.READ:
+                await self._run_autocommit(session, step)
+            else:
+                await self._run_transaction(request, session, [step], rollback_at_end=False)
+            return
+        session = client.active
+        assert session is not None
+        started = time.perf_counter()
+        try:
+            await self._run_step(request, session, step)
+        except errors.SqlgateError as error:
+            self._finish(step, started, "failed", error)
+            error.extra["trace_id"] = step.trace.id
+            client.pending.append(step.trace)  # the transaction is now aborted; ROLLBACK settles it
+            raise
+        client.pending.append(step.trace)
+
+    async def _run_tx_control(self, step: Step, client: ClientSession, login: BackendRole) -> None:
+        verb = transaction_verb(step.part.sql, self.backend.dialect)
+        started = time.perf_counter()
+        session = client.active or await client.source.session_for(login)
+        was_open = client.in_transaction
+        try:
+            if verb is TxVerb.COMMIT and was_open:
+                self._finish(step, started, "ok")
+                traces = [*client.pending, step.trace]
+                if any(t.outcome == "failed" for t in client.pending):  # PostgreSQL answers ROLLBACK
+                    step.result = await session.execute(step.part.sql, None, step.part.command)
+                    self._settle(client, "rolled_back", step)
+                    return
+                await session.record_traces(traces)
+                step.result = await session.execute(step.part.sql, None, step.part.command)
+                client.pending.clear()
+                client.savepoints.clear()
+                client.active = None
+                return
+            step.result = await session.execute(step.part.sql, None, step.part.command)
+        except errors.SqlgateError as error:
+            self._finish(step, started, "failed", error)
+            error.extra["trace_id"] = step.trace.id
+            if client.in_transaction:
+                client.pending.append(step.trace)
+            else:
+                self._settle(client, "rolled_back", None)
+                self.traces.add([step.trace])
+            raise
+        self._finish(step, started, "ok")
+        if verb is TxVerb.BEGIN and not was_open:
+            client.active = session
+            client.pending.append(step.trace)
+        elif verb is TxVerb.ROLLBACK and was_open:
+            self._settle(client, "rolled_back", step)
+        elif verb is TxVerb.SAVEPOINT and was_open:
+            client.savepoints.append((_savepoint_name(step.part.sql), len(client.pending)))
+            client.pending.append(step.trace)
+        elif verb is TxVerb.ROLLBACK_TO and was_open:
+            name = _savepoint_name(step.part.sql)
+            mark = next((n for s, n in reversed(client.savepoints) if s == name), len(client.pending))
+            undone, client.pending = client.pending[mark + 1:], client.pending[: mark + 1]
+            for trace in undone:
+                trace.outcome = "rolled_back"
+            self.traces.add(undone)
+            client.pending.append(step.trace)
+        elif was_open:
+            client.pending.append(step.trace)
+        else:  # COMMIT/ROLLBACK with no transaction open: PostgreSQL warns and goes on
+            self.traces.add([step.trace])
+
+    def _settle(self, client: ClientSession, outcome: str, closing: Step | None) -> None:
+        for trace in client.pending:
+            if trace.outcome == "ok":
+                trace.outcome = outcome
+        if closing is not None:
+            client.pending.append(closing.trace)
+        self.traces.add(client.pending)
+        client.pending = []
+        client.savepoints.clear()
+        client.active = None
+
+
+def _savepoint_name(sql: str) -> str:
+    """The savepoint a SAVEPOINT / RELEASE / ROLLBACK TO statement names (last identifier)."""
+    import sqlglot
+
+    tokens = sqlglot.tokenize(sql, read="postgres")
+    words = [t.text for t in tokens if t.text not in (";",)]
+    return words[-1].lower() if words else ""

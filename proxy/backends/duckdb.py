@@ -25,6 +25,7 @@ from proxy.pgtext import render_rows
 from proxy.pgtypes import field_for_duckdb, varchar_fetch_cast
 from proxy.result import Result
 from proxy.trace import Trace
+from proxy.txcontrol import TxVerb, transaction_verb
 
 T = TypeVar("T")
 
@@ -95,6 +96,9 @@ def _fetch_as_text(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[st
     return relation.project(", ".join(exprs)).fetchall()
 
 
+_TX_COMMANDS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "END", "ROLLBACK", "ABORT"})
+
+
 class DuckDBSession:
     dialect = "duckdb"
 
@@ -142,7 +146,9 @@ class DuckDBSession:
 
         future = asyncio.get_running_loop().run_in_executor(self.executor, run)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.backend.statement_timeout)
+            result = await asyncio.wait_for(asyncio.shield(future), self.backend.statement_timeout)
+            self._track_transaction(sql, command)
+            return result
         except asyncio.TimeoutError:
             self._conn.interrupt()  # DuckDB has no statement_timeout: interrupt it ourselves
             try:
@@ -156,6 +162,16 @@ class DuckDBSession:
             ) from None
         except duckdb.Error as exc:
             raise sql_error(exc) from exc
+
+    def _track_transaction(self, sql: str, command: str) -> None:
+        """DuckDB has no transaction-status call: follow the client's own BEGIN/COMMIT/ROLLBACK."""
+        if command not in _TX_COMMANDS:
+            return
+        verb = transaction_verb(sql, "duckdb")
+        if verb is TxVerb.BEGIN:
+            self._in_tx = True
+        elif verb in (TxVerb.COMMIT, TxVerb.ROLLBACK):
+            self._in_tx = False
 
     async def begin(self, options: TxOptions | None = None) -> None:
         if not self._in_tx:

@@ -121,7 +121,10 @@ class PostgresSession:
 
     async def record_traces(self, traces: Sequence[Trace]) -> None:
         if traces:
-            await self.conn.execute("SELECT sqlgate.record_traces(%s::jsonb)", (_trace_json(traces),))
+            try:
+                await self.conn.execute("SELECT sqlgate.record_traces(%s::jsonb)", (_trace_json(traces),))
+            except psycopg.Error as exc:
+                raise sql_error(exc) from exc
 
 
 def _row_to_token(row: Sequence[Any]) -> Token:
@@ -267,9 +270,12 @@ class PostgresBackend:
             try:
                 await session.rollback()
                 if session.dirty:
-                    await conn.execute("DISCARD ALL")
+                    # Session state (SET, temp tables, PREPARE) must not reach the next
+                    # request. Closing beats DISCARD ALL, which would also drop psycopg's
+                    # own prepared statements behind its back; the pool opens a new one.
+                    await conn.close()
             except psycopg.Error:
-                pass  # the pool's check discards a broken connection
+                pass  # the pool discards a broken connection
             await conn_cm.__aexit__(None, None, None)
 
     async def explain_cost(self, sql: str, params: Sequence[str | None] | None) -> float | None:

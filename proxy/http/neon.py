@@ -99,7 +99,7 @@ def _query(item: Any, where: str) -> tuple[Query, bool | None]:
     params = item.get("params")
     if params is not None and not isinstance(params, list):
         raise errors.bad_request(
-            '"params" must be a JSON array', "Parameters bind to $1, $2, ... in order.", f"POST /sql with {SINGLE_SHAPE}"
+            '"params" must be a JSON array', f"Parameters bind to $1, $2, ... in order: {SINGLE_SHAPE}.", f"POST /sql with {SINGLE_SHAPE}"
         )
     array_mode = item.get("arrayMode")
     return Query(sql, tuple(param_text(p) for p in params) if params else None), (
