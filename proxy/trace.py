@@ -3,7 +3,7 @@ invariant 2). Built by the pipeline; stored by the backend's metadata store."""
 
 from __future__ import annotations
 
-import os
+import itertools
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,9 +13,13 @@ from typing import Any
 OUTCOMES = ("ok", "refused", "failed", "rolled_back", "skipped")
 
 
+_sequence = itertools.count()
+
+
 def new_id(prefix: str) -> str:
-    """A short id that sorts by creation time: prefix, ms clock, random tail."""
-    return f"{prefix}_{int(time.time() * 1000):011x}{secrets.token_hex(3)}{os.getpid() % 256:02x}"
+    """A short id that sorts by creation time: ms clock, then a per-process
+    counter (so ids made in one millisecond keep their order), random tail."""
+    return f"{prefix}_{int(time.time() * 1000):011x}{next(_sequence) % 65536:04x}{secrets.token_hex(3)}"
 
 
 @dataclass
