@@ -234,6 +234,10 @@ class Pipeline:
                     step.trace.outcome = "rolled_back"
                 self.traces.add([s.trace for s in steps])
                 return
+            if request.tx.read_only:  # nothing can commit here, the traces included
+                await session.commit()
+                self.traces.add([s.trace for s in steps])
+                return
             await session.record_traces([s.trace for s in steps])
             await session.commit()
         except errors.SqlgateError as error:

@@ -46,7 +46,7 @@ def is_loopback(host: str) -> bool:
 def check_exposure(settings: Settings) -> None:
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise StartupError("--tls-cert and --tls-key go together: give both files, or neither.")
-    for flag, host in (("--http", settings.http_host),):
+    for flag, host in (("--http", settings.http_host), ("--pg", settings.pg_host)):
         if not is_loopback(host) and not settings.tls and not settings.insecure:
             raise StartupError(
                 f"refusing to listen on {host} ({flag}) without TLS: tokens would cross the network in clear.\n"
@@ -93,13 +93,15 @@ async def build_context(settings: Settings) -> AppContext:
     traces = TraceSink(backend.meta)
     traces.start()
     auth = Authenticator(backend.meta)
-    pipeline = Pipeline(backend, traces, checkpointer=make_checkpointer(backend))
+    pipeline = Pipeline(backend, traces, checkpointer=await make_checkpointer(backend))
     return AppContext(settings, backend, pipeline, auth, traces)
 
 
-def make_checkpointer(backend: Backend):  # type: ignore[no-untyped-def]
-    """The backend's checkpoint adapter, when branching provides one."""
-    return getattr(backend, "checkpointer", None)
+async def make_checkpointer(backend: Backend):  # type: ignore[no-untyped-def]
+    """The backend's checkpoint adapter, installed (schema, functions) and purging expired checkpoints hourly."""
+    from branching.setup import install
+
+    return await install(backend)
 
 
 async def serve(settings: Settings) -> None:
@@ -111,9 +113,16 @@ async def serve(settings: Settings) -> None:
         scheme = "https" if settings.tls else "http"
         url = f"{scheme}://{settings.http_host}:{settings.http_port}"
         backend_name = "PostgreSQL" if settings.database else f"DuckDB at {settings.duckdb_path}"
-        print(f"sqlgate: serving {backend_name} on {url}", flush=True)
         if secret:
             print(f"sqlgate: admin token (shown once, also in {settings.data_dir / 'admin.token'}): {secret}", flush=True)
+        print(f"sqlgate: serving {backend_name} on {url}", flush=True)
+        from proxy.wire.server import WireServer
+
+        wire = WireServer(ctx.pipeline, ctx.auth, settings.pg_host, settings.pg_port, settings.tls_cert,
+                          settings.tls_key, getattr(settings, "pg_idle_timeout_s", 3600.0))
+        await wire.start()
+        ctx.auth.on_revoke.append(wire.revoked)
+        print(f"sqlgate: PostgreSQL wire protocol on {settings.pg_host}:{wire.port}", flush=True)
         config = uvicorn.Config(
             build_app(ctx), host=settings.http_host, port=settings.http_port, log_level="warning",
             lifespan="off", access_log=False, loop="asyncio", http="httptools",
@@ -121,7 +130,10 @@ async def serve(settings: Settings) -> None:
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             timeout_graceful_shutdown=5,
         )
-        await uvicorn.Server(config).serve()
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            await wire.close()
     finally:
         await ctx.traces.close()
         await ctx.backend.close()

@@ -21,6 +21,7 @@ import duckdb
 from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
 from proxy.backends.duckdb_meta import DuckDBMeta, create_schema
+from proxy.backends.duckdb_params import adapt_params
 from proxy.pgtext import render_rows
 from proxy.pgtypes import field_for_duckdb, varchar_fetch_cast
 from proxy.result import Result
@@ -88,7 +89,7 @@ _TEXT_EXACT_TYPES = frozenset({"INTERVAL", "STRUCT", "MAP", "UNION"})
 def _fetch_as_text(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[str | None] | None,
                    description: Any) -> list[tuple[Any, ...]]:
     """Read a query again with those columns cast to VARCHAR (only reads are re-read)."""
-    relation = cur.sql(sql, params=list(params) if params else None)
+    relation = cur.sql(sql, params=adapt_params(sql, params) if params else None)
     exprs = []
     for i, d in enumerate(description, start=1):
         cast = varchar_fetch_cast(d[1])
@@ -132,7 +133,7 @@ class DuckDBSession:
 
         def run() -> Result:
             cur = self._conn
-            cur.execute(sql, list(params) if params else None)
+            cur.execute(sql, adapt_params(sql, params) if params else None)
             description = cur.description
             rows = cur.fetchall() if description is not None else []
             tag = _command_tag(command, description, rows)

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from proxy import errors
 from proxy.http import admin_endpoints as admin
+from proxy.http import checkpoint_endpoints as checkpoints
 from proxy.http import docs
 from proxy.http.context import AppContext, json_response
 from proxy.http.sql_endpoint import sql, sql_options
@@ -34,6 +35,8 @@ ROUTES = [
     Route("/tokens", admin.list_tokens, methods=["GET"]),
     Route("/tokens/{token_id}", admin.revoke_token, methods=["DELETE"]),
     Route("/traces", admin.list_traces, methods=["GET"]),
+    Route("/rollback", checkpoints.rollback, methods=["POST"]),
+    Route("/checkpoints", checkpoints.list_checkpoints, methods=["GET"]),
 ]
 
 
@@ -46,7 +49,12 @@ def endpoint_list() -> list[str]:
 
 async def sqlgate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.SqlgateError)
-    return json_response(exc.to_json(), status=exc.status)
+    status = exc.status
+    if status in (401, 403) and "neon-connection-string" in request.headers:
+        # Neon's driver reads the error body (code, hint, ...) only from a 400,
+        # and Neon itself answers the caller's auth mistakes with 400.
+        status = 400
+    return json_response(exc.to_json(), status=status)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
