@@ -24,6 +24,7 @@ from proxy import errors
 from proxy.backends.base import Backend, BackendRole, Session, TxOptions
 from proxy.client_session import ClientSession
 from proxy.result import Result
+from proxy.sql_functions import Call, CallContext, SqlFunctions
 from proxy.trace import Trace, new_id
 from proxy.trace_sink import TraceSink
 from proxy.txcontrol import TxVerb, transaction_verb
@@ -59,6 +60,7 @@ class Step:
     result: Result | None = None
     checkpoint: Checkpoint | None = None
     absorbed: TxVerb | None = None  # BEGIN/COMMIT/ROLLBACK the request's own transaction stands for
+    call: Call | None = None  # a `sqlgate.*` call, answered by sqlgate rather than the database
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Pipeline:
     backend: Backend
     traces: TraceSink
     checkpointer: Checkpointer | None = None
+    functions: SqlFunctions = field(default_factory=SqlFunctions)
     role_logins: dict[Role, BackendRole] = field(default_factory=lambda: {
         Role.READ: BackendRole.READ, Role.WRITE: BackendRole.WRITE, Role.ADMIN: BackendRole.OWNER,
     })
@@ -110,7 +113,10 @@ class Pipeline:
                     front_door=request.front_door, sql=part.sql, params=list(query.params) if query.params else None,
                     klass=part.klass.label, tables=list(part.tables), command=part.command,
                 )
-                steps.append(Step(index, part, query.params, decide(identity.role, part), trace))
+                call = self.functions.match(part.sql, self.backend.dialect) if part.touches_meta else None
+                # A sqlgate.* call is allowed here: its handler applies its own rules.
+                decision = Allow() if call is not None else decide(identity.role, part)
+                steps.append(Step(index, part, query.params, decision, trace, call=call))
         return steps
 
     def _refuse_whole(self, request: Request, request_id: str, statement: Statement, error: errors.SqlgateError) -> None:
@@ -172,6 +178,9 @@ class Pipeline:
         return login
 
     async def execute(self, request: Request, steps: list[Step]) -> None:
+        if any(s.call for s in steps):
+            await self._run_calls(request, steps)
+            return
         rollback_at_end = self._absorb_transaction_control(steps)
         writes = any(s.part.klass >= C.WRITE for s in steps)
         login = self.login_for(request.identity, steps)
@@ -207,6 +216,29 @@ class Pipeline:
                 error.extra["trace_id"] = step.trace.id
                 raise error
         return rollback_at_end
+
+    async def _run_calls(self, request: Request, steps: list[Step]) -> None:
+        if not all(s.call for s in steps):
+            error = errors.bad_request(
+                "sqlgate.* calls must be sent on their own",
+                "They are answered by sqlgate, outside any database transaction.",
+                "send the sqlgate.* call in its own request, then the rest",
+            )
+            self._trace_failure(steps, next(s for s in steps if s.call), error)
+            raise error
+        for step in steps:
+            assert step.call is not None
+            started = time.perf_counter()
+            context = CallContext(step.call, request.identity, request.branch, step.trace.id)
+            try:
+                step.result = await self.functions.run(context)
+            except errors.SqlgateError as error:
+                self._finish(step, started, "failed", error)
+                self.traces.add([step.trace])
+                error.extra["trace_id"] = step.trace.id
+                raise
+            self._finish(step, started, "ok")
+            self.traces.add([step.trace])
 
     async def _run_autocommit(self, session: Session, step: Step) -> None:
         started = time.perf_counter()
@@ -310,6 +342,9 @@ class Pipeline:
         """Statements outside a transaction run as they would over HTTP (several
         at once form one implicit transaction, as in PostgreSQL's simple query);
         BEGIN/COMMIT/ROLLBACK/SAVEPOINT from the client are real here."""
+        if any(s.call for s in steps):
+            await self._run_calls(request, steps)
+            return
         login = self.login_for(request.identity, steps)
         has_tx_control = any(s.part.klass is C.TRANSACTION for s in steps)
         if not client.in_transaction and not has_tx_control:

@@ -21,7 +21,9 @@ from proxy.backends.base import Backend
 from proxy.config import Settings
 from proxy.http.app import build_app
 from proxy.http.context import AppContext
+from proxy.builtin_functions import register_builtins
 from proxy.pipeline import Pipeline
+from proxy.sql_functions import SqlFunctions
 from proxy.trace_sink import TraceSink
 
 log = logging.getLogger("sqlgate")
@@ -93,7 +95,9 @@ async def build_context(settings: Settings) -> AppContext:
     traces = TraceSink(backend.meta)
     traces.start()
     auth = Authenticator(backend.meta)
-    pipeline = Pipeline(backend, traces, checkpointer=await make_checkpointer(backend))
+    functions = SqlFunctions()
+    register_builtins(functions, backend.meta, traces)
+    pipeline = Pipeline(backend, traces, checkpointer=await make_checkpointer(backend), functions=functions)
     return AppContext(settings, backend, pipeline, auth, traces)
 
 

@@ -151,3 +151,22 @@ def test_token_list_is_admin_wide_and_never_shows_secrets(sqlgate: SqlgateServer
     assert all("token" not in t and "secret_hash" not in t for t in tokens)
     with sqlgate.client(created["token"]) as c:
         assert [t["id"] for t in c.get("/tokens").json()["tokens"]] == [created["id"]]
+
+
+def test_sqlgate_is_reachable_from_sql(sqlgate: SqlgateServer) -> None:
+    created = sqlgate.token("read", name="sql-only")
+    r = sqlgate.sql("SELECT sqlgate.whoami()", token=created["token"])
+    assert r.status_code == 200, r.text
+    [row] = r.json()["rows"]
+    assert row["role"] == "read" and row["token_id"] == created["id"] and row["branch"] == "main"
+    first = sqlgate.sql("SELECT 40 + 2 AS n", token=created["token"]).json()["trace_id"]
+    r = sqlgate.sql('SELECT * FROM "sqlgate".traces LIMIT 50', token=created["token"])
+    assert r.status_code == 200, r.text
+    ids = [t["id"] for t in r.json()["rows"]]
+    assert first in ids
+    assert {t["actor"] for t in r.json()["rows"]} == {"sql-only"}  # only its own statements
+    r = sqlgate.sql("SELECT * FROM sqlgate.tokens", token=created["token"])
+    assert r.status_code == 403 and r.json()["reason"] == "policy.metadata"
+    # Anything else naming sqlgate's schema is still refused.
+    r = sqlgate.sql("SELECT * FROM sqlgate.traces WHERE actor = 'x'", token=created["token"])
+    assert r.status_code == 403
