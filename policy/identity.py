@@ -11,7 +11,7 @@ import enum
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 TOKEN_PREFIX = "sqlgate_"
 DEFAULT_TOKEN_LIFETIME = timedelta(days=7)
@@ -47,7 +47,7 @@ class Token:
     created_by: str | None = None
 
     def is_valid(self, now: datetime | None = None) -> bool:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     def public(self) -> dict[str, object]:
@@ -82,7 +82,7 @@ def new_token(name: str, role: Role, lifetime: timedelta | None, created_by: str
               secret: str | None = None) -> tuple[Token, str]:
     """A fresh token record and its secret (the only time the secret exists)."""
     secret = secret or TOKEN_PREFIX + secrets.token_urlsafe(32)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     token = Token(
         id="tok_" + secrets.token_hex(6),
         name=name,

@@ -8,6 +8,7 @@ proxy drops the cache entry at once, so it takes effect on the next request.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from policy.identity import DEFAULT_TOKEN_LIFETIME, Identity, Role, Token, hash_secret, new_token
@@ -21,6 +22,7 @@ class Authenticator:
     def __init__(self, meta: MetaStore) -> None:
         self.meta = meta
         self._cache: dict[str, tuple[Token, float]] = {}
+        self.on_revoke: list[Callable[[Token], None]] = []  # e.g. the wire server ending the token's sessions
 
     async def authenticate(self, secret: str | None, actor: str | None = None) -> Identity:
         if not secret:
@@ -61,6 +63,8 @@ class Authenticator:
         if token is None:
             raise errors.token_not_found(token_id)
         self.forget(token.secret_hash)
+        for observer in self.on_revoke:
+            observer(token)
         return token
 
     def forget(self, secret_hash: str | None = None) -> None:

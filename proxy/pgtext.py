@@ -23,7 +23,7 @@ from proxy.pgtypes import PgType, pg_type_for_duckdb
 Renderer = Callable[[Any], str]
 _INF = float("inf")
 _TWO53 = 2.0**53
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 _DAY_US = 86_400_000_000
 
 

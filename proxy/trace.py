@@ -7,7 +7,7 @@ import itertools
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 OUTCOMES = ("ok", "refused", "failed", "rolled_back", "skipped")
@@ -42,7 +42,7 @@ class Trace:
     error_code: str | None = None
     error_message: str | None = None
     id: str = field(default_factory=lambda: new_id("tr"))
-    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)

@@ -150,7 +150,7 @@ class DuckDBSession:
             result = await asyncio.wait_for(asyncio.shield(future), self.backend.statement_timeout)
             self._track_transaction(sql, command)
             return result
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._conn.interrupt()  # DuckDB has no statement_timeout: interrupt it ourselves
             try:
                 await future
