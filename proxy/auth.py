@@ -67,6 +67,15 @@ class Authenticator:
             observer(token)
         return token
 
+    async def revoked_elsewhere(self, token_id: str) -> None:
+        """Another proxy revoked a token: drop it here too and tell the observers."""
+        token = await self.meta.get_token(token_id)
+        if token is None:
+            return
+        self.forget(token.secret_hash)
+        for observer in self.on_revoke:
+            observer(token)
+
     def forget(self, secret_hash: str | None = None) -> None:
         if secret_hash is None:
             self._cache.clear()

@@ -98,7 +98,14 @@ async def build_context(settings: Settings) -> AppContext:
     functions = SqlFunctions()
     register_builtins(functions, backend.meta, traces)
     pipeline = Pipeline(backend, traces, checkpointer=await make_checkpointer(backend), functions=functions)
+    watch = getattr(backend, "watch_revocations", None)
+    if watch is not None:  # several proxies on one PostgreSQL learn each other's revocations
+        background.append(asyncio.create_task(watch(auth.revoked_elsewhere), name="sqlgate-revocations"))
     return AppContext(settings, backend, pipeline, auth, traces)
+
+
+# Tasks that live as long as the server (kept referenced so they are not collected).
+background: list[asyncio.Task[None]] = []
 
 
 async def make_checkpointer(backend: Backend):  # type: ignore[no-untyped-def]

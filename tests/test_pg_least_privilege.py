@@ -121,3 +121,21 @@ def test_start_says_what_to_grant_when_the_login_lacks_privileges(pg_server: PgS
     assert "ALTER ROLE weakling CREATEROLE;" in out.stderr
     assert "GRANT CREATE ON DATABASE sqlgate_weak TO weakling;" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_revocation_through_one_proxy_reaches_another(pg_server: PgServer, server: SqlgateServer) -> None:
+    """Two proxies over one database: a token revoked through one stops at once on the other."""
+    import time
+
+    other = SqlgateServer("postgres", pg_server.dsn(DB), admin_token=server.admin_token).start()
+    try:
+        created = server.token("read")
+        assert other.sql("SELECT 1", token=created["token"]).status_code == 200  # now cached there
+        with server.client() as c:
+            assert c.delete(f"/tokens/{created['id']}").status_code == 200
+        deadline = time.monotonic() + 2
+        while other.sql("SELECT 1", token=created["token"]).status_code == 200:
+            assert time.monotonic() < deadline, "the other proxy kept accepting a revoked token"
+            time.sleep(0.05)
+    finally:
+        other.stop()

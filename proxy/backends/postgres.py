@@ -7,8 +7,9 @@ untyped text, as Neon does, so PostgreSQL infers their types.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -229,8 +230,6 @@ class PostgresBackend:
         self.logins: AgentLogins | None = None
 
     async def start(self) -> None:
-        import asyncio
-
         self.logins = await asyncio.to_thread(set_up, self.dsn, self.statement_timeout, self.idle_timeout)
         params = conninfo_to_dict(self.dsn)
         # Clients' startup options never reach the server (SECURITY.md vector 13).
@@ -247,6 +246,18 @@ class PostgresBackend:
             await pool.open(wait=True, timeout=30)
             self.pools[role] = pool
         self.meta = PostgresMeta(self.pools[BackendRole.OWNER])
+
+    async def watch_revocations(self, on_revoked: Callable[[str], Awaitable[None]]) -> None:
+        """Follow revocations made through any proxy on this database (LISTEN),
+        so a token revoked elsewhere stops working here at once too."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                    await conn.execute("LISTEN sqlgate_revoked")
+                    async for note in conn.notifies():
+                        await on_revoked(note.payload)
+            except psycopg.Error:
+                await asyncio.sleep(1.0)  # the server went away: listen again when it is back
 
     async def close(self) -> None:
         for pool in self.pools.values():

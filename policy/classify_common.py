@@ -1,0 +1,74 @@
+"""The mutable accumulator both tree classifiers fill in, turned into a Part."""
+
+from __future__ import annotations
+
+from policy.statement import Part, StatementClass, Target
+
+C = StatementClass
+
+
+class Acc:
+    """What one statement does, gathered while walking its tree."""
+
+    __slots__ = ("klass", "tables", "targets", "reason", "command", "meta", "numbers", "_pending")
+
+    def __init__(self, command: str = "", klass: StatementClass = C.READ, reason: str = ""):
+        self.klass = klass
+        self.tables: list[str] = []
+        self.targets: list[Target] = []
+        self.reason = reason
+        self.command = command
+        self.meta = False
+        self.numbers: list[int] = []  # source offsets of numeric constants (the cache's fingerprint check)
+        self._pending: list[tuple[int, Target, bool]] = []
+
+    def raise_to(self, klass: StatementClass, reason: str = "") -> None:
+        if klass > self.klass:
+            self.klass = klass
+            if reason:
+                self.reason = reason
+        elif klass == self.klass and reason and not self.reason:
+            self.reason = reason
+
+    def target(self, kind: str, name: str, action: str, column: str | None = None,
+               detail: str = "", listed: bool = True) -> None:
+        t = Target(kind, name, action, column, detail)
+        if t not in self.targets:
+            self.targets.append(t)
+        if listed and name and name not in self.tables:
+            self.tables.append(name)
+
+    def later(self, location: int, t: Target, listed: bool = True) -> None:
+        """A target found while walking: added in source order by flush()."""
+        self._pending.append((location, t, listed))
+
+    def flush(self) -> None:
+        if self._pending:
+            self._pending.sort(key=lambda x: x[0])
+            for _, t, listed in self._pending:
+                self.target(t.kind, t.name, t.action, t.column, t.detail, listed)
+            self._pending.clear()
+
+    def merge(self, other: "Acc") -> None:
+        other.flush()
+        self.raise_to(other.klass, other.reason)
+        for t in other.targets:
+            if t not in self.targets:
+                self.targets.append(t)
+        for n in other.tables:
+            if n not in self.tables:
+                self.tables.append(n)
+        self.meta = self.meta or other.meta
+
+    def part(self, sql: str, tree=None) -> Part:
+        self.flush()
+        return Part(
+            sql=sql,
+            klass=self.klass,
+            tables=tuple(self.tables),
+            command=self.command,
+            reason=self.reason,
+            targets=tuple(self.targets),
+            touches_meta=self.meta,
+            tree=tree,
+        )

@@ -1,0 +1,147 @@
+"""Lookup tables for the PostgreSQL classifier: statement node types that need
+no inspection, command tags, object kinds, and what each ALTER TABLE
+subcommand does (class and a short detail for checkpoint code)."""
+
+from __future__ import annotations
+
+from policy.classify_common import C
+
+SIMPLE_DANGEROUS = {
+    "DoStmt": ("DO", "DO blocks run code sqlgate cannot inspect"),
+    "CallStmt": ("CALL", "CALL runs a procedure sqlgate cannot inspect"),
+    "GrantStmt": ("GRANT", "privilege changes are denied"),
+    "GrantRoleStmt": ("GRANT ROLE", "role membership changes are denied"),
+    "AlterDefaultPrivilegesStmt": ("ALTER DEFAULT PRIVILEGES", "privilege changes are denied"),
+    "CreateRoleStmt": ("CREATE ROLE", "role DDL is denied"),
+    "AlterRoleStmt": ("ALTER ROLE", "role DDL is denied"),
+    "AlterRoleSetStmt": ("ALTER ROLE", "role settings can lift safeguards"),
+    "DropRoleStmt": ("DROP ROLE", "role DDL is denied"),
+    "ReassignOwnedStmt": ("REASSIGN OWNED", "ownership changes are denied"),
+    "DropOwnedStmt": ("DROP OWNED", "DROP OWNED drops every object a role owns"),
+    "AlterOwnerStmt": ("ALTER OWNER", "ownership changes are denied"),
+    "CreateExtensionStmt": ("CREATE EXTENSION", "extensions install server code"),
+    "AlterExtensionStmt": ("ALTER EXTENSION", "extensions install server code"),
+    "AlterExtensionContentsStmt": ("ALTER EXTENSION", "extensions install server code"),
+    "CreatePLangStmt": ("CREATE LANGUAGE", "procedural languages run server code"),
+    "LoadStmt": ("LOAD", "LOAD loads a shared library into the server"),
+    "CreateFdwStmt": ("CREATE FOREIGN DATA WRAPPER", "foreign data access is denied"),
+    "AlterFdwStmt": ("ALTER FOREIGN DATA WRAPPER", "foreign data access is denied"),
+    "CreateForeignServerStmt": ("CREATE SERVER", "foreign data access is denied"),
+    "AlterForeignServerStmt": ("ALTER SERVER", "foreign data access is denied"),
+    "CreateUserMappingStmt": ("CREATE USER MAPPING", "foreign data access is denied"),
+    "AlterUserMappingStmt": ("ALTER USER MAPPING", "foreign data access is denied"),
+    "DropUserMappingStmt": ("DROP USER MAPPING", "foreign data access is denied"),
+    "ImportForeignSchemaStmt": ("IMPORT FOREIGN SCHEMA", "foreign data access is denied"),
+    "CreateForeignTableStmt": ("CREATE FOREIGN TABLE", "foreign data access is denied"),
+    "CreatePublicationStmt": ("CREATE PUBLICATION", "replication setup is denied"),
+    "AlterPublicationStmt": ("ALTER PUBLICATION", "replication setup is denied"),
+    "CreateSubscriptionStmt": ("CREATE SUBSCRIPTION", "replication setup is denied"),
+    "AlterSubscriptionStmt": ("ALTER SUBSCRIPTION", "replication setup is denied"),
+    "DropSubscriptionStmt": ("DROP SUBSCRIPTION", "replication setup is denied"),
+    "CreatedbStmt": ("CREATE DATABASE", "database-level DDL is denied"),
+    "DropdbStmt": ("DROP DATABASE", "database-level DDL is denied"),
+    "AlterDatabaseStmt": ("ALTER DATABASE", "database-level DDL is denied"),
+    "AlterDatabaseSetStmt": ("ALTER DATABASE", "database settings can lift safeguards"),
+    "AlterDatabaseRefreshCollStmt": ("ALTER DATABASE", "database-level DDL is denied"),
+    "AlterSystemStmt": ("ALTER SYSTEM", "ALTER SYSTEM changes server configuration"),
+    "CheckPointStmt": ("CHECKPOINT", "CHECKPOINT is a server-wide operation"),
+    "CreateTableSpaceStmt": ("CREATE TABLESPACE", "tablespaces are server files"),
+    "DropTableSpaceStmt": ("DROP TABLESPACE", "tablespaces are server files"),
+    "AlterTableSpaceOptionsStmt": ("ALTER TABLESPACE", "tablespaces are server files"),
+    "AlterTableMoveAllStmt": ("ALTER TABLE", "moves every table of a tablespace"),
+    "CreateEventTrigStmt": ("CREATE EVENT TRIGGER", "event triggers run code on DDL"),
+    "AlterEventTrigStmt": ("ALTER EVENT TRIGGER", "event triggers run code on DDL"),
+    "SecLabelStmt": ("SECURITY LABEL", "security labels are denied"),
+    "CreateCastStmt": ("CREATE CAST", "casts change how every query is evaluated"),
+    "CreateTransformStmt": ("CREATE TRANSFORM", "transforms bind server code"),
+    "CreateAmStmt": ("CREATE ACCESS METHOD", "access methods are server code"),
+    "CreateOpClassStmt": ("CREATE OPERATOR CLASS", "operator classes are denied"),
+    "CreateOpFamilyStmt": ("CREATE OPERATOR FAMILY", "operator families are denied"),
+    "AlterOpFamilyStmt": ("ALTER OPERATOR FAMILY", "operator families are denied"),
+}
+
+SIMPLE = {
+    "VariableShowStmt": ("SHOW", C.SESSION), "ListenStmt": ("LISTEN", C.SESSION),
+    "UnlistenStmt": ("UNLISTEN", C.SESSION), "NotifyStmt": ("NOTIFY", C.SESSION),
+    "ConstraintsSetStmt": ("SET CONSTRAINTS", C.SESSION),
+    "FetchStmt": ("FETCH", C.READ), "ClosePortalStmt": ("CLOSE CURSOR", C.READ),
+    "LockStmt": ("LOCK TABLE", C.READ),
+    "CompositeTypeStmt": ("CREATE TYPE", C.SAFE_DDL), "CreateEnumStmt": ("CREATE TYPE", C.SAFE_DDL),
+    "CreateRangeStmt": ("CREATE TYPE", C.SAFE_DDL), "CreateDomainStmt": ("CREATE DOMAIN", C.SAFE_DDL),
+    "CreateStatsStmt": ("CREATE STATISTICS", C.SAFE_DDL), "AlterStatsStmt": ("ALTER STATISTICS", C.SAFE_DDL),
+    "CommentStmt": ("COMMENT", C.SAFE_DDL), "CreateConversionStmt": ("CREATE CONVERSION", C.SAFE_DDL),
+    "VacuumStmt": ("VACUUM", C.SAFE_DDL), "ClusterStmt": ("CLUSTER", C.SAFE_DDL),
+    "ReindexStmt": ("REINDEX", C.SAFE_DDL), "AlterTSDictionaryStmt": ("ALTER TEXT SEARCH DICTIONARY", C.SAFE_DDL),
+    "AlterTSConfigurationStmt": ("ALTER TEXT SEARCH CONFIGURATION", C.SAFE_DDL),
+    "AlterCollationStmt": ("ALTER COLLATION", C.SAFE_DDL), "AlterOperatorStmt": ("ALTER OPERATOR", C.SAFE_DDL),
+    "AlterTypeStmt": ("ALTER TYPE", C.SAFE_DDL),
+}
+
+TXN = {
+    "TRANS_STMT_BEGIN": ("BEGIN", C.TRANSACTION), "TRANS_STMT_START": ("START TRANSACTION", C.TRANSACTION),
+    "TRANS_STMT_COMMIT": ("COMMIT", C.TRANSACTION), "TRANS_STMT_ROLLBACK": ("ROLLBACK", C.TRANSACTION),
+    "TRANS_STMT_SAVEPOINT": ("SAVEPOINT", C.TRANSACTION), "TRANS_STMT_RELEASE": ("RELEASE", C.TRANSACTION),
+    "TRANS_STMT_ROLLBACK_TO": ("ROLLBACK", C.TRANSACTION),
+    "TRANS_STMT_PREPARE": ("PREPARE TRANSACTION", C.DANGEROUS),
+    "TRANS_STMT_COMMIT_PREPARED": ("COMMIT PREPARED", C.DANGEROUS),
+    "TRANS_STMT_ROLLBACK_PREPARED": ("ROLLBACK PREPARED", C.DANGEROUS),
+}
+
+REL_KIND = {
+    "OBJECT_TABLE": "table", "OBJECT_VIEW": "view", "OBJECT_MATVIEW": "materialized view",
+    "OBJECT_INDEX": "index", "OBJECT_SEQUENCE": "sequence", "OBJECT_FOREIGN_TABLE": "foreign table",
+}
+OBJ_WORD = {"OBJECT_MATVIEW": "MATERIALIZED VIEW", "OBJECT_FDW": "FOREIGN DATA WRAPPER",
+            "OBJECT_FOREIGN_SERVER": "SERVER", "OBJECT_STATISTIC_EXT": "STATISTICS",
+            "OBJECT_TSCONFIGURATION": "TEXT SEARCH CONFIGURATION", "OBJECT_TSDICTIONARY": "TEXT SEARCH DICTIONARY"}
+DROP_DANGEROUS = {"OBJECT_EXTENSION", "OBJECT_LANGUAGE", "OBJECT_FDW", "OBJECT_FOREIGN_SERVER",
+                  "OBJECT_PUBLICATION", "OBJECT_EVENT_TRIGGER", "OBJECT_ACCESS_METHOD", "OBJECT_SUBSCRIPTION",
+                  "OBJECT_POLICY", "OBJECT_CAST", "OBJECT_TRANSFORM", "OBJECT_OPCLASS", "OBJECT_OPFAMILY",
+                  "OBJECT_DATABASE", "OBJECT_ROLE", "OBJECT_TABLESPACE"}
+DROP_PLAIN = {"OBJECT_TYPE", "OBJECT_DOMAIN", "OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE",
+              "OBJECT_AGGREGATE", "OBJECT_OPERATOR", "OBJECT_COLLATION", "OBJECT_CONVERSION",
+              "OBJECT_STATISTIC_EXT", "OBJECT_TSCONFIGURATION", "OBJECT_TSDICTIONARY",
+              "OBJECT_TSPARSER", "OBJECT_TSTEMPLATE"}
+RENAME_DANGEROUS = {"OBJECT_DATABASE", "OBJECT_ROLE", "OBJECT_TABLESPACE", "OBJECT_FDW", "OBJECT_FOREIGN_SERVER",
+                    "OBJECT_EVENT_TRIGGER", "OBJECT_PUBLICATION", "OBJECT_SUBSCRIPTION", "OBJECT_LANGUAGE",
+                    "OBJECT_POLICY"}
+
+S, D, X = C.SAFE_DDL, C.DESTRUCTIVE_DDL, C.DANGEROUS
+AT = {
+    "AT_AddColumn": (S, "add column"), "AT_AddColumnToView": (S, "add column"),
+    "AT_DropColumn": (D, "drop column"), "AT_AlterColumnType": (D, "type"),
+    "AT_DropNotNull": (D, "drop not null"), "AT_SetNotNull": (S, "set not null"),
+    "AT_DropExpression": (D, "drop expression"), "AT_SetExpression": (D, "set expression"),
+    "AT_SetStatistics": (S, "set statistics"), "AT_SetOptions": (S, "set options"),
+    "AT_ResetOptions": (S, "reset options"), "AT_SetStorage": (S, "set storage"),
+    "AT_SetCompression": (S, "set compression"), "AT_AddConstraint": (S, "add constraint"),
+    "AT_AddIndex": (S, "add index"), "AT_AddIndexConstraint": (S, "add constraint"),
+    "AT_ValidateConstraint": (S, "validate constraint"), "AT_AlterConstraint": (S, "alter constraint"),
+    "AT_DropConstraint": (D, "drop constraint"), "AT_ClusterOn": (S, "cluster on"),
+    "AT_DropCluster": (S, "set without cluster"), "AT_SetLogged": (S, "set logged"),
+    "AT_SetUnLogged": (D, "set unlogged"), "AT_DropOids": (S, "set without oids"),
+    "AT_SetAccessMethod": (S, "set access method"), "AT_SetTableSpace": (S, "set tablespace"),
+    "AT_SetRelOptions": (S, "set options"), "AT_ResetRelOptions": (S, "reset options"),
+    "AT_ReplaceRelOptions": (S, "set options"), "AT_EnableTrig": (S, "enable trigger"),
+    "AT_EnableTrigAll": (S, "enable trigger"), "AT_EnableTrigUser": (S, "enable trigger"),
+    "AT_EnableAlwaysTrig": (S, "enable trigger"), "AT_EnableReplicaTrig": (X, "enable replica trigger"),
+    "AT_DisableTrig": (X, "disable trigger"), "AT_DisableTrigAll": (X, "disable trigger"),
+    "AT_DisableTrigUser": (X, "disable trigger"), "AT_EnableRule": (X, "enable rule"),
+    "AT_EnableAlwaysRule": (X, "enable rule"), "AT_EnableReplicaRule": (X, "enable rule"),
+    "AT_DisableRule": (X, "disable rule"), "AT_EnableRowSecurity": (S, "enable row level security"),
+    "AT_ForceRowSecurity": (S, "force row level security"),
+    "AT_DisableRowSecurity": (X, "disable row level security"),
+    "AT_NoForceRowSecurity": (X, "no force row level security"), "AT_AddInherit": (S, "inherit"),
+    "AT_DropInherit": (D, "no inherit"), "AT_AddOf": (S, "of"), "AT_DropOf": (D, "not of"),
+    "AT_ReplicaIdentity": (S, "replica identity"), "AT_GenericOptions": (X, "options"),
+    "AT_AlterColumnGenericOptions": (X, "options"), "AT_ChangeOwner": (X, "owner to"),
+    "AT_AttachPartition": (S, "attach partition"), "AT_DetachPartition": (D, "detach partition"),
+    "AT_DetachPartitionFinalize": (D, "detach partition"), "AT_SplitPartition": (D, "split partition"),
+    "AT_MergePartitions": (D, "merge partitions"), "AT_AddIdentity": (S, "add identity"),
+    "AT_SetIdentity": (S, "set identity"), "AT_DropIdentity": (D, "drop identity"),
+    "AT_ColumnDefault": (S, "set default"), "AT_CookedColumnDefault": (S, "set default"),
+}
+COLUMN_AT = {"AT_AddColumn", "AT_AddColumnToView", "AT_DropColumn", "AT_AlterColumnType", "AT_DropNotNull",
+             "AT_SetNotNull", "AT_DropExpression", "AT_SetExpression", "AT_SetStatistics", "AT_SetOptions",
+             "AT_ResetOptions", "AT_SetStorage", "AT_SetCompression", "AT_AddIdentity", "AT_SetIdentity",
+             "AT_DropIdentity", "AT_ColumnDefault", "AT_CookedColumnDefault", "AT_AlterColumnGenericOptions"}

@@ -1,0 +1,78 @@
+"""Reading pglast's JSON parse tree: a bounded walk over every node and the
+small accessors (names, string constants, boolean options) the PostgreSQL
+classifier modules share."""
+
+from __future__ import annotations
+
+from policy.names import qualified
+
+MAX_DEPTH = 400
+
+
+class TooDeep(Exception):
+    pass
+
+
+def walk(root):
+    """Every (key, value) pair of a JSON tree whose value is a dict or list
+    (list items get key ""). Order is unspecified; callers sort by location."""
+    stack = [(None, root, 0)]
+    pop, push = stack.pop, stack.append
+    container = (dict, list)
+    while stack:
+        key, obj, depth = pop()
+        if key is not None:
+            yield key, obj
+        if depth > MAX_DEPTH:
+            raise TooDeep("statement nested too deeply to inspect")
+        depth += 1
+        if type(obj) is dict:
+            for k, v in obj.items():
+                if type(v) in container:
+                    push((k, v, depth))
+        else:
+            for v in obj:
+                if type(v) in container:
+                    push(("", v, depth))
+
+
+def sval(node) -> str | None:
+    if isinstance(node, dict):
+        s = node.get("String")
+        if s is not None:
+            return s.get("sval", "")
+    return None
+
+
+def name_list(items) -> list[str]:
+    return [sval(i) or "" for i in items or ()]
+
+
+def rv_name(rv: dict) -> str:
+    return qualified(rv.get("catalogname"), rv.get("schemaname"), rv.get("relname"))
+
+
+def const_text(node) -> str | None:
+    """A string literal argument, possibly behind a cast ('s'::regclass)."""
+    if not isinstance(node, dict):
+        return None
+    if "TypeCast" in node:
+        return const_text(node["TypeCast"].get("arg"))
+    c = node.get("A_Const")
+    if c and "sval" in c:
+        return c["sval"].get("sval", "")
+    return None
+
+
+def truthy(defelem: dict) -> bool:
+    arg = defelem.get("arg")
+    if arg is None:
+        return True
+    if "Boolean" in arg:
+        return bool(arg["Boolean"].get("boolval"))
+    if "Integer" in arg:
+        return bool(arg["Integer"].get("ival"))
+    s = sval(arg)
+    if s is not None:
+        return s.lower() not in ("false", "off", "0", "no", "f", "n", "of")
+    return True
