@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,7 +45,8 @@ class Trace:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def public(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Built by hand: dataclasses.asdict deep-copies, and this runs for every statement.
+        data = dict(self.__dict__)
         data["class"] = data.pop("klass")
         data["at"] = self.at.isoformat()
         return {"id": data.pop("id"), **data}

@@ -16,7 +16,7 @@ log = logging.getLogger("sqlgate.traces")
 
 
 class TraceSink:
-    def __init__(self, meta: MetaStore, delay: float = 0.005, batch: int = 500) -> None:
+    def __init__(self, meta: MetaStore, delay: float = 0.02, batch: int = 1000) -> None:
         self.meta = meta
         self.delay = delay
         self.batch = batch

@@ -58,7 +58,7 @@ def sql_error(exc: psycopg.Error) -> errors.SqlgateError:
 
 def _trace_json(traces: Sequence[Trace]) -> str:
     return json.dumps([
-        {**t.public(), "class": t.klass} for t in traces
+        t.public() for t in traces
     ], default=str)
 
 
@@ -185,9 +185,18 @@ class PostgresMeta:
             return [_row_to_token(r) for r in await cur.fetchall()]
 
     async def insert_traces(self, traces: Sequence[Trace]) -> None:
-        if traces:
-            async with self.pool.connection() as conn:
-                await conn.execute("SELECT sqlgate.record_traces(%s::jsonb)", (_trace_json(traces),))
+        if not traces:
+            return
+        async with self.pool.connection() as conn:
+            cur = conn.cursor()
+            async with cur.copy(f"COPY sqlgate.traces ({_TRACE_COLUMNS}) FROM STDIN") as copy:
+                for t in traces:
+                    await copy.write_row((
+                        t.id, t.at, t.request_id, t.actor, t.token_id, t.branch, t.front_door, t.sql,
+                        json.dumps(t.params) if t.params is not None else None, t.klass, json.dumps(t.tables),
+                        t.command, t.rows, t.duration_ms, t.cost, t.checkpoint_id, t.outcome, t.error_code,
+                        t.error_message,
+                    ))
 
     async def list_traces(self, filters: TraceFilter) -> list[Trace]:
         where, args = ["true"], []
@@ -238,10 +247,12 @@ class PostgresBackend:
             conninfo = make_conninfo(**params)  # type: ignore[arg-type]
             if role is not BackendRole.OWNER:
                 conninfo = make_conninfo(conninfo, user=self.logins.names[role], password=self.logins.passwords[role])
+            # No reset callback: with one, the pool hands every returned connection to
+            # a worker task (a loop hop per request); session() already rolls back.
             pool = AsyncConnectionPool(
                 conninfo, min_size=1, max_size=self.pool_size, open=False,
                 kwargs={"autocommit": True, "application_name": f"sqlgate-{role.value}"},
-                reset=_reset_connection, name=f"sqlgate-{role.value}",
+                name=f"sqlgate-{role.value}",
             )
             await pool.open(wait=True, timeout=30)
             self.pools[role] = pool
@@ -303,8 +314,4 @@ class PostgresBackend:
             plan = json.loads(plan)
         return float(plan[0]["Plan"]["Total Cost"]) if plan else None
 
-
-async def _reset_connection(conn: psycopg.AsyncConnection[Any]) -> None:
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        await conn.execute("ROLLBACK")
 
