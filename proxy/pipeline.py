@@ -11,7 +11,7 @@ the outcome. Front doors only translate their protocol to a `Request` and the
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,20 +230,16 @@ class Pipeline:
             assert step.call is not None
             started = time.perf_counter()
             context = CallContext(step.call, request.identity, request.branch, step.trace.id)
-            try:
-                step.result = await self.functions.run(context)
-            except errors.SqlgateError as error:
-                self._finish(step, started, "failed", error)
-                self.traces.add([step.trace])
-                error.extra["trace_id"] = step.trace.id
-                raise
-            self._finish(step, started, "ok")
-            self.traces.add([step.trace])
+            await self._run_alone(step, started, self.functions.run(context))
 
     async def _run_autocommit(self, session: Session, step: Step) -> None:
         started = time.perf_counter()
+        await self._run_alone(step, started, session.execute(step.part.sql, step.params, step.part.command))
+
+    async def _run_alone(self, step: Step, started: float, work: Awaitable[Result]) -> None:
+        """A statement with no transaction to commit with: traced through the sink."""
         try:
-            step.result = await session.execute(step.part.sql, step.params, step.part.command)
+            step.result = await work
         except errors.SqlgateError as error:
             self._finish(step, started, "failed", error)
             self.traces.add([step.trace])

@@ -60,3 +60,14 @@ class TraceFilter:
     since: datetime | None = None
     outcome: str | None = None
     limit: int = 100
+
+    def where(self, placeholder: str) -> tuple[str, list[Any]]:
+        """The SQL condition and its arguments, for a driver's placeholder style."""
+        conditions, args = ["true"], []
+        for column, op, value in (("actor", "=", self.actor), ("branch", "=", self.branch),
+                                  ("class", "=", self.klass), ("outcome", "=", self.outcome),
+                                  ('"at"', ">=", self.since)):
+            if value is not None:
+                conditions.append(f"{column} {op} {placeholder}")
+                args.append(value)
+        return " AND ".join(conditions), args

@@ -272,23 +272,15 @@ class DuckDBBackend:
 
     async def run_write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run `fn` with a fresh connection on the writer thread (metadata writes)."""
-        def call() -> T:
-            cur = self.db.cursor()
-            try:
-                return fn(cur)
-            finally:
-                cur.close()
-
         async with self.write_lock:
-            return await asyncio.get_running_loop().run_in_executor(self.writer, call)
+            return await asyncio.get_running_loop().run_in_executor(self.writer, self._with_cursor, fn)
 
     async def run_read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        def call() -> T:
-            cur = self.db.cursor()
-            try:
-                return fn(cur)
-            finally:
-                cur.close()
+        return await asyncio.get_running_loop().run_in_executor(self.readers, self._with_cursor, fn)
 
-        return await asyncio.get_running_loop().run_in_executor(self.readers, call)
-
+    def _with_cursor(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        cur = self.db.cursor()
+        try:
+            return fn(cur)
+        finally:
+            cur.close()

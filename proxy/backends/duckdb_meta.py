@@ -117,16 +117,8 @@ class DuckDBMeta:
             await self.backend.run_write(lambda c: self.write_traces(c, traces))
 
     async def list_traces(self, filters: TraceFilter) -> list[Trace]:
-        where, args = ["true"], []
-        for column, value in (("actor", filters.actor), ("branch", filters.branch), ("class", filters.klass),
-                              ("outcome", filters.outcome)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if filters.since is not None:
-            where.append('"at" >= ?')
-            args.append(filters.since)
-        query = (f"SELECT {_TRACE_COLUMNS} FROM sqlgate.traces WHERE {' AND '.join(where)}"
+        where, args = filters.where("?")
+        query = (f"SELECT {_TRACE_COLUMNS} FROM sqlgate.traces WHERE {where}"
                  f' ORDER BY "at" DESC, id DESC LIMIT {int(filters.limit)}')
         rows = await self.backend.run_read(lambda c: c.execute(query, args).fetchall())
         return [_trace(r) for r in rows]

@@ -199,17 +199,8 @@ class PostgresMeta:
                     ))
 
     async def list_traces(self, filters: TraceFilter) -> list[Trace]:
-        where, args = ["true"], []
-        for column, value in (("actor", filters.actor), ("branch", filters.branch), ("class", filters.klass),
-                              ("outcome", filters.outcome)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if filters.since is not None:
-            where.append("at >= %s")
-            args.append(filters.since)
-        query = (f"SELECT {_TRACE_COLUMNS} FROM sqlgate.traces WHERE {' AND '.join(where)}"
-                 f" ORDER BY at DESC, id DESC LIMIT %s")
+        where, args = filters.where("%s")
+        query = f'SELECT {_TRACE_COLUMNS} FROM sqlgate.traces WHERE {where} ORDER BY "at" DESC, id DESC LIMIT %s'
         async with self.pool.connection() as conn:
             cur = await conn.execute(query, (*args, filters.limit))
             rows = await cur.fetchall()
