@@ -13,6 +13,11 @@ from proxy.backends.base import MetaStore
 from proxy.trace import Trace
 
 log = logging.getLogger("sqlgate.traces")
+MAX_ATTEMPTS = 5
+
+
+class TraceWriteError(Exception):
+    """Some traces could not be written this time; they stay pending."""
 
 
 class TraceSink:
@@ -24,6 +29,7 @@ class TraceSink:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._attempts: dict[str, int] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sqlgate-trace-sink")
@@ -39,10 +45,27 @@ class TraceSink:
                 chunk, self.pending = self.pending[: self.batch], self.pending[self.batch:]
                 try:
                     await self.meta.insert_traces(chunk)
-                except Exception:  # never lose them silently: retry on the next flush
-                    log.exception("could not write %d traces; will retry", len(chunk))
-                    self.pending[:0] = chunk
-                    raise
+                except Exception:
+                    await self._write_one_by_one(chunk)
+
+    async def _write_one_by_one(self, chunk: list[Trace]) -> None:
+        """A failed batch: write its traces singly, so one bad row cannot hold back
+        the rest. What still fails is retried on later flushes, then logged whole."""
+        retry = []
+        for trace in chunk:
+            try:
+                await self.meta.insert_traces([trace])
+            except Exception as exc:
+                attempts = self._attempts.get(trace.id, 0) + 1
+                if attempts < MAX_ATTEMPTS:
+                    self._attempts[trace.id] = attempts
+                    retry.append(trace)
+                else:
+                    self._attempts.pop(trace.id, None)
+                    log.error("dropping trace after %d attempts (%s): %r", attempts, exc, trace.public())
+        if retry:
+            self.pending[:0] = retry
+            raise TraceWriteError(f"{len(retry)} traces could not be written yet")
 
     async def _run(self) -> None:
         while True:

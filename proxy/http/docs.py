@@ -166,5 +166,12 @@ OPENAPI: dict[str, Any] = {
         "/tokens/{token_id}": {"delete": _op("Revoke a token", params=[
             {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}])},
         "/traces": {"get": _op("Traces, newest first", params=_TRACE_FILTERS)},
+        "/checkpoints": {"get": _op("Checkpoints with size, age and expiry", params=[
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for name in ("actor", "branch", "since", "limit")])},
+        "/rollback": {"post": _op("Undo a destructive statement: back to just before it (mode all), or only it", {
+            "type": "object", "required": ["checkpoint"], "properties": {
+                "checkpoint": {"type": "string", "description": "cp_..."},
+                "mode": {"enum": ["all", "statement"]}, "dry_run": {"type": "boolean"}}})},
     },
 }
