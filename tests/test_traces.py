@@ -111,3 +111,12 @@ def test_sqlgate_log_prints_a_table(sqlgate: SqlgateServer) -> None:
     lines = out.stdout.splitlines()
     assert lines[0].split()[:5] == ["time", "id", "actor", "class", "outcome"]
     assert any("SELECT 'logged' AS x" in line for line in lines[2:])
+
+
+def test_a_statement_with_a_nul_character_is_traced_and_traces_stay_readable(sqlgate: SqlgateServer) -> None:
+    r = sqlgate.sql("SELECT $1 AS s", ["a\x00b"])
+    assert r.status_code in (200, 400)  # PostgreSQL refuses NUL in text; DuckDB may take it
+    trace_id = r.json()["trace_id"]
+    traces = traces_of(sqlgate)  # no 500: the trace was written, NUL kept visible
+    [trace] = [t for t in traces if t["id"] == trace_id]
+    assert trace["params"] and trace["params"][0].startswith("a") and trace["params"][0].endswith("b")

@@ -56,13 +56,20 @@ def sql_error(exc: psycopg.Error) -> errors.SqlgateError:
     )
 
 
-def _pg_text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL; keep it visible rather than lose the trace."""
-    return value.replace("\x00", "\\x00") if value and "\x00" in value else value
+def _pg_clean(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL: show it as the four characters
+    \\x00 (before any JSON encoding) rather than lose the trace."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00") if "\x00" in value else value
+    if isinstance(value, list):
+        return [_pg_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _pg_clean(v) for k, v in value.items()}
+    return value
 
 
 def _trace_json(traces: Sequence[Trace]) -> str:
-    return _pg_text(json.dumps([t.public() for t in traces], default=str)) or "[]"
+    return json.dumps([_pg_clean(t.public()) for t in traces], default=str)
 
 
 # Commands that leave no session state behind (SET, PREPARE, LISTEN, temp tables do).
@@ -194,12 +201,12 @@ class PostgresMeta:
             cur = conn.cursor()
             async with cur.copy(f"COPY sqlgate.traces ({_TRACE_COLUMNS}) FROM STDIN") as copy:
                 for t in traces:
-                    await copy.write_row((
-                        t.id, t.at, t.request_id, _pg_text(t.actor), t.token_id, _pg_text(t.branch), t.front_door,
-                        _pg_text(t.sql), _pg_text(json.dumps(t.params)) if t.params is not None else None, t.klass,
-                        _pg_text(json.dumps(t.tables)), t.command, t.rows, t.duration_ms, t.cost, t.checkpoint_id,
-                        t.outcome, t.error_code, _pg_text(t.error_message),
-                    ))
+                    await copy.write_row(_pg_clean([
+                        t.id, t.at, t.request_id, t.actor, t.token_id, t.branch, t.front_door, t.sql,
+                        json.dumps(_pg_clean(t.params)) if t.params is not None else None, t.klass,
+                        json.dumps(_pg_clean(t.tables)), t.command, t.rows, t.duration_ms, t.cost, t.checkpoint_id,
+                        t.outcome, t.error_code, t.error_message,
+                    ]))
 
     async def list_traces(self, filters: TraceFilter) -> list[Trace]:
         where, args = filters.where("%s")
