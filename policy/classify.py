@@ -180,21 +180,30 @@ def _duck_statements(sql: str):
         return [(s.type.name, s.query) for s in stmts]
 
 
-def _trim_statement(query: str) -> str:
-    """Drop the separating ';' (and what follows it) using sqlglot's tokens."""
+def _trim_statement(query: str) -> tuple[str, list | None]:
+    """Drop the separating ';' (and what follows it) using sqlglot's tokens.
+    Also returns those tokens, cut after the last one kept, when they are
+    exactly what tokenizing the trimmed text gives (only whitespace and ';'
+    followed it, no comment), so the statement is not tokenized twice."""
     if ";" not in query:  # fast path: no separator to drop
-        return query.rstrip()
+        return query.rstrip(), None
     try:
         toks = classify_sqlglot.tokenize(query)
     except Exception:
-        return query.rstrip().removesuffix(";").rstrip()
+        return query.rstrip().removesuffix(";").rstrip(), None
     last = None
-    for t in toks:
+    n = 0
+    for i, t in enumerate(toks):
         if t.token_type != TokenType.SEMICOLON:
             last = t
+            n = i + 1
     if last is None:
-        return ""
-    return query[: last.end + 1]
+        return "", None
+    text = query[: last.end + 1]
+    rest = query[last.end + 1:]
+    reuse = not rest.strip(" \t\r\n;") and not last.comments and all(
+        t.token_type == TokenType.SEMICOLON and not t.comments for t in toks[n:])
+    return text, (toks[:n] if reuse else None)
 
 
 def _classify_duckdb(sql: str) -> Statement:
@@ -215,7 +224,7 @@ def _classify_duckdb(sql: str) -> Statement:
         at = sql.find(query, pos)  # locate DuckDB's own slice (not a classification)
         if at >= 0:
             pos = at + len(query)
-        text = _trim_statement(query)
+        text, tokens = _trim_statement(query)
         if not text.strip():
             continue
         if at < 0:
@@ -223,11 +232,11 @@ def _classify_duckdb(sql: str) -> Statement:
         elif spans is not None:
             spans.append((at, at + len(text)))
         try:
-            acc, tree = classify_sqlglot.classify_text(text, stype)
+            acc, tree = classify_sqlglot.classify_text(text, stype, tokens)
         except (RecursionError, _TooLarge):
             raise
         except Exception as e:
-            acc, tree = Acc(command=stype), None, None
+            acc, tree = Acc(command=stype), None
             acc.raise_to(C.DANGEROUS, f"sqlgate could not inspect this statement ({type(e).__name__})")
         parts.append(acc.part(text, tree))
     return _statement(sql, "duckdb", parts), spans, None

@@ -33,15 +33,16 @@ def tokenize(text: str, dialect: str = "duckdb") -> list:
     return list(tok.tokenize(text))
 
 
-def parse(text: str, dialect: str = "duckdb") -> list:
-    """sqlglot.parse(text, read=dialect) with per-thread reused parser objects."""
+def parse(text: str, dialect: str = "duckdb", tokens: list | None = None) -> list:
+    """sqlglot.parse(text, read=dialect) with per-thread reused parser objects
+    (`tokens`: the tokens of `text`, when the caller already has them)."""
     cache = getattr(_local, "parsers", None)
     if cache is None:
         cache = _local.parsers = {}
     p = cache.get(dialect)
     if p is None:
         p = cache[dialect] = Dialect.get_or_raise(dialect).parser()
-    return p.parse(tokenize(text, dialect), text)
+    return p.parse(tokenize(text, dialect) if tokens is None else tokens, text)
 
 META = "sqlgate"
 READ_TYPES = {"SELECT", "EXPLAIN", "RELATION"}
@@ -77,38 +78,68 @@ def func_name(f: exp.Func) -> str:
     return f.sql_name()
 
 
+_NONE, _FUNC, _TABLE, _COLUMN, _DOT, _DML, _INTO = range(7)
+_KINDS: dict[type, int] = {}
+
+
+def _kind(t: type) -> int:
+    """What `scan` does with a node of type `t` (the isinstance tests, in
+    their order, done once per node type)."""
+    k = _KINDS.get(t)
+    if k is None:
+        if issubclass(t, exp.Func):
+            k = _FUNC
+        elif issubclass(t, exp.Table):
+            k = _TABLE
+        elif issubclass(t, exp.Column):
+            k = _COLUMN
+        elif issubclass(t, exp.Dot):
+            k = _DOT
+        elif t in DML:
+            k = _DML
+        elif issubclass(t, exp.Into):
+            k = _INTO
+        else:
+            k = _NONE
+        _KINDS[t] = k
+    return k
+
+
 def scan(acc: Acc, tree: exp.Expression, executed: bool) -> None:
+    kinds = _KINDS
     for node in tree.walk():
-        if isinstance(node, exp.Func):
-            _func(acc, node, executed)
+        t = type(node)
+        k = kinds.get(t)
+        if k is None:
+            k = _kind(t)
+        if k == _NONE:
             continue
-        if isinstance(node, exp.Table):
+        if k == _FUNC:
+            _func(acc, node, executed)
+        elif k == _TABLE:
             if ident_text(node.args.get("db")) == META or ident_text(node.args.get("catalog")) == META:
                 acc.meta = True
             this = node.this
-            if isinstance(this, exp.Identifier) and any(c in FILE_CHARS for c in this.this):
+            if isinstance(this, exp.Identifier) and not FILE_CHARS.isdisjoint(this.this):
                 acc.raise_to(C.DANGEROUS, "a file path used as a table reads a file")
             elif isinstance(this, exp.Literal):
                 acc.raise_to(C.DANGEROUS, "a string used as a table reads a file")
-            continue
-        if isinstance(node, exp.Column):
-            parts = [ident_text(p) for p in node.parts]
-            if len(parts) >= 3 and parts[0] == META:
+        elif k == _COLUMN:
+            parts = node.parts
+            if len(parts) >= 3 and ident_text(parts[0]) == META:
                 acc.meta = True
-            continue
-        if isinstance(node, exp.Dot):
+        elif k == _DOT:
             if ident_text(node.this) == META or (isinstance(node.this, exp.Column) and node.this.name == META):
                 acc.meta = True
-        if not executed:
+        elif not executed:
             continue
-        kind = DML.get(type(node))
-        if kind is not None:
-            klass, action = kind
+        elif k == _DML:
+            klass, action = DML[t]
             acc.raise_to(klass, "" if klass < C.DESTRUCTIVE_DML else f"{action.upper()} changes existing rows")
             target = node.this
             if target is not None:
                 acc.target("table", table_name(target), action)
-        elif isinstance(node, exp.Into) and node.parent is not None and isinstance(node.parent, exp.Select):
+        elif node.parent is not None and isinstance(node.parent, exp.Select):  # _INTO
             acc.raise_to(C.SAFE_DDL)
             acc.target("table", table_name(node.this), "create", detail="select into")
 
@@ -313,10 +344,11 @@ _HANDLERS = {
 }
 
 
-def classify_text(text: str, stype: str):
-    """Parse `text` (one statement) with sqlglot and classify it."""
+def classify_text(text: str, stype: str, tokens: list | None = None):
+    """Parse `text` (one statement; `tokens`: its sqlglot tokens if already
+    known) with sqlglot and classify it."""
     try:
-        trees = [t for t in parse(text) if t is not None]
+        trees = [t for t in parse(text, "duckdb", tokens) if t is not None]
     except Exception as e:  # sqlglot cannot read it: DuckDB can, so decide by type
         acc = fallback(None, stype, text)
         if acc.klass < C.DANGEROUS and stype not in ("TRANSACTION", "SET", "VARIABLE_SET", "EXPLAIN", "SELECT"):

@@ -2,11 +2,13 @@
 fingerprint so statements that differ only in numeric literals (pgbench's
 `... WHERE aid = 123` / `... = 456`) share one classification.
 
-Fingerprint: sqlglot's tokenizer for the dialect splits the text; every NUMBER
-token that is a plain decimal (digits, optionally one inner '.') is cut out,
-and the key is the dialect plus the tuple of the exact text between those
-tokens. So two strings share a key only if they are identical outside plain
-numeric tokens: string literals, identifiers, comments and whitespace are
+Fingerprint: one left-to-right scan (`_LEX`) steps over words, strings
+('' and E'' escapes), quoted identifiers, comments (-- to LF or CR, nested
+/* */), dollar quotes and parameters ($1, never folded); every whole
+number-like run that is a plain decimal (digits, optionally one inner '.') is
+cut out, and the key is the dialect plus the tuple of the exact text between
+them. So two strings share a key only if they are identical outside plain
+numeric literals: string literals, identifiers, comments and whitespace are
 never folded.
 
 A fingerprint entry is stored only when the database's own lexer agrees that
@@ -19,70 +21,130 @@ On a fingerprint hit the cached Statement is returned with `sql` and each
 `Part.sql` re-sliced out of the new text: part boundaries are stored as
 character offsets and shifted by the length change of every folded token
 before them. Re-sliced parts carry tree=None (the cached tree holds the old
-literals). Non-ASCII strings, strings over MAX_CACHED_CHARS and unparseable
+literals); they are built from stored field values without __init__.
+Non-ASCII strings, strings over MAX_CACHED_CHARS and unparseable
 strings only use the exact cache.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 
-from sqlglot.tokens import TokenType
-
 from policy.classify import classify_with_spans
-from policy.classify_sqlglot import tokenize
-from policy.statement import Statement, StatementClass
+from policy.statement import Part, Statement, StatementClass
 
 MAX_ENTRIES = 10_000
 MAX_CACHED_CHARS = 16_384
-_DIGITS = frozenset("0123456789")
 
-
-def _plain_number(text: str) -> bool:
-    head, dot, tail = text.partition(".")
-    if not head or not all(c in _DIGITS for c in head):
-        return False
-    return not dot or (bool(tail) and all(c in _DIGITS for c in tail))
+# The lexical classes that can hold digits, as one alternation tried at the
+# current position (a strictly left-to-right scan: each match starts where the
+# last one ended; a nested comment or a dollar quote restarts the scan after
+# its end). It never classifies anything: it only finds the spans of plain
+# numeric literals and steps over everything that could contain digits
+# without being one. Unnamed alternatives are stepped over.
+_LEX = re.compile(
+    r"""
+      (?:                                 # a run of tokens that cannot hold a number:
+          [A-DF-Za-df-z_][\w$]*+          #   words, incl. a1, x$2
+        | [eE](?!')[\w$]*+                #   (but E'...' is a string)
+        | [^\w'"$\-/.]++                  #   whitespace, punctuation, operator characters
+        | -(?!-) | /(?!\*) | \.(?!\d)     #   '-', '/', '.' that start no comment or number
+      )++
+    | (?P<num>\d++(?:\.\d++)?+(?![\w.$])) # a plain decimal: 12, 1.5 (the whole number-like run)
+    | \.?\d[\w.$]*+(?:(?<=[eE])[+-][\w.$]*+)?   # any other number-like run: .5, 1e+5, 0x1F, 1_000, 1.
+    | --[^\n\r]*+                        # line comment (ends at \n or \r, as in PostgreSQL)
+    | '[^']*+(?:''[^']*+)*+'              # 'string' with '' escapes (also after b/x/n/U&)
+    | [eE]'[^'\\]*+(?:(?:\\.|'')[^'\\]*+)*+'   # E'string' with backslash escapes
+    | "[^"]*+(?:""[^"]*+)*+"              # "quoted identifier"
+    | \$\d++                              # parameter $1: never a literal
+    | (?P<dollar>\$(?:[A-Za-z_]\w*+)?\$)  # $tag$ opening a dollar quote
+    | (?P<block>/\*)                      # /* comment, nested
+    | (?P<bad>['"])                       # an unterminated quote
+    | \$                                  # a lone '$' (e.g. DuckDB's $name)
+    """,
+    re.VERBOSE | re.ASCII | re.DOTALL,
+)
+_BLOCK = re.compile(r"/\*|\*/")
 
 
 class Fingerprint:
-    __slots__ = ("key", "spans", "dash_before")
+    __slots__ = ("key", "spans", "sql")
 
-    def __init__(self, key, spans, dash_before):
+    def __init__(self, key, spans, sql):
         self.key = key
-        self.spans = spans  # [(start, end_exclusive)] of the folded NUMBER tokens
-        self.dash_before = dash_before  # start of a '-' token just before, or -1
+        self.spans = spans  # [(start, end_exclusive)] of the folded numbers
+        self.sql = sql
+
+    @property
+    def dash_before(self) -> list[int]:
+        """For each folded number, the offset of a '-' just before it (only
+        whitespace between), else -1: PostgreSQL locates a negative constant
+        at its minus sign. Only a hint for `_numbers_confirmed`, which still
+        needs a numeric constant of the engine's at that exact offset."""
+        sql = self.sql
+        out = []
+        for s, _ in self.spans:
+            i = s - 1
+            while i >= 0 and sql[i] in " \t\n\r\f\v":
+                i -= 1
+            out.append(i if i >= 0 and sql[i] == "-" else -1)
+        return out
 
 
 def fingerprint(sql: str, dialect: str) -> Fingerprint | None:
     """The literal-insensitive key of `sql`, or None when it has no foldable
-    number (the exact cache is enough) or cannot be fingerprinted safely."""
+    number (the exact cache is enough) or cannot be fingerprinted safely.
+
+    Only plain decimals (digits, optionally one inner '.') standing as a whole
+    number-like run are folded; digits inside words, strings, quoted
+    identifiers, comments, dollar quotes and parameters ($1) are part of the
+    key. Whether the engine really sees each folded span as a numeric constant
+    is checked when an entry is stored (`_numbers_confirmed`)."""
     if not sql.isascii() or len(sql) > MAX_CACHED_CHARS:
         return None
-    try:
-        tokens = tokenize(sql, dialect)
-    except Exception:
-        return None
     spans: list[tuple[int, int]] = []
-    dash: list[int] = []
     segments: list[str] = []
-    prev = None
     last = 0
-    for t in tokens:
-        if t.token_type == TokenType.NUMBER:
-            end = t.end + 1
-            if sql[t.start:end] != t.text or not _plain_number(t.text):
+    pos = 0
+    finditer = _LEX.finditer
+    while True:
+        for m in finditer(sql, pos):
+            kind = m.lastgroup
+            if kind is None:
+                continue
+            if kind == "num":
+                s, e = m.span()
+                segments.append(sql[last:s])
+                spans.append((s, e))
+                last = e
+                continue
+            end = m.end()
+            if kind == "block":
+                depth = 1
+                while depth:
+                    b = _BLOCK.search(sql, end)
+                    if b is None:
+                        return None
+                    end = b.end()
+                    depth += 1 if b.group() == "/*" else -1
+            elif kind == "dollar":
+                tag = m.group()
+                close = sql.find(tag, end)
+                if close < 0:
+                    return None
+                end = close + len(tag)
+            else:  # an unterminated quote: the engine rejects it
                 return None
-            segments.append(sql[last:t.start])
-            spans.append((t.start, end))
-            dash.append(prev.start if prev is not None and prev.token_type == TokenType.DASH else -1)
-            last = end
-        prev = t
+            pos = end
+            break  # restart the scan after the comment or dollar quote
+        else:
+            break
     if not spans:
         return None
     segments.append(sql[last:])
-    return Fingerprint((dialect, tuple(segments)), spans, dash)
+    return Fingerprint((dialect, tuple(segments)), spans, sql)
 
 
 def _numbers_confirmed(sql: str, dialect: str, fp: Fingerprint, pg_numbers: frozenset | None) -> bool:
@@ -102,49 +164,76 @@ def _numbers_confirmed(sql: str, dialect: str, fp: Fingerprint, pg_numbers: froz
     return all(s in numeric for s, _ in fp.spans)
 
 
-class _Entry:
-    __slots__ = ("statement", "part_spans", "number_spans")
+_new = object.__new__
+_setattr = object.__setattr__
 
-    def __init__(self, statement, part_spans, number_spans):
-        self.statement = statement
-        self.part_spans = part_spans
-        self.number_spans = number_spans
+
+def _anchor(pos: int, spans: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """`pos` as (k, offset): `offset` characters after the end of the k-th
+    folded number (k = 0: the start of the string); None if `pos` falls inside
+    a number."""
+    k = 0
+    base = 0
+    for s, e in spans:
+        if e <= pos:
+            k += 1
+            base = e
+        elif s < pos:
+            return None
+        else:
+            break
+    return k, pos - base
+
+
+class _Entry:
+    """A classification stored under a fingerprint: for each part, its bounds
+    as anchors relative to the folded numbers and its field values (tree
+    dropped); the Statement's field values. A hit builds new frozen objects
+    from these directly (no __init__, no dataclasses.replace)."""
+
+    __slots__ = ("parts", "n_numbers", "statement_fields")
+
+    def __init__(self, parts, n_numbers, statement_fields):
+        self.parts = parts  # ((k_start, off_start, k_end, off_end, fields), ...)
+        self.n_numbers = n_numbers
+        self.statement_fields = statement_fields
+
+
+def _make_entry(st: Statement, part_spans, number_spans) -> _Entry | None:
+    parts = []
+    for p, (a, b) in zip(st.parts, part_spans):
+        aa, bb = _anchor(a, number_spans), _anchor(b, number_spans)
+        if aa is None or bb is None:
+            return None
+        fields = dict(p.__dict__)
+        fields["tree"] = None  # the cached tree holds the old literals
+        parts.append((aa[0], aa[1], bb[0], bb[1], fields))
+    return _Entry(tuple(parts), len(number_spans), dict(st.__dict__))
 
 
 def _reslice(entry: _Entry, sql: str, new_spans: list[tuple[int, int]]) -> Statement | None:
-    old = entry.number_spans
-    if len(old) != len(new_spans):
+    """The cached classification with `sql` and each Part.sql taken from the
+    new text: a part bound anchored `off` characters after the end of the
+    k-th folded number moves with that number's new end."""
+    if len(new_spans) != entry.n_numbers:
         return None
-
-    def shift(pos: int) -> int:
-        delta = 0
-        for (os_, oe), (ns, ne) in zip(old, new_spans):
-            if oe <= pos:
-                delta += (ne - ns) - (oe - os_)
-            elif os_ < pos:
-                raise ValueError("part boundary inside a number")
-            else:
-                break
-        return pos + delta
-
-    st = entry.statement
-    try:
-        parts = tuple(
-            _copy_frozen(p, sql=sql[shift(a):shift(b)], tree=None) for p, (a, b) in zip(st.parts, entry.part_spans)
-        )
-    except ValueError:
-        return None
-    return _copy_frozen(st, sql=sql, parts=parts)
-
-
-def _copy_frozen(obj, **changes):
-    """dataclasses.replace for our frozen dataclasses, without re-running
-    __init__ (which is most of a fingerprint hit's cost)."""
-    new = object.__new__(type(obj))
-    d = new.__dict__
-    d.update(obj.__dict__)
-    d.update(changes)
-    return new
+    parts = []
+    for ka, oa, kb, ob, fields in entry.parts:
+        if ka:
+            oa += new_spans[ka - 1][1]
+        if kb:
+            ob += new_spans[kb - 1][1]
+        d = fields.copy()
+        d["sql"] = sql[oa:ob]
+        p = _new(Part)
+        _setattr(p, "__dict__", d)
+        parts.append(p)
+    d = entry.statement_fields.copy()
+    d["sql"] = sql
+    d["parts"] = tuple(parts)
+    st = _new(Statement)
+    _setattr(st, "__dict__", d)
+    return st
 
 
 class ClassificationCache:
@@ -184,14 +273,12 @@ class ClassificationCache:
             with self._lock:
                 entry = self._fp.get(fp.key)
                 if entry is not None:
-                    self._fp.move_to_end(fp.key)
-            if entry is not None:
-                st = _reslice(entry, sql, fp.spans)
-                if st is not None:
-                    with self._lock:
+                    st = _reslice(entry, sql, fp.spans)
+                    if st is not None:
+                        self._fp.move_to_end(fp.key)
                         self.hits_fingerprint += 1
                         self._put(self._exact, key, st)
-                    return st
+                        return st
         st, part_spans, pg_numbers = classify_with_spans(sql, dialect)
         store_fp = (
             fp is not None
@@ -205,7 +292,9 @@ class ClassificationCache:
             if len(sql) <= MAX_CACHED_CHARS:
                 self._put(self._exact, key, st)
             if store_fp:
-                self._put(self._fp, fp.key, _Entry(st, part_spans, fp.spans))
+                entry = _make_entry(st, part_spans, fp.spans)
+                if entry is not None:
+                    self._put(self._fp, fp.key, entry)
         return st
 
 

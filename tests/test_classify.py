@@ -378,3 +378,100 @@ def test_fingerprint_hits_match_full_classification(n, m):
         assert got.sql == sql
         assert got.klass == want.klass and got.tables == want.tables
         assert [p.sql for p in got.parts] == [p.sql for p in want.parts]
+
+
+# ------------------------------------------------- fingerprint scanner details
+
+@pytest.mark.parametrize("d", ["postgres", "duckdb"])
+def test_parameters_are_not_folded(d):
+    fp = fingerprint("SELECT * FROM t WHERE a = $1 AND b = 5", d)
+    assert fp is not None and len(fp.spans) == 1
+    assert "$1" in "".join(fp.key[1])  # the parameter stays in the key
+    assert fingerprint("SELECT $1", d) is None  # nothing to fold
+    assert fingerprint("SELECT * FROM t WHERE a = $1 AND b = 5", d).key != \
+        fingerprint("SELECT * FROM t WHERE a = $2 AND b = 5", d).key
+
+
+def test_mixed_parameters_and_literals_get_fingerprint_hits():
+    for d in ("postgres", "duckdb"):
+        cache = ClassificationCache()
+        cache.get("UPDATE accounts SET balance = balance + $1 WHERE id = 17 AND $2 > 0", d)
+        sql = "UPDATE accounts SET balance = balance + $1 WHERE id = 123456 AND $2 > 0"
+        st = cache.get(sql, d)
+        assert cache.hits_fingerprint == 1 and cache.misses == 1, d
+        fresh = classify(sql, d)
+        assert (st.klass, st.tables, [p.sql for p in st.parts]) == (fresh.klass, fresh.tables,
+                                                                     [p.sql for p in fresh.parts])
+        assert st.sql == sql and st.klass == C.DESTRUCTIVE_DML
+
+
+@pytest.mark.parametrize("d", ["postgres", "duckdb"])
+def test_digits_in_strings_identifiers_comments_are_never_folded(d):
+    def key(sql):
+        fp = fingerprint(sql, d)
+        return None if fp is None else fp.key
+
+    # each pair differs only in digits that are not numeric constants: never the same key
+    pairs = [
+        ("SELECT 'a1', 5", "SELECT 'a2', 5"),
+        ("SELECT 'it''s 1', 5", "SELECT 'it''s 2', 5"),
+        ("SELECT E'\\' 1', 5", "SELECT E'\\' 2', 5"),
+        ('SELECT "t1".a FROM "t1", 5', 'SELECT "t2".a FROM "t2", 5'),
+        ('SELECT "a""1", 5', 'SELECT "a""2", 5'),
+        ("SELECT t1.a FROM t1 WHERE b = 5", "SELECT t2.a FROM t2 WHERE b = 5"),
+        ("SELECT x$1 FROM t WHERE b = 5", "SELECT x$2 FROM t WHERE b = 5"),
+        ("SELECT 5 /* 1 */", "SELECT 5 /* 2 */"),
+        ("SELECT 5 /* a /* 1 */ 1 */", "SELECT 5 /* a /* 1 */ 2 */"),
+        ("SELECT 5 -- 1\n", "SELECT 5 -- 2\n"),
+        ("SELECT 5 -- 1\r", "SELECT 5 -- 2\r"),
+        ("SELECT $$ 1 $$, 5", "SELECT $$ 2 $$, 5"),
+        ("SELECT $q$ 1 $q$, 5", "SELECT $q$ 2 $q$, 5"),
+        ("SELECT $1, 5", "SELECT $2, 5"),
+        ("SELECT 1e5, 5", "SELECT 2e5, 5"),
+        ("SELECT 0x1F, 5", "SELECT 0x2F, 5"),
+        ("SELECT .1, 5", "SELECT .2, 5"),
+    ]
+    for a, b in pairs:
+        ka, kb = key(a), key(b)
+        assert ka is not None and kb is not None, (a, b)
+        assert ka != kb, (a, b)
+    assert key("SELECT 'a1'") is None and key('SELECT "t1"') is None and key("SELECT 1 AS c1") is not None
+    # a plain number after a dollar quote, a nested comment or an E'' string is still folded
+    assert key("SELECT $q$ 'x $q$, 5") == key("SELECT $q$ 'x $q$, 66")
+    assert key("SELECT /* a /* b */ ' */ 5") == key("SELECT /* a /* b */ ' */ 66")
+    assert key("SELECT E'\\'', 5") == key("SELECT E'\\'', 66")
+    # unterminated quotes and comments are not fingerprinted
+    for sql in ("SELECT 5, 'x", 'SELECT 5, "x', "SELECT 5 /* x", "SELECT 5, $q$ x", "SELECT 5 /* /* */"):
+        assert key(sql) is None, sql
+
+
+@pytest.mark.parametrize("d", ["postgres", "duckdb"])
+def test_cr_terminated_comment_before_delete(d):
+    sql = "SELECT 1; --c\rDELETE FROM users WHERE id = 5"
+    assert classify(sql, d).klass == C.DESTRUCTIVE_DML
+    cache = ClassificationCache()
+    assert cache.get(sql, d).klass == C.DESTRUCTIVE_DML
+    st = cache.get("SELECT 7; --c\rDELETE FROM users WHERE id = 9", d)
+    assert st.klass == C.DESTRUCTIVE_DML and st.tables == ("users",)
+    # the comment text is part of the key: the hidden DELETE never shares an entry with a plain SELECT
+    cache.get("SELECT 1; --c\nSELECT 2", d)
+    assert cache.get("SELECT 1; --c\rDELETE FROM users WHERE id = 6", d).klass == C.DESTRUCTIVE_DML
+    assert fingerprint("SELECT 1; --c\rDELETE FROM t", d).key != fingerprint("SELECT 1; --c DELETE FROM t", d).key
+
+
+def test_fingerprint_hit_pgbench_shapes_match_full_classification():
+    shapes = ["SELECT abalance FROM pgbench_accounts WHERE aid = {a};",
+              "UPDATE pgbench_accounts SET abalance = abalance + {d} WHERE aid = {a};",
+              "UPDATE pgbench_tellers SET tbalance = tbalance + -{d} WHERE tid = {a}",
+              "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ({a}, 1, {a}, {d}, CURRENT_TIMESTAMP);"]
+    for d in ("postgres", "duckdb"):
+        cache = ClassificationCache()
+        for shape in shapes:
+            cache.get(shape.format(a=1, d=2), d)
+            for a, delta in ((123456, 4999), (7, 0), (99999999, 12)):
+                sql = shape.format(a=a, d=delta)
+                got, want = cache.get(sql, d), classify(sql, d)
+                assert got.sql == sql
+                assert (got.klass, got.tables, [p.sql for p in got.parts], [p.targets for p in got.parts]) == \
+                    (want.klass, want.tables, [p.sql for p in want.parts], [p.targets for p in want.parts])
+        assert cache.hits_fingerprint == 3 * len(shapes), d
