@@ -189,7 +189,7 @@ def _classification(iterations: int) -> dict[str, float]:
         exact.append(clock() - t0)
 
     # Same statement, a new numeric literal each time: first one fills the fingerprint entry.
-    # (No $n placeholder here: the fingerprint refuses to fold the digits of `$1`.)
+    # (Parameters such as $1 are never folded; a literal makes the statement vary here.)
     fp_prefix = f"SELECT v FROM t /* fingerprint {run_id} */ WHERE id = "
     classify_cached(fp_prefix + "0", dialect)
     fingerprint = []
