@@ -54,8 +54,9 @@ def _statement(sql: str, dialect: str, parts: list[Part], error: str = "") -> St
     return Statement(sql=sql, dialect=dialect, parts=tuple(parts), klass=klass, tables=tuple(tables), error=error)
 
 
-def _unparseable(sql: str, dialect: str, error: str) -> Statement:
-    return Statement(sql=sql, dialect=dialect, parts=(), klass=StatementClass.UNPARSEABLE, tables=(), error=error)
+def _unparseable(sql: str, dialect: str, error: str, position: int | None = None) -> Statement:
+    return Statement(sql=sql, dialect=dialect, parts=(), klass=StatementClass.UNPARSEABLE, tables=(), error=error,
+                     error_position=position)
 
 
 def _line_col(sql: str, index: int) -> str:
@@ -128,10 +129,24 @@ def _pg_spans(sql: str, stmts) -> list[tuple[int, int]]:
     return spans
 
 
+def _error_position(sql: str) -> int | None:
+    """PostgreSQL's 1-based position of a syntax error (pglast gives a 0-based
+    offset that is exact for ASCII text; elsewhere none is claimed)."""
+    if not sql.isascii():
+        return None
+    try:
+        pgparser.parse_sql_json(sql)
+    except pgparser.ParseError as e:
+        return e.args[1] + 1 if len(e.args) > 1 and isinstance(e.args[1], int) else None
+    except Exception:
+        return None
+    return None
+
+
 def _classify_pg(sql: str) -> Statement:
     tree, error = _pg_parse(sql)
     if tree is None:
-        return _unparseable(sql, "postgres", error), None, None
+        return _unparseable(sql, "postgres", error, _error_position(sql)), None, None
     stmts = tree.get("stmts", [])
     prepared: dict = {}
     parts = []

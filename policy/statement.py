@@ -94,6 +94,7 @@ class Statement:
     klass: StatementClass
     tables: tuple[str, ...]
     error: str = ""  # for UNPARSEABLE: what the parser said, with position if known
+    error_position: int | None = None  # 1-based character position of the error, as PostgreSQL reports it
 
     @property
     def touches_meta(self) -> bool:

@@ -104,7 +104,8 @@ class Pipeline:
         for index, query in enumerate(request.queries):
             statement = classify_cached(query.sql, self.backend.dialect)
             if statement.klass is C.UNPARSEABLE:
-                self._refuse_whole(request, request_id, statement, errors.unparseable(statement.error or "invalid SQL"))
+                error = errors.unparseable(statement.error or "invalid SQL", statement.error_position)
+                self._refuse_whole(request, request_id, statement, error)
             if query.params and len(statement.parts) > 1:
                 self._refuse_whole(request, request_id, statement, errors.params_with_many_statements())
             for part in statement.parts:

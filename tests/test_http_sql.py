@@ -231,3 +231,10 @@ def test_dry_run_of_a_refused_statement_is_refused(sqlgate: SqlgateServer) -> No
     token = sqlgate.token("read")["token"]
     r = sqlgate.sql("CREATE TABLE should_not_exist (a int)", token=token, dry_run=True)
     assert r.status_code == 403 and r.json()["reason"] == "policy.denied"
+
+
+def test_syntax_error_position_is_reported_as_postgresql_does(sqlgate: SqlgateServer) -> None:
+    r = sqlgate.sql("SELECT 1; SELEC oops")
+    assert r.status_code == 400 and r.json()["code"] == "42601"
+    if sqlgate.backend == "postgres":
+        assert r.json()["position"] == "11"  # PostgreSQL's own answer for this text
