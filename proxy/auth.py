@@ -27,19 +27,21 @@ class Authenticator:
     async def authenticate(self, secret: str | None, actor: str | None = None) -> Identity:
         if not secret:
             raise errors.auth_missing()
-        digest = hash_secret(secret)
-        cached = self._cache.get(digest)
+        # Keyed by the secret itself (memory only), so a hit costs no hashing.
+        cached = self._cache.get(secret)
         now = time.monotonic()
         if cached and now - cached[1] < CACHE_SECONDS:
             token = cached[0]
         else:
-            found = await self.meta.find_token(digest)
+            found = await self.meta.find_token(hash_secret(secret))
             if found is None:
                 raise errors.auth_invalid()
             token = found
-            self._cache[digest] = (token, now)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[secret] = (token, now)
         if not token.is_valid():
-            self._cache.pop(digest, None)
+            self._cache.pop(secret, None)
             raise errors.auth_invalid()
         return Identity(token, actor or token.name)
 
@@ -79,5 +81,6 @@ class Authenticator:
     def forget(self, secret_hash: str | None = None) -> None:
         if secret_hash is None:
             self._cache.clear()
-        else:
-            self._cache.pop(secret_hash, None)
+            return
+        for secret in [s for s, (token, _) in self._cache.items() if token.secret_hash == secret_hash]:
+            del self._cache[secret]

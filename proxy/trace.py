@@ -4,7 +4,7 @@ invariant 2). Built by the pipeline; stored by the backend's metadata store."""
 from __future__ import annotations
 
 import itertools
-import secrets
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,8 +18,9 @@ _sequence = itertools.count()
 
 def new_id(prefix: str) -> str:
     """A short id that sorts by creation time: ms clock, then a per-process
-    counter (so ids made in one millisecond keep their order), random tail."""
-    return f"{prefix}_{int(time.time() * 1000):011x}{next(_sequence) % 65536:04x}{secrets.token_hex(3)}"
+    counter (so ids made in one millisecond keep their order), random tail
+    (not a secret: ids name records, they grant nothing)."""
+    return f"{prefix}_{int(time.time() * 1000):011x}{next(_sequence) % 65536:04x}{random.getrandbits(24):06x}"
 
 
 @dataclass

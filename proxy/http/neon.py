@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -13,7 +14,7 @@ from proxy import errors
 from proxy.backends.base import TxOptions
 from proxy.jsonvalues import json_row_converters
 from proxy.pipeline import Query, Step
-from proxy.result import Result
+from proxy.result import Field, Result
 
 ISOLATION_LEVELS = {
     "ReadUncommitted": "READ UNCOMMITTED", "ReadCommitted": "READ COMMITTED",
@@ -148,6 +149,16 @@ def parse_request(body: bytes, headers: Mapping[str, str]) -> SqlRequest:
     )
 
 
+@lru_cache(maxsize=1024)
+def fields_json(fields: tuple[Field, ...]) -> str:
+    """Neon's `fields` array; the same columns recur request after request."""
+    return json.dumps([
+        {"name": f.name, "dataTypeID": f.type_oid, "tableID": f.table_oid, "columnID": f.column_number,
+         "dataTypeSize": f.type_size, "dataTypeModifier": f.type_modifier, "format": "text"}
+        for f in fields
+    ])
+
+
 class ResponseTooLarge(Exception):
     pass
 
@@ -161,17 +172,12 @@ class BodyBuilder:
 
     def result(self, step: Step, array_mode: bool, raw_text: bool) -> str:
         result = step.result or Result()
-        fields = [
-            {"name": f.name, "dataTypeID": f.type_oid, "tableID": f.table_oid, "columnID": f.column_number,
-             "dataTypeSize": f.type_size, "dataTypeModifier": f.type_modifier, "format": "text"}
-            for f in result.fields
-        ]
         rows_json = self._rows(result, array_mode, raw_text)
         tail = {"command": result.command, "rowCount": result.row_count, "rowAsArray": array_mode,
                 "trace_id": step.trace.id}
         if step.checkpoint is not None:
             tail["checkpoint"] = step.checkpoint.public()
-        return '{"fields":' + json.dumps(fields) + ',"rows":' + rows_json + "," + json.dumps(tail)[1:]
+        return '{"fields":' + fields_json(tuple(result.fields)) + ',"rows":' + rows_json + "," + json.dumps(tail)[1:]
 
     def _rows(self, result: Result, array_mode: bool, raw_text: bool) -> str:
         convert = None if raw_text else json_row_converters(result.fields)
