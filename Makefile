@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: serve test bench
+.PHONY: serve test bench system-deps
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +14,14 @@ $(VENV)/.installed: pyproject.toml
 serve: $(VENV)/.installed
 	$(VENV)/bin/sqlgate serve $(ARGS)
 
-test: $(VENV)/.installed
+system-deps:
+	@if [ ! -f /usr/share/java/postgresql.jar ]; then \
+		echo "installing pgJDBC (libpostgresql-jdbc-java) for the JDBC tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libpostgresql-jdbc-java >/dev/null; \
+	fi
+
+test: $(VENV)/.installed system-deps
 	$(PY) -m pytest $(ARGS)
 
 bench: $(VENV)/.installed

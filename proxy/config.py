@@ -22,7 +22,8 @@ class Settings:
     max_request_bytes: int = TEN_MIB
     max_response_bytes: int = TEN_MIB
     statement_timeout_s: float = 30.0
-    idle_timeout_s: float = 60.0
+    idle_timeout_s: float = 60.0  # idle inside a transaction (on the database roles)
+    pg_idle_timeout_s: float = 3600.0  # an idle wire client is disconnected after this
     pool_size: int = 10
 
     @property

@@ -186,7 +186,7 @@ class Pipeline:
         writes = any(s.part.klass >= C.WRITE for s in steps)
         login = self.login_for(request.identity, steps)
         async with self.backend.session(login, request.branch, writes) as session:
-            if len(steps) == 1 and steps[0].part.klass is C.READ and not request.tx.read_only:
+            if len(steps) == 1 and _runs_alone(steps[0]) and not request.tx.read_only:
                 await self._run_autocommit(session, steps[0])
                 return
             await self._run_transaction(request, session, steps, rollback_at_end)
@@ -346,7 +346,7 @@ class Pipeline:
         has_tx_control = any(s.part.klass is C.TRANSACTION for s in steps)
         if not client.in_transaction and not has_tx_control:
             session = await client.source.session_for(login)
-            if len(steps) == 1 and steps[0].part.klass is C.READ:
+            if len(steps) == 1 and _runs_alone(steps[0]):
                 await self._run_autocommit(session, steps[0])
             else:
                 await self._run_transaction(request, session, steps, rollback_at_end=False)
@@ -439,6 +439,16 @@ class Pipeline:
         client.pending = []
         client.savepoints.clear()
         client.active = None
+
+
+# Statements PostgreSQL refuses inside a transaction block; they change no rows
+# a checkpoint would keep, so they run on their own.
+NO_TRANSACTION_BLOCK = frozenset({"VACUUM", "CREATE DATABASE", "DROP DATABASE", "ALTER SYSTEM"})
+
+
+def _runs_alone(step: Step) -> bool:
+    """Run without a transaction of sqlgate's: plain reads, and what cannot run in one."""
+    return step.part.klass is C.READ or step.part.command in NO_TRANSACTION_BLOCK
 
 
 def _savepoint_name(sql: str) -> str:

@@ -130,7 +130,7 @@ async def serve(settings: Settings) -> None:
         from proxy.wire.server import WireServer
 
         wire = WireServer(ctx.pipeline, ctx.auth, settings.pg_host, settings.pg_port, settings.tls_cert,
-                          settings.tls_key, getattr(settings, "pg_idle_timeout_s", 3600.0))
+                          settings.tls_key, settings.pg_idle_timeout_s)
         await wire.start()
         ctx.auth.on_revoke.append(wire.revoked)
         print(f"sqlgate: PostgreSQL wire protocol on {settings.pg_host}:{wire.port}", flush=True)

@@ -1,5 +1,6 @@
-"""Shared fixtures: one real PostgreSQL server for the whole run, and one
-real sqlgate server per backend, started through the `sqlgate serve` CLI."""
+"""Shared fixtures: one real PostgreSQL server for the whole run, and real
+sqlgate servers (started through the `sqlgate serve` CLI) per backend, for
+the HTTP front door and for the wire protocol."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.pgserver import PgServer
-from tests.support.sqlgate_server import SqlgateServer
+from tests.support.sqlgate_server import SqlgateServer, start_sqlgate
+from tests.support.wire import Wire, start_wire
 
 BACKENDS = ["duckdb", "postgres"]
+__all__ = ["start_sqlgate", "start_wire"]
 
 
 @pytest.fixture(scope="session")
@@ -22,11 +25,6 @@ def pg_server() -> Iterator[PgServer]:
         server.stop()
 
 
-def start_sqlgate(backend: str, pg_server: PgServer, db_name: str, *extra: str) -> SqlgateServer:
-    database = pg_server.create_database(db_name) if backend == "postgres" else None
-    return SqlgateServer(backend, database, list(extra)).start()
-
-
 @pytest.fixture(scope="session", params=BACKENDS)
 def sqlgate(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[SqlgateServer]:
     """A running sqlgate on each backend; tests use their own table names."""
@@ -35,3 +33,21 @@ def sqlgate(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[Sql
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def wire(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[Wire]:
+    w = start_wire(request.param, pg_server, "sqlgate_wire")
+    try:
+        yield w
+    finally:
+        w.server.stop()
+
+
+@pytest.fixture(scope="session")
+def wire_pg(pg_server: PgServer) -> Iterator[Wire]:
+    w = start_wire("postgres", pg_server, "sqlgate_wire_pg")
+    try:
+        yield w
+    finally:
+        w.server.stop()

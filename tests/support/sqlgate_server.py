@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.pgserver import free_port
+from tests.support.pgserver import PgServer, free_port
 
 
 @dataclass
@@ -24,6 +24,7 @@ class SqlgateServer:
     database: str | None = None  # PostgreSQL DSN for the postgres backend
     extra_args: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
+    pg_port: int = field(default_factory=free_port)  # the wire protocol front door
     admin_token: str = field(default_factory=lambda: "sqlgate_test_" + secrets.token_urlsafe(16))
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sqlgate-data-")))
     process: subprocess.Popen[bytes] | None = None
@@ -34,7 +35,7 @@ class SqlgateServer:
 
     def start(self) -> SqlgateServer:
         args = [sys.executable, "-m", "proxy.cli", "serve", "--data", str(self.data_dir),
-                "--http", f"127.0.0.1:{self.port}", "--pg", f"127.0.0.1:{free_port()}", *self.extra_args]
+                "--http", f"127.0.0.1:{self.port}", "--pg", f"127.0.0.1:{self.pg_port}", *self.extra_args]
         if self.database:
             args += ["--database", self.database]
         env = {**os.environ, "SQLGATE_ADMIN_TOKEN": self.admin_token}
@@ -79,3 +80,9 @@ class SqlgateServer:
             r = c.post("/tokens", json={"role": role, "name": name, "expires_in": expires_in})
             r.raise_for_status()
             return r.json()  # type: ignore[no-any-return]
+
+
+def start_sqlgate(backend: str, pg_server: PgServer, db_name: str, *extra: str) -> SqlgateServer:
+    """A private sqlgate on `backend`; on PostgreSQL over a fresh database `db_name`."""
+    database = pg_server.create_database(db_name) if backend == "postgres" else None
+    return SqlgateServer(backend, database, list(extra)).start()

@@ -1,0 +1,145 @@
+"""pgbench through the wire: direct to PostgreSQL, through PgBouncer and
+through sqlgate, interleaved in one run (PERFORMANCE.md: only same-run
+ratios mean anything). Workloads: select-only (-S) and TPC-B-like, each in
+simple and prepared query mode, with 8 clients.
+
+    python -m benchmarks wire_overhead [--duration 5] [--rounds 2] [--clients 8] [--scale 4]
+
+PgBouncer 1.18 (Debian 12) pools by transaction but cannot keep prepared
+statements across transactions, so prepared runs go through a session-pooled
+database entry of the same PgBouncer; its rows say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.pgserver import OS_USER, PgServer, free_port
+from tests.support.sqlgate_server import SqlgateServer
+
+WORKLOADS = [("select-only", "simple", ["-S"]), ("select-only", "prepared", ["-S"]),
+             ("tpcb-like", "simple", []), ("tpcb-like", "prepared", [])]
+
+
+def start_pgbouncer(pg: PgServer, dbname: str, clients: int) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    root = Path(tempfile.mkdtemp(prefix="sqlgate-pgbouncer-"))
+    shutil.chown(root, OS_USER)
+    conn = f"host=127.0.0.1 port={pg.port} dbname={dbname} user={pg.superuser} password={pg.password}"
+    (root / "pgbouncer.ini").write_text(f"""[databases]
+{dbname} = {conn} pool_mode=transaction pool_size={clients}
+{dbname}_session = {conn} pool_mode=session pool_size={clients}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {root / "users.txt"}
+pool_mode = transaction
+max_client_conn = 200
+default_pool_size = {clients}
+logfile = {root / "pgbouncer.log"}
+pidfile = {root / "pgbouncer.pid"}
+ignore_startup_parameters = extra_float_digits
+""")
+    (root / "users.txt").write_text(f'"{pg.superuser}" ""\n')
+    for f in root.iterdir():
+        shutil.chown(f, OS_USER)
+    proc = subprocess.Popen(["runuser", "-u", OS_USER, "--", "pgbouncer", str(root / "pgbouncer.ini")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", str(port), "-U", pg.superuser, "-c", "SELECT 1",
+                            dbname], capture_output=True, env={**os.environ, "PGPASSWORD": ""})
+        if r.returncode == 0:
+            return proc, port, root
+        time.sleep(0.2)
+    raise RuntimeError("pgbouncer did not start: " + (root / "pgbouncer.log").read_text()[-2000:])
+
+
+def pgbench(port: int, user: str, password: str, dbname: str, mode: str, extra: list[str], clients: int,
+            duration: float) -> tuple[float, float]:
+    args = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n", "-M", mode, "-c", str(clients),
+            "-j", "2", "-T", str(int(duration)), *extra, dbname]
+    r = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": password},
+                       timeout=duration * 4 + 60)
+    tps = re.search(r"tps = ([\d.]+) \(without initial", r.stdout)
+    lat = re.search(r"latency average = ([\d.]+) ms", r.stdout)
+    if r.returncode != 0 or not tps or not lat:
+        errors = [line for line in r.stderr.splitlines() if not line.startswith("NOTICE:")]
+        print(f"  pgbench failed ({' '.join(args[1:])}): {' | '.join(errors)[-600:]}", file=sys.stderr)
+        return 0.0, 0.0
+    return float(tps.group(1)), float(lat.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks wire_overhead")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per pgbench run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median reported)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--scale", type=int, default=4)
+    args = parser.parse_args()
+
+    pg = PgServer().start()
+    sqlgate: SqlgateServer | None = None
+    bouncer: subprocess.Popen[bytes] | None = None
+    try:
+        dsn = pg.create_database("bench")
+        subprocess.run(["pgbench", "-i", "-q", "-s", str(args.scale), dsn], check=True, capture_output=True)
+        wire_port = free_port()
+        sqlgate = SqlgateServer("postgres", dsn, ["--pg", f"127.0.0.1:{wire_port}", "--pool-size",
+                                                  str(args.clients + 2)]).start()
+        bouncer, bouncer_port, _ = start_pgbouncer(pg, "bench", args.clients)
+        targets = {
+            "direct": lambda mode: (pg.port, pg.superuser, pg.password, "bench"),
+            "pgbouncer": lambda mode: (bouncer_port, pg.superuser, "",
+                                       "bench" if mode == "simple" else "bench_session"),
+            "sqlgate": lambda mode: (wire_port, "bench", sqlgate.admin_token, "main"),
+        }
+        # One TPC-B transaction first, alone: the first checkpoint of each table installs its capture
+        # triggers, which concurrent first checkpoints would race on (see the wire report).
+        subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(wire_port), "-U", "bench", "-n", "-t", "1", "main"],
+                       capture_output=True, env={**os.environ, "PGPASSWORD": sqlgate.admin_token}, check=True)
+        results: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        print(f"pgbench, {args.clients} clients, scale {args.scale}, {args.duration:g} s runs, "
+              f"{args.rounds} interleaved rounds", flush=True)
+        for round_no in range(args.rounds):
+            for workload, mode, extra in WORKLOADS:
+                for name, target in targets.items():
+                    port, user, password, db = target(mode)
+                    tps, lat = pgbench(port, user, password, db, mode, extra, args.clients, args.duration)
+                    results.setdefault((workload, mode, name), []).append((tps, lat))
+                    print(f"  round {round_no + 1} {workload:11} {mode:8} {name:9} tps {tps:9.1f}  lat {lat:7.3f} ms",
+                          flush=True)
+        print()
+        print(f"{'workload':12} {'mode':9} {'direct tps':>11} {'pgbouncer':>10} {'sqlgate':>9} "
+              f"{'lat ms d/b/s':>20} {'sg/direct':>9} {'sg/bouncer':>10}")
+        for workload, mode, _ in WORKLOADS:
+            med = {name: (statistics.median(t for t, _ in results[(workload, mode, name)]),
+                          statistics.median(lat for _, lat in results[(workload, mode, name)])) for name in targets}
+            d, b, s = med["direct"], med["pgbouncer"], med["sqlgate"]
+            lat = f"{d[1]:.2f}/{b[1]:.2f}/{s[1]:.2f}"
+            note = " (bouncer: session pool)" if mode == "prepared" else ""
+            print(f"{workload:12} {mode:9} {d[0]:11.1f} {b[0]:10.1f} {s[0]:9.1f} {lat:>20} "
+                  f"{s[0] / d[0] if d[0] else 0:9.2f} {s[0] / b[0] if b[0] else 0:10.2f}{note}")
+        return 0
+    finally:
+        if bouncer is not None:
+            bouncer.terminate()
+            bouncer.wait(10)
+        if sqlgate is not None:
+            sqlgate.stop()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""psql's catalog queries (\\d, \\dt, \\dv, \\di, \\ds, \\d NAME, \\dn, \\l) answered on
+DuckDB, whose own pg_catalog lacks much of what psql reads.
+
+A query over pg_catalog is read with PostgreSQL's parser (pglast): which
+catalog relations it reads, its output columns, and the relkinds, name
+patterns and object oid it filters on. It is then rewritten into a DuckDB
+query over duckdb_tables(), duckdb_columns(), ... that returns the same
+columns; that query goes through the pipeline like any other read.
+Queries this module does not recognise are left alone (None).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.pgtypes import pg_type_for_duckdb  # noqa: F401 - documents where the type names come from
+
+_CATALOG = frozenset({
+    "pg_class", "pg_namespace", "pg_am", "pg_attribute", "pg_attrdef", "pg_index", "pg_constraint", "pg_database",
+    "pg_policy", "pg_statistic_ext", "pg_publication", "pg_publication_rel", "pg_publication_namespace",
+    "pg_inherits", "pg_trigger", "pg_rewrite", "pg_foreign_table", "pg_partitioned_table", "pg_sequence",
+    "pg_collation", "pg_type", "pg_description", "pg_tablespace",
+})
+_NOTHING_HERE = frozenset({
+    "pg_policy", "pg_statistic_ext", "pg_publication", "pg_publication_rel", "pg_publication_namespace",
+    "pg_inherits", "pg_trigger", "pg_rewrite", "pg_foreign_table", "pg_partitioned_table", "pg_sequence",
+})
+
+# DuckDB type name -> what format_type() would print in PostgreSQL.
+_TYPE_NAMES = {
+    "BOOLEAN": "boolean", "TINYINT": "smallint", "SMALLINT": "smallint", "INTEGER": "integer", "BIGINT": "bigint",
+    "HUGEINT": "numeric", "UTINYINT": "smallint", "USMALLINT": "integer", "UINTEGER": "bigint", "UBIGINT": "numeric",
+    "FLOAT": "real", "DOUBLE": "double precision", "VARCHAR": "text", "BLOB": "bytea", "DATE": "date",
+    "TIME": "time without time zone", "TIMESTAMP": "timestamp without time zone",
+    "TIMESTAMP WITH TIME ZONE": "timestamp with time zone", "INTERVAL": "interval", "UUID": "uuid", "JSON": "json",
+}
+_TYPE_CASE = ("CASE " + " ".join(f"WHEN data_type = '{d}' THEN '{p}'" for d, p in _TYPE_NAMES.items())
+              + " WHEN data_type LIKE 'DECIMAL(%'"
+              + " THEN replace(replace(lower(data_type), 'decimal', 'numeric'), ' ', '')"
+              + " ELSE lower(data_type) END")
+
+# Every relation psql may list, as (oid, schema, name, relkind, type label, table it belongs to).
+_OBJECTS = """(
+  SELECT table_oid AS oid, schema_name AS nspname, table_name AS relname, 'r' AS relkind, 'table' AS kind,
+         NULL AS tablename, has_primary_key OR index_count > 0 AS hasindex
+    FROM duckdb_tables() WHERE NOT internal AND database_name = current_database()
+  UNION ALL
+  SELECT view_oid, schema_name, view_name, 'v', 'view', NULL, false
+    FROM duckdb_views() WHERE NOT internal AND database_name = current_database()
+  UNION ALL
+  SELECT index_oid, schema_name, index_name, 'i', 'index', table_name, false
+    FROM duckdb_indexes() WHERE database_name = current_database()
+  UNION ALL
+  SELECT sequence_oid, schema_name, sequence_name, 'S', 'sequence', NULL, false
+    FROM duckdb_sequences() WHERE database_name = current_database()
+) AS objects"""
+
+
+@dataclass
+class _Shape:
+    relations: set[str] = field(default_factory=set)
+    targets: list[tuple[str, str]] = field(default_factory=list)  # (output name, what it is: column or function)
+    relkinds: list[str] = field(default_factory=list)
+    patterns: dict[str, str] = field(default_factory=dict)  # column -> regex (~ only)
+    oid: str | None = None
+
+
+def _sval(node: Any) -> str | None:
+    """A string constant, however pglast wraps it (A_Const, CollateClause, TypeCast)."""
+    if not isinstance(node, dict):
+        return None
+    if "A_Const" in node:
+        c = node["A_Const"]
+        sval = c.get("sval")
+        return sval.get("sval") if isinstance(sval, dict) else sval
+    for wrapper in ("CollateClause", "TypeCast"):
+        if wrapper in node:
+            return _sval(node[wrapper].get("arg"))
+    return None
+
+
+def _colname(node: Any) -> str | None:
+    if isinstance(node, dict) and "ColumnRef" in node:
+        fields = node["ColumnRef"].get("fields", [])
+        last = fields[-1] if fields else {}
+        return last.get("String", {}).get("sval") if isinstance(last, dict) else None
+    if isinstance(node, dict) and "TypeCast" in node:
+        return _colname(node["TypeCast"].get("arg"))
+    return None
+
+
+def _walk(node: Any, shape: _Shape) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _walk(item, shape)
+        return
+    if not isinstance(node, dict):
+        return
+    if "RangeVar" in node:
+        shape.relations.add(node["RangeVar"].get("relname", ""))
+    if "A_Expr" in node:
+        expr = node["A_Expr"]
+        op = [n.get("String", {}).get("sval") for n in expr.get("name", [])][-1:]
+        column = _colname(expr.get("lexpr"))
+        if expr.get("kind") == "AEXPR_OP" and op == ["~"] and column:
+            pattern = _sval(expr.get("rexpr"))
+            if pattern is not None:
+                shape.patterns[column] = pattern
+        elif expr.get("kind") == "AEXPR_OP" and op == ["="] and column in ("oid", "attrelid", "indrelid", "conrelid"):
+            value = _sval(expr.get("rexpr"))
+            if value is not None and value.isdigit():
+                shape.oid = value
+        elif expr.get("kind") == "AEXPR_IN" and column == "relkind":
+            items = expr.get("rexpr", [])
+            if isinstance(items, dict):
+                items = items.get("List", {}).get("items", [])
+            shape.relkinds = [v for v in (_sval(x) for x in items) if v]
+    for value in node.values():
+        _walk(value, shape)
+
+
+def _shape(sql: str) -> _Shape | None:
+    from pglast import parser
+
+    try:
+        tree = json.loads(parser.parse_sql_json(sql))
+    except Exception:  # noqa: BLE001 - not PostgreSQL we can read: not ours to answer
+        return None
+    stmts = tree.get("stmts", [])
+    if len(stmts) != 1 or "SelectStmt" not in stmts[0].get("stmt", {}):
+        return None
+    select = stmts[0]["stmt"]["SelectStmt"]
+    shape = _Shape()
+    _walk(select, shape)
+    while "targetList" not in select and "larg" in select:  # a UNION: the first branch names the columns
+        select = select["larg"]
+    for target in select.get("targetList", []):
+        res = target.get("ResTarget", {})
+        val = res.get("val", {})
+        what = _colname(val)
+        if what is None and "FuncCall" in val:
+            names = [n.get("String", {}).get("sval") for n in val["FuncCall"].get("funcname", [])]
+            what = "fn:" + (names[-1] or "")
+        elif what is None and "SubLink" in val:
+            what = "sublink:" + ("pg_attrdef" if "pg_attrdef" in json.dumps(val) else "")
+        shape.targets.append((res.get("name") or (what or "?").split(":")[-1], what or "?"))
+    return shape
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _select(shape: _Shape, values: dict[str, str], source: str, where: str = "true", order: str = "") -> str:
+    """The DuckDB query giving shape's output columns: by output name, then by what the column is."""
+    exprs = []
+    for name, what in shape.targets:
+        expr = values.get(name) or values.get(what) or "NULL"
+        exprs.append(f'{expr} AS "{name}"')
+    sql = f"SELECT {', '.join(exprs)} FROM {source} WHERE {where}"
+    return sql + (f" ORDER BY {order}" if order else "")
+
+
+def _name_filter(shape: _Shape) -> str:
+    conds = []
+    if "relname" in shape.patterns:
+        conds.append(f"regexp_full_match(relname, {_quote(shape.patterns['relname'])})")
+    if "nspname" in shape.patterns:
+        conds.append(f"regexp_full_match(nspname, {_quote(shape.patterns['nspname'])})")
+    if not conds:
+        conds.append("nspname = current_schema()")  # pg_table_is_visible: what the search path shows
+    return " AND ".join(conds)
+
+
+def rewrite(sql: str) -> str | None:
+    """A DuckDB query answering psql's catalog query `sql`, or None if not one of those."""
+    if "pg_" not in sql:
+        return None
+    shape = _shape(sql)
+    if shape is None or not shape.relations & _CATALOG:
+        return None
+    rels = shape.relations
+    names = {name for name, _ in shape.targets}
+    if rels & _NOTHING_HERE or ("pg_constraint" in rels and "pg_index" not in rels):
+        return _select(shape, {}, "(SELECT 1) AS nothing", "false")
+    if "pg_database" in rels:  # \l: the branches
+        return _select(shape, {
+            "Name": "'main'", "datname": "'main'", "Owner": "'sqlgate'", "Encoding": "'UTF8'", "Collate": "'C'",
+            "Ctype": "'C'", "Locale Provider": "'libc'",
+        }, "(SELECT 1) AS branches", order="1")
+    if rels == {"pg_namespace"} and "Name" in names:  # \dn
+        return _select(shape, {"Name": "schema_name", "Owner": "'sqlgate'"}, "duckdb_schemas()",
+                       "schema_name NOT IN ('information_schema', 'pg_catalog') AND database_name = current_database()",
+                       "1")
+    if "pg_attribute" in rels and shape.oid:  # \d NAME: the columns
+        return _select(shape, {
+            "attname": "column_name", "fn:format_type": _TYPE_CASE, "sublink:pg_attrdef": "column_default",
+            "attnotnull": "NOT is_nullable", "attidentity": "''", "attgenerated": "''", "attstorage": "'x'",
+            "attcompression": "''", "attstattarget": "-1", "attnum": "column_index",
+        }, "duckdb_columns()", f"table_oid = {shape.oid}", "column_index")
+    if "pg_index" in rels and shape.oid:  # \d NAME: indexes and key constraints
+        keys = f"""(
+          SELECT table_name || CASE constraint_type WHEN 'PRIMARY KEY' THEN '_pkey'
+                   ELSE '_' || array_to_string(constraint_column_names, '_') || '_key' END AS relname,
+                 constraint_type = 'PRIMARY KEY' AS indisprimary, true AS indisunique,
+                 'CREATE UNIQUE INDEX x ON ' || table_name || ' USING btree ('
+                   || array_to_string(constraint_column_names, ', ') || ')' AS indexdef,
+                 constraint_type || ' (' || array_to_string(constraint_column_names, ', ') || ')' AS condef,
+                 CASE constraint_type WHEN 'PRIMARY KEY' THEN 'p' ELSE 'u' END AS contype
+            FROM duckdb_constraints() WHERE table_oid = {shape.oid} AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')
+          UNION ALL
+          SELECT index_name, false, is_unique, replace(rtrim(sql, ';'), '(', ' USING btree ('), NULL, NULL
+            FROM duckdb_indexes() WHERE table_oid = {shape.oid}
+        ) AS keys"""
+        return _select(shape, {
+            "relname": "relname", "indisprimary": "indisprimary", "indisunique": "indisunique",
+            "indisclustered": "false", "indisvalid": "true", "fn:pg_get_indexdef": "indexdef",
+            "fn:pg_get_constraintdef": "condef", "contype": "contype", "condeferrable": "false",
+            "condeferred": "false", "indisreplident": "false", "reltablespace": "0",
+        }, keys, order="indisprimary DESC, relname")
+    if "pg_class" in rels and "relchecks" in {w for _, w in shape.targets} and shape.oid:  # \d NAME: the relation
+        return _select(shape, {
+            "relchecks": "0", "relkind": "relkind", "relhasindex": "hasindex", "relhasrules": "false",
+            "relhastriggers": "false", "relrowsecurity": "false", "relforcerowsecurity": "false",
+            "relhasoids": "false", "relispartition": "false", "fn:array_to_string": "''", "reltablespace": "0",
+            "reloftype": "''", "relpersistence": "'p'", "relreplident": "'d'",
+            "amname": "CASE WHEN relkind = 'r' THEN 'heap' END",
+        }, _OBJECTS, f"oid = {shape.oid}")
+    if "pg_class" in rels and "Schema" in names and "Name" in names:  # \d, \dt, \dv, \di, \ds
+        kinds = shape.relkinds or ["r", "p", "v", "m", "S", "f"]
+        return _select(shape, {
+            "Schema": "nspname", "Name": "relname", "Type": "kind", "Owner": "'sqlgate'", "Table": "tablename",
+            "Persistence": "'permanent'", "Access method": "CASE WHEN relkind = 'r' THEN 'heap' END",
+        }, _OBJECTS, f"relkind IN ({', '.join(_quote(k) for k in kinds)}) AND {_name_filter(shape)}", "1, 2")
+    if "pg_class" in rels and {w for _, w in shape.targets} >= {"oid", "nspname", "relname"}:  # \d NAME: lookup
+        return _select(shape, {"oid": "oid", "nspname": "nspname", "relname": "relname"}, _OBJECTS,
+                       _name_filter(shape), "2, 3")
+    return None
+
+
+# PostgreSQL-only settings drivers set on connect (pgJDBC: extra_float_digits,
+# application_name); DuckDB has none of them and locks its configuration.
+# They change nothing sqlgate's answers depend on, so they are acknowledged.
+_HARMLESS_SETTINGS = {
+    "extra_float_digits": None, "application_name": None, "client_min_messages": None,
+    "datestyle": {"iso", "iso, mdy", "mdy"}, "intervalstyle": {"postgres"}, "client_encoding": {"utf8", "unicode"},
+    "bytea_output": {"hex"}, "standard_conforming_strings": {"on"}, "timezone": {"utc", "etc/utc", "gmt"},
+}
+
+
+def harmless_setting(sql: str) -> bool:
+    """Whether `sql` is a SET of a PostgreSQL-only setting DuckDB can acknowledge without running it."""
+    if "set" not in sql[:20].lower():
+        return False
+    from pglast import parser
+
+    try:
+        tree = json.loads(parser.parse_sql_json(sql))
+    except Exception:  # noqa: BLE001
+        return False
+    stmts = tree.get("stmts", [])
+    if len(stmts) != 1 or "VariableSetStmt" not in stmts[0].get("stmt", {}):
+        return False
+    node = stmts[0]["stmt"]["VariableSetStmt"]
+    name = (node.get("name") or "").lower()
+    if name not in _HARMLESS_SETTINGS or node.get("kind") not in ("VAR_SET_VALUE", "VAR_SET_DEFAULT", "VAR_RESET"):
+        return False
+    allowed = _HARMLESS_SETTINGS[name]
+    if allowed is None or node.get("kind") != "VAR_SET_VALUE":
+        return True
+    values = []
+    for arg in node.get("args", []):
+        value = _sval(arg)
+        if value is None:
+            return False
+        values.append(value.lower())
+    return ", ".join(values) in allowed

@@ -1,0 +1,436 @@
+"""One wire client, from start-up to Terminate: authentication, then each
+frontend message turned into pipeline requests and backend messages.
+
+It reads and writes through a `ConnectionIO` the server provides, so it never
+touches a socket; the statement pipeline does all classification, policy,
+checkpoints, execution and tracing.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+from policy.classify import classify_cached
+from policy.identity import Identity
+from policy.statement import StatementClass
+from proxy import errors
+from proxy.client_session import ClientSession
+from proxy.pipeline import Pipeline, Query, Request, Response, Step
+from proxy.result import Result
+from proxy.trace import Trace, new_id
+from proxy.txcontrol import TxVerb, transaction_verb
+from proxy.wire import catalog_duckdb
+from proxy.wire import messages_copy as copy_msgs
+from proxy.wire import messages_extended as ext
+from proxy.wire import messages_query as qm
+from proxy.wire import messages_startup as su
+from proxy.wire import state as st
+from proxy.wire.codec import ProtocolViolation
+from proxy.wire.messages import decode
+from proxy.wire.sessions import WireSessions, describe
+
+log = logging.getLogger("sqlgate.wire")
+C = StatementClass
+
+
+class ConnectionClosed(Exception):
+    """The client went away (or the server closed it)."""
+
+
+class ConnectionIO(Protocol):
+    """What the server gives a handler: buffered output, whole messages in."""
+
+    peer_is_loopback: bool
+    tls_active: bool
+
+    def send(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+    async def receive(self) -> Any:
+        """The next start-up packet (decoded) or (kind, body); raises ConnectionClosed."""
+
+    async def start_tls(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class WireContext:
+    """What every connection shares: the pipeline, authentication and the registries."""
+
+    pipeline: Pipeline
+    auth: Any  # proxy.auth.Authenticator
+    tls_available: bool = False
+    connections: dict[int, WireConnection] = field(default_factory=dict)  # by process id
+
+
+class CopyFailed(Exception):
+    pass
+
+
+class WireConnection:
+    def __init__(self, ctx: WireContext, io: ConnectionIO) -> None:
+        self.ctx = ctx
+        self.io = io
+        self.state = st.ConnectionState()
+        self.identity: Identity | None = None
+        self.branch = "main"
+        self.process_id = 0
+        self.secret_key = secrets.randbits(31)
+        self.sessions: WireSessions | None = None
+        self.client: ClientSession | None = None
+        self.busy = False
+        self.dialect = ctx.pipeline.backend.dialect
+
+    # --- start-up -------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if await self.startup():
+                await self.serve()
+        except ProtocolViolation as exc:
+            self._fatal(exc.sqlstate, str(exc))
+        except ConnectionClosed:
+            pass
+        except Exception:  # noqa: BLE001 - one client's failure never reaches the others
+            log.exception("wire connection failed")
+            self._fatal("XX000", "internal error in sqlgate; the connection is closed")
+        finally:
+            self.state.phase = st.Phase.CLOSED
+            self.ctx.connections.pop(self.process_id, None)
+            if self.sessions is not None:
+                await self.sessions.close()
+            self.io.close()
+
+    def _fatal(self, sqlstate: str, message: str, hint: str = "") -> None:
+        try:
+            self.io.send(qm.ErrorResponse(st.fatal_fields(sqlstate, message, hint)))
+            self.io.flush()
+        except Exception:  # noqa: BLE001 - the socket may already be gone
+            pass
+
+    async def startup(self) -> bool:
+        while True:
+            packet = await self.io.receive()
+            if isinstance(packet, su.SSLRequest):
+                if self.ctx.tls_available and not self.io.tls_active:
+                    self.io.send(b"S")
+                    self.io.flush()
+                    await self.io.start_tls()
+                else:
+                    self.io.send(b"N")
+                    self.io.flush()
+                continue
+            if isinstance(packet, su.GSSENCRequest):
+                self.io.send(b"N")
+                self.io.flush()
+                continue
+            if isinstance(packet, su.CancelRequest):
+                target = self.ctx.connections.get(packet.process_id)
+                if target is not None and target.secret_key == packet.secret_key:
+                    await target.cancel()
+                return False
+            if isinstance(packet, su.StartupMessage):
+                return await self.authenticate(packet)
+            raise ProtocolViolation("expected a start-up packet")
+
+    async def authenticate(self, startup: su.StartupMessage) -> bool:
+        params = startup.parameters
+        problem = st.startup_problem(params)
+        if problem:
+            self._fatal("08P01" if "options" in problem else "0A000", problem,
+                        "Connect with postgresql://ACTOR:TOKEN@HOST:PORT/BRANCH and no other options.")
+            return False
+        if not self.io.tls_active and not self.io.peer_is_loopback:
+            self._fatal("28000", "sqlgate accepts passwords (tokens) only over TLS from this address",
+                        "Connect with sslmode=require.")
+            return False
+        self.io.send(su.AuthenticationCleartextPassword())
+        self.io.flush()
+        self.state.phase = st.Phase.AUTHENTICATING
+        message = await self.io.receive()
+        if not isinstance(message, tuple) or message[0] != b"p":
+            raise ProtocolViolation("expected a password message")
+        password = decode(*message).password
+        user = params.get("user", "")
+        try:
+            self.identity = await self.ctx.auth.authenticate(password, user or None)
+        except errors.SqlgateError:
+            self._fatal("28P01", f'password authentication failed for user "{user}"',
+                        "The password is a sqlgate token (POST /tokens).")
+            return False
+        self.branch = st.branch_for(params)
+        self.state.parameters = params
+        self.sessions = WireSessions(self.ctx.pipeline.backend, self.branch, self)
+        self.client = ClientSession(self.sessions)
+        self.sessions.client = self.client
+        while True:
+            self.process_id = secrets.randbits(31) or 1
+            if self.process_id not in self.ctx.connections:
+                break
+        self.ctx.connections[self.process_id] = self
+        self.state.phase = st.Phase.READY
+        self.io.send(st.startup_complete(params, self.process_id, self.secret_key) + qm.ReadyForQuery("I"))
+        self.io.flush()
+        return True
+
+    # --- the message loop -----------------------------------------------------
+
+    async def serve(self) -> None:
+        while True:
+            raw = await self.io.receive()
+            if not isinstance(raw, tuple):
+                raise ProtocolViolation("unexpected start-up packet")
+            message = decode(*raw)
+            if isinstance(message, qm.Terminate):
+                return
+            if isinstance(message, qm.Query):
+                await self.simple_query(message.query)
+                await self.release_idle()
+            elif isinstance(message, ext.Sync):
+                self.state.skipping = False
+                self.ready()
+                await self.release_idle()
+            elif isinstance(message, ext.Flush):
+                self.io.flush()
+            elif isinstance(message, copy_msgs.CopyData | copy_msgs.CopyDone | copy_msgs.CopyFail):
+                pass  # outside COPY these are ignored, as PostgreSQL does
+            elif isinstance(message, su.PasswordMessage):
+                raise ProtocolViolation("unexpected password message")
+            elif not self.state.skipping:
+                try:
+                    await self.extended(message)
+                except errors.SqlgateError as error:
+                    self.error(error)
+                    self.state.skipping = True
+
+    def ready(self) -> None:
+        assert self.client is not None
+        in_tx = self.client.in_transaction
+        if not in_tx:
+            self.state.end_of_transaction()
+        self.io.send(qm.ReadyForQuery(self.state.ready_status(in_tx)))
+        self.io.flush()
+
+    async def release_idle(self) -> None:
+        assert self.client is not None and self.sessions is not None
+        if not self.client.in_transaction:
+            await self.sessions.release_idle()
+
+    def error(self, error: errors.SqlgateError) -> None:
+        if self.client is not None and self.client.in_transaction:
+            self.state.failed = True
+        self.io.send(qm.ErrorResponse(error.wire_fields()))
+
+    async def cancel(self) -> None:
+        if self.busy and self.sessions is not None:
+            await self.sessions.cancel()
+
+    def terminate(self, sqlstate: str, message: str) -> None:
+        """End this connection from outside (revocation, idle timeout)."""
+        self._fatal(sqlstate, message)
+        self.io.close()
+
+    # --- running statements ---------------------------------------------------
+
+    async def execute(self, sql: str, params: tuple[str | None, ...] | None) -> tuple[Response, str | None]:
+        """The pipeline on one query string; also the tag to answer with instead
+        (COMMIT in a failed transaction block answers ROLLBACK, as PostgreSQL does)."""
+        assert self.identity is not None and self.client is not None
+        if not self.identity.token.is_valid():
+            raise errors.auth_invalid()
+        tag = None
+        if self.state.failed and self.client.in_transaction:
+            sql, tag = self._aborted_transaction(sql)
+        if self.dialect == "duckdb":
+            if catalog_duckdb.harmless_setting(sql):  # a driver's SET of a PostgreSQL-only setting
+                return Response(new_id("rq"), [self._acknowledged(sql, "SET")]), None
+            sql = catalog_duckdb.rewrite(sql) or sql  # psql's \d family, answered from DuckDB's catalog
+        request = Request(self.identity, (Query(sql, params),), self.branch, front_door="wire")
+        self.busy = True
+        try:
+            response = await self.ctx.pipeline.run(request, client=self.client)
+        finally:
+            self.busy = False
+        if tag is None and self.state.failed and any(
+                s.part.klass is C.TRANSACTION and transaction_verb(s.part.sql, self.dialect) is TxVerb.ROLLBACK_TO
+                for s in response.steps):
+            self.state.failed = False
+        return response, tag
+
+    def _acknowledged(self, sql: str, tag: str) -> Step:
+        """A statement the wire layer answers itself (nothing runs); traced like any other."""
+        from policy.decide import Allow
+
+        assert self.identity is not None
+        part = classify_cached(sql, "postgres").parts[0]
+        trace = Trace(request_id=new_id("rq"), actor=self.identity.actor, token_id=self.identity.token.id,
+                      branch=self.branch, front_door="wire", sql=sql, params=None, klass=part.klass.label,
+                      tables=[], command=part.command)
+        self.ctx.pipeline.traces.add([trace])
+        return Step(0, part, None, Allow(), trace, Result(command_tag=tag))
+
+    def _aborted_transaction(self, sql: str) -> tuple[str, str | None]:
+        statement = classify_cached(sql, self.dialect)
+        if len(statement.parts) == 1 and statement.parts[0].klass is C.TRANSACTION:
+            verb = transaction_verb(statement.parts[0].sql, self.dialect)
+            if verb is TxVerb.COMMIT:
+                return "ROLLBACK", "ROLLBACK"
+            if verb in (TxVerb.ROLLBACK, TxVerb.ROLLBACK_TO):
+                return sql, None
+        raise errors.SqlgateError(
+            "sql.error", "25P02", "current transaction is aborted, commands ignored until end of transaction block",
+            "", "send ROLLBACK",
+        )
+
+    def _step_notices(self, response: Response) -> None:
+        for step in response.steps:
+            if step.checkpoint is not None:
+                self.io.send(st.checkpoint_notice(step.checkpoint.id))
+            if step.result is not None:
+                for text in step.result.notices:
+                    self.io.send(st.notice(text))
+
+    async def simple_query(self, sql: str) -> None:
+        try:
+            response, tag = await self.execute(sql, None)
+        except errors.SqlgateError as error:
+            self.error(error)
+        else:
+            if not response.steps:
+                self.io.send(qm.EmptyQueryResponse())
+            self._step_notices(response)
+            for step in response.steps:
+                result = step.result or Result()
+                if tag:
+                    result = Result(command_tag=tag)
+                self.io.send(st.simple_result(result, step.part.command))
+        self.ready()
+
+    # --- extended protocol ----------------------------------------------------
+
+    async def extended(self, message: Any) -> None:
+        state = self.state
+        if isinstance(message, ext.Parse):
+            statement = classify_cached(message.query, self.dialect)
+            if statement.klass is C.UNPARSEABLE:
+                raise errors.unparseable(statement.error or "invalid SQL")
+            if len(statement.parts) > 1:
+                raise errors.SqlgateError("sql.error", "42601",
+                                          "cannot insert multiple commands into a prepared statement", "",
+                                          "send one statement per Parse")
+            if not message.name:
+                state.statements.pop("", None)
+            state.add_statement(st.PreparedStatement(message.name, message.query, message.parameter_types, statement))
+            self.io.send(ext.ParseComplete())
+        elif isinstance(message, ext.Bind):
+            entry = state.statement(message.statement)
+            types: tuple[int, ...] = entry.parameter_types
+            if st.needs_types(message) and (len(types) < len(message.parameters) or 0 in types):
+                types = (await self.describe_statement(entry))[0]
+            params = st.bind_parameters(message, types)
+            if not message.portal:
+                state.portals.pop("", None)
+            state.add_portal(st.Portal(message.portal, entry, params, message.result_formats))
+            self.io.send(ext.BindComplete())
+        elif isinstance(message, ext.Describe):
+            if message.kind == "S":
+                entry = state.statement(message.name)
+                types, fields = await self.describe_statement(entry)
+                self.io.send(ext.ParameterDescription(types))
+                self.io.send(st.row_description(fields) if fields else ext.NoData())
+            else:
+                portal = state.portal(message.name)
+                result = await self.run_portal(portal)
+                if result.fields:
+                    st.check_formats(result.fields, portal.result_formats)
+                    self.io.send(st.row_description(result.fields, portal.result_formats))
+                else:
+                    self.io.send(ext.NoData())
+        elif isinstance(message, ext.Execute):
+            portal = state.portal(message.portal)
+            result = await self.run_portal(portal)
+            if not portal.statement.statement.parts:
+                self.io.send(qm.EmptyQueryResponse())
+                return
+            rows = result.rows
+            start = portal.sent
+            end = len(rows) if message.max_rows == 0 else min(len(rows), start + message.max_rows)
+            if result.fields and end > start:
+                st.check_formats(result.fields, portal.result_formats)
+                self.io.send(st.data_rows(result.fields, rows[start:end], portal.result_formats))
+            portal.sent = end
+            if message.max_rows and end < len(rows):
+                self.io.send(ext.PortalSuspended())
+            else:
+                self.io.send(st.command_complete(result, portal.statement.statement.parts[0].command))
+        elif isinstance(message, ext.Close):
+            state.close(message.kind, message.name)
+            self.io.send(ext.CloseComplete())
+        else:
+            raise ProtocolViolation(f"unexpected message {type(message).__name__}")
+
+    async def run_portal(self, portal: st.Portal) -> Result:
+        """A portal's statement runs (through the pipeline) on its first Describe or Execute."""
+        if portal.result is None:
+            if not portal.statement.statement.parts:
+                portal.result = Result()
+                return portal.result
+            response, tag = await self.execute(portal.statement.query, portal.parameters or None)
+            self._step_notices(response)
+            result = response.steps[0].result if response.steps and response.steps[0].result else Result()
+            portal.result = Result(command_tag=tag) if tag else result
+        return portal.result
+
+    async def describe_statement(self, entry: st.PreparedStatement) -> tuple[tuple[int, ...], list[Any] | None]:
+        if entry.described is None:
+            assert self.identity is not None and self.client is not None and self.sessions is not None
+            parts = entry.statement.parts
+            if not parts:
+                entry.described = ((), None)
+                return entry.described
+            session = self.client.active
+            if session is None or not self.client.in_transaction:
+                login = self.ctx.pipeline.login_for(self.identity, [SimpleNamespace(part=p) for p in parts])  # type: ignore[misc]
+                session = await self.sessions.session_for(login)
+            entry.described = await describe(session, entry.query, entry.parameter_types,  # type: ignore[arg-type]
+                                              parts[0].klass is C.READ)
+        return entry.described
+
+    # --- COPY (called from the backend session while a COPY statement runs) -----
+
+    async def copy_in(self, column_count: int, binary: bool) -> AsyncIterator[bytes]:
+        self.io.send(copy_msgs.CopyInResponse(int(binary), [int(binary)] * column_count))
+        self.io.flush()
+        while True:
+            raw = await self.io.receive()
+            if not isinstance(raw, tuple):
+                raise ProtocolViolation("unexpected start-up packet during COPY")
+            message = decode(*raw)
+            if isinstance(message, copy_msgs.CopyData):
+                yield message.data
+            elif isinstance(message, copy_msgs.CopyDone):
+                return
+            elif isinstance(message, copy_msgs.CopyFail):
+                raise errors.SqlgateError("sql.error", "57014", f"COPY from stdin failed: {message.message}",
+                                          "", "fix the data and run the COPY again")
+            elif isinstance(message, ext.Flush | ext.Sync):
+                continue  # PostgreSQL ignores these during COPY IN
+            else:
+                raise ProtocolViolation(f"unexpected message type {raw[0]!r} during COPY from stdin")
+
+    def copy_out_start(self, column_count: int, binary: bool) -> None:
+        self.io.send(copy_msgs.CopyOutResponse(int(binary), [int(binary)] * column_count))
+
+    def copy_out_data(self, data: bytes) -> None:
+        self.io.send(copy_msgs.CopyDataMessage(data))  # the server flushes as its buffer fills
+
+    def copy_out_done(self) -> None:
+        self.io.send(copy_msgs.CopyDoneMessage())
+
