@@ -227,3 +227,102 @@ def internal(problem: str) -> SqlgateError:
         "This is a bug in sqlgate; the statement's transaction was rolled back.",
         "retry once; if it persists, report it with the trace id", status=500,
     )
+
+
+# --- PostgreSQL wire protocol -------------------------------------------------
+
+def in_failed_transaction() -> SqlgateError:
+    return SqlgateError(
+        "sql.in_failed_transaction", "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+        "An earlier statement in this transaction failed.", "send ROLLBACK, then run the transaction again",
+    )
+
+
+def prepared_multiple_statements() -> SqlgateError:
+    return SqlgateError(
+        "sql.prepared_multi", "42601", "cannot insert multiple commands into a prepared statement",
+        "A Parse message holds one statement.", "send one statement per Parse, or use the simple query protocol",
+    )
+
+
+def copy_refused(message: str) -> SqlgateError:
+    return SqlgateError(
+        "wire.copy", "0A000", message, "DuckDB has no server files for COPY here.",
+        "use COPY ... FROM STDIN or COPY ... TO STDOUT (psql: \\copy)",
+    )
+
+
+def copy_bad_row(found: int, expected: int) -> SqlgateError:
+    return SqlgateError(
+        "sql.error", "22P04", f"COPY row has {found} columns, expected {expected}",
+        "Each line of COPY data is one row, with one value per column.", "send one value per column on every line",
+    )
+
+
+def copy_too_large(limit_mib: int) -> SqlgateError:
+    return SqlgateError(
+        "wire.copy", "54000", f"COPY CSV data over {limit_mib} MiB in one statement",
+        "sqlgate buffers CSV COPY data to parse it.", "split the data into several COPY statements",
+    )
+
+
+def copy_failed(reason: str) -> SqlgateError:
+    return SqlgateError(
+        "sql.error", "57014", f"COPY from stdin failed: {reason}", "The client ended the COPY with CopyFail.",
+        "fix the data and run the COPY again",
+    )
+
+
+def binary_parameter(problem: str) -> SqlgateError:
+    return SqlgateError(
+        "wire.binary_format", "22P03", problem, "sqlgate could not read this parameter's binary format.",
+        "send this parameter in text format",
+    )
+
+
+def no_binary_output(type_oid: int) -> SqlgateError:
+    return SqlgateError(
+        "wire.binary_format", "42883", f"no binary output function available for type {type_oid}",
+        "sqlgate sends this type only as text.", "ask for this column in text format",
+    )
+
+
+def invalid_encoding(nul: bool = False) -> SqlgateError:
+    return SqlgateError(
+        "wire.encoding", "22021", 'invalid byte sequence for encoding "UTF8"' + (": 0x00" if nul else ""),
+        "Text must be UTF-8, without NUL characters.",
+        "remove NUL characters from the parameter" if nul else "send UTF-8 text",
+    )
+
+
+def result_formats_mismatch(formats: int, columns: int) -> SqlgateError:
+    return SqlgateError(
+        "wire.protocol", "08P01", f"bind message has {formats} result formats but query has {columns} columns",
+        "Bind takes no result format, one for all columns, or one per column.", "send one result format per column",
+    )
+
+
+def duplicate_prepared(name: str) -> SqlgateError:
+    return SqlgateError(
+        "wire.duplicate_statement", "42P05", f'prepared statement "{name}" already exists',
+        "Named prepared statements live until closed.", "Close it first, or use another name",
+    )
+
+
+def no_prepared(name: str) -> SqlgateError:
+    message = f'prepared statement "{name}" does not exist' if name else "unnamed prepared statement does not exist"
+    return SqlgateError("wire.no_statement", "26000", message, "Bind and Describe name a statement Parse created.",
+                        "send Parse first")
+
+
+def duplicate_portal(name: str) -> SqlgateError:
+    return SqlgateError(
+        "wire.duplicate_portal", "42P03", f'portal "{name}" already exists', "Named portals live until closed.",
+        "Close it first, or use another name",
+    )
+
+
+def no_portal(name: str) -> SqlgateError:
+    return SqlgateError("wire.no_portal", "34000", f'portal "{name}" does not exist',
+                        "Execute and Describe name a portal Bind created.", "send Bind first")

@@ -37,8 +37,7 @@ class CopyPlan:
 
 
 def _refuse(message: str) -> errors.SqlgateError:
-    return errors.SqlgateError("wire.copy", "0A000", message, "DuckDB has no server files for COPY here.",
-                               "use COPY ... FROM STDIN or COPY ... TO STDOUT (psql: \\copy)")
+    return errors.copy_refused(message)
 
 
 def _ident(name: str) -> str:
@@ -170,8 +169,7 @@ async def copy_from(plan: CopyPlan, execute: Execute, chunks: Callable[[int], As
         params: list[str | None] = []
         for row in batch:
             if len(row) != ncols:
-                raise errors.SqlgateError("sql.error", "22P04", f"COPY row has {len(row)} columns, expected {ncols}",
-                                          "", "send one value per column")
+                raise errors.copy_bad_row(len(row), ncols)
             base = len(params)
             values.append("(" + ", ".join(f"${base + i + 1}" for i in range(ncols)) + ")")
             params.extend(row)
@@ -184,8 +182,7 @@ async def copy_from(plan: CopyPlan, execute: Execute, chunks: Callable[[int], As
         async for chunk in incoming:
             buffer += chunk
             if len(buffer) > MAX_CSV_BYTES:
-                raise errors.SqlgateError("wire.copy", "54000", "COPY CSV data over 256 MiB in one statement", "",
-                                          "split the data into several COPY statements")
+                raise errors.copy_too_large(MAX_CSV_BYTES // (1024 * 1024))
         reader = csv.reader(io.StringIO(buffer.decode()), delimiter=plan.delimiter, quotechar=plan.quote)
         first = True
         for record in reader:

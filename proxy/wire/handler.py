@@ -284,10 +284,7 @@ class WireConnection:
                 return "ROLLBACK", "ROLLBACK"
             if verb in (TxVerb.ROLLBACK, TxVerb.ROLLBACK_TO):
                 return sql, None
-        raise errors.SqlgateError(
-            "sql.error", "25P02", "current transaction is aborted, commands ignored until end of transaction block",
-            "", "send ROLLBACK",
-        )
+        raise errors.in_failed_transaction()
 
     def _step_notices(self, response: Response) -> None:
         for step in response.steps:
@@ -320,11 +317,9 @@ class WireConnection:
         if isinstance(message, ext.Parse):
             statement = classify_cached(message.query, self.dialect)
             if statement.klass is C.UNPARSEABLE:
-                raise errors.unparseable(statement.error or "invalid SQL")
+                raise errors.unparseable(statement.error or "invalid SQL", statement.error_position)
             if len(statement.parts) > 1:
-                raise errors.SqlgateError("sql.error", "42601",
-                                          "cannot insert multiple commands into a prepared statement", "",
-                                          "send one statement per Parse")
+                raise errors.prepared_multiple_statements()
             if not message.name:
                 state.statements.pop("", None)
             state.add_statement(st.PreparedStatement(message.name, message.query, message.parameter_types, statement))
@@ -418,8 +413,7 @@ class WireConnection:
             elif isinstance(message, copy_msgs.CopyDone):
                 return
             elif isinstance(message, copy_msgs.CopyFail):
-                raise errors.SqlgateError("sql.error", "57014", f"COPY from stdin failed: {message.message}",
-                                          "", "fix the data and run the COPY again")
+                raise errors.copy_failed(message.message)
             elif isinstance(message, ext.Flush | ext.Sync):
                 continue  # PostgreSQL ignores these during COPY IN
             else:

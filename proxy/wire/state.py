@@ -134,17 +134,14 @@ def bind_parameters(bind: Bind, types: Sequence[int]) -> tuple[str | None, ...]:
             try:
                 out.append(binary.from_binary(oid, raw))
             except binary.BinaryFormatError as exc:
-                raise errors.SqlgateError("wire.binary_format", "22P03", str(exc), "",
-                                          "send this parameter in text format") from None
+                raise errors.binary_parameter(str(exc)) from None
         else:
             try:
                 out.append(raw.decode())
             except UnicodeDecodeError:
-                raise errors.SqlgateError("wire.encoding", "22021", "invalid byte sequence for encoding \"UTF8\"",
-                                          "", "send UTF-8 text") from None
+                raise errors.invalid_encoding() from None
         if "\0" in (out[-1] or ""):
-            raise errors.SqlgateError("wire.encoding", "22021", "invalid byte sequence for encoding \"UTF8\": 0x00",
-                                      "", "remove NUL characters from the parameter")
+            raise errors.invalid_encoding(nul=True)
     return tuple(out)
 
 
@@ -162,14 +159,10 @@ def column_formats(result_formats: Sequence[int], n: int) -> list[int]:
 
 def check_formats(fields: Sequence[Field], result_formats: Sequence[int]) -> None:
     if len(result_formats) > 1 and len(result_formats) != len(fields):
-        raise errors.SqlgateError("wire.protocol", "08P01",
-                                  f"bind message has {len(result_formats)} result formats but query has"
-                                  f" {len(fields)} columns", "", "send one result format per column")
+        raise errors.result_formats_mismatch(len(result_formats), len(fields))
     for f, fmt in zip(fields, column_formats(result_formats, len(fields)), strict=True):
         if fmt == 1 and not binary.has_binary(f.type_oid):
-            raise errors.SqlgateError("wire.binary_format", "42883",
-                                      f"no binary output function available for type {f.type_oid}", "",
-                                      "ask for this column in text format")
+            raise errors.no_binary_output(f.type_oid)
 
 
 def row_description(fields: Sequence[Field], result_formats: Sequence[int] = ()) -> bytes:
@@ -226,30 +219,24 @@ class ConnectionState:
 
     def add_statement(self, entry: PreparedStatement) -> None:
         if entry.name and entry.name in self.statements:
-            raise errors.SqlgateError("wire.duplicate_statement", "42P05",
-                                      f'prepared statement "{entry.name}" already exists', "",
-                                      "Close it first, or use another name")
+            raise errors.duplicate_prepared(entry.name)
         self.statements[entry.name] = entry
 
     def statement(self, name: str) -> PreparedStatement:
         entry = self.statements.get(name)
         if entry is None:
-            raise errors.SqlgateError("wire.no_statement", "26000",
-                                      f'prepared statement "{name}" does not exist' if name
-                                      else "unnamed prepared statement does not exist", "", "send Parse first")
+            raise errors.no_prepared(name)
         return entry
 
     def add_portal(self, portal: Portal) -> None:
         if portal.name and portal.name in self.portals:
-            raise errors.SqlgateError("wire.duplicate_portal", "42P03", f'portal "{portal.name}" already exists',
-                                      "", "Close it first, or use another name")
+            raise errors.duplicate_portal(portal.name)
         self.portals[portal.name] = portal
 
     def portal(self, name: str) -> Portal:
         portal = self.portals.get(name)
         if portal is None:
-            raise errors.SqlgateError("wire.no_portal", "34000", f'portal "{name}" does not exist', "",
-                                      "send Bind first")
+            raise errors.no_portal(name)
         return portal
 
     def close(self, kind: str, name: str) -> None:
