@@ -15,7 +15,7 @@ import sys
 
 import uvicorn
 
-from policy.identity import Role, hash_secret
+from policy.identity import Role, hash_secret, scram_verifier
 from proxy.auth import Authenticator
 from proxy.backends.base import Backend
 from proxy.config import Settings
@@ -70,16 +70,21 @@ def make_backend(settings: Settings) -> Backend:
 async def ensure_admin_token(settings: Settings, auth: Authenticator) -> str | None:
     """The admin secret to show once, or None when it already existed or came from the environment."""
     meta = auth.meta
+
+    async def ensure(secret: str) -> None:
+        found = await meta.find_token(hash_secret(secret))
+        if found is None:
+            await auth.create_token(None, "admin", Role.ADMIN, None, secret=secret)
+        elif found.scram is None:  # made before SCRAM: the secret is here, so add its verifier
+            await meta.set_token_scram(found.id, scram_verifier(secret))
+
     from_env = os.environ.get("SQLGATE_ADMIN_TOKEN")
     if from_env:
-        if await meta.find_token(hash_secret(from_env)) is None:
-            await auth.create_token(None, "admin", Role.ADMIN, None, secret=from_env)
+        await ensure(from_env)
         return None
     path = settings.data_dir / "admin.token"
     if path.exists():
-        secret = path.read_text().strip()
-        if await meta.find_token(hash_secret(secret)) is None:
-            await auth.create_token(None, "admin", Role.ADMIN, None, secret=secret)
+        await ensure(path.read_text().strip())
         return None
     _, secret = await auth.create_token(None, "admin", Role.ADMIN, None)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

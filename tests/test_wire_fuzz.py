@@ -16,6 +16,7 @@ from hypothesis import strategies as s
 
 from tests.support.pgserver import PgServer
 from tests.support.wire import Wire, start_wire
+from tests.support.wire_raw import authenticated
 
 BUDGET_S = 20.0
 
@@ -56,16 +57,7 @@ def _read_until_closed(sock: socket.socket, limit_s: float = 2.0) -> bytes:
 
 
 def _authenticated(w: Wire) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", w.pg_port), timeout=5)
-    sock.sendall(_startup())
-    assert sock.recv(1024)[:1] == b"R"
-    sock.sendall(_msg(b"p", w.server.admin_token.encode() + b"\0"))
-    data = b""
-    while not data.endswith(b"Z\0\0\0\x05I"):
-        chunk = sock.recv(65536)
-        assert chunk, data
-        data += chunk
-    return sock
+    return authenticated(w, w.server.admin_token)
 
 
 KINDS = s.sampled_from([b"Q", b"P", b"B", b"D", b"E", b"C", b"S", b"H", b"X", b"d", b"c", b"f", b"p", b"F", b"\0",

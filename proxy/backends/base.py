@@ -76,6 +76,12 @@ class MetaStore(Protocol):
 
     async def list_tokens(self) -> list[Token]: ...
 
+    async def scram_tokens(self) -> list[Token]:
+        """Valid tokens that have a SCRAM verifier (wire protocol logins)."""
+
+    async def set_token_scram(self, token_id: str, scram: str) -> None:
+        """Store the SCRAM verifier of a token made before verifiers existed."""
+
     async def insert_traces(self, traces: Sequence[Trace]) -> None:
         """Store traces outside any agent transaction (reads, refusals, failures)."""
 

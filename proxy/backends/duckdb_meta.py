@@ -24,6 +24,7 @@ CREATE SCHEMA IF NOT EXISTS sqlgate;
 CREATE TABLE IF NOT EXISTS sqlgate.tokens (
     id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, role VARCHAR NOT NULL, secret_hash VARCHAR NOT NULL UNIQUE,
     created_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ, revoked_at TIMESTAMPTZ, created_by VARCHAR);
+ALTER TABLE sqlgate.tokens ADD COLUMN IF NOT EXISTS scram VARCHAR;
 CREATE TABLE IF NOT EXISTS sqlgate.traces (
     id VARCHAR PRIMARY KEY, "at" TIMESTAMPTZ NOT NULL, request_id VARCHAR NOT NULL, actor VARCHAR NOT NULL,
     token_id VARCHAR, branch VARCHAR NOT NULL, front_door VARCHAR NOT NULL, sql VARCHAR NOT NULL,
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS sqlgate.traces (
     error_message VARCHAR);
 """
 
-_TOKEN_COLUMNS = "id, name, role, secret_hash, created_at, expires_at, revoked_at, created_by"
+_TOKEN_COLUMNS = "id, name, role, secret_hash, created_at, expires_at, revoked_at, created_by, scram"
 _TRACE_COLUMNS = (
     'id, "at", request_id, actor, token_id, branch, front_door, sql, params, class, tables, command, rows,'
     " duration_ms, cost, checkpoint_id, outcome, error_code, error_message"
@@ -52,7 +53,7 @@ def _utc(value: datetime | None) -> datetime | None:
 def _token(row: Sequence[Any]) -> Token:
     return Token(
         id=row[0], name=row[1], role=Role.parse(row[2]), secret_hash=row[3], created_at=_utc(row[4]),  # type: ignore[arg-type]
-        expires_at=_utc(row[5]), revoked_at=_utc(row[6]), created_by=row[7],
+        expires_at=_utc(row[5]), revoked_at=_utc(row[6]), created_by=row[7], scram=row[8],
     )
 
 
@@ -95,9 +96,21 @@ class DuckDBMeta:
 
     async def insert_token(self, token: Token) -> None:
         await self.backend.run_write(lambda c: c.execute(
-            f"INSERT INTO sqlgate.tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO sqlgate.tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [token.id, token.name, token.role.label, token.secret_hash, token.created_at, token.expires_at,
-             token.revoked_at, token.created_by]))
+             token.revoked_at, token.created_by, token.scram]))
+
+    async def set_token_scram(self, token_id: str, scram: str) -> None:
+        """Give a token made before SCRAM its verifier (computed where its secret was seen)."""
+        await self.backend.run_write(lambda c: c.execute(
+            "UPDATE sqlgate.tokens SET scram = ? WHERE id = ? AND scram IS NULL", [scram, token_id]))
+
+    async def scram_tokens(self) -> list[Token]:
+        """The tokens that can log in with SCRAM: valid, with a verifier."""
+        rows = await self.backend.run_read(lambda c: c.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM sqlgate.tokens WHERE scram IS NOT NULL AND revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > now())").fetchall())
+        return [_token(r) for r in rows]
 
     async def revoke_token(self, token_id: str) -> Token | None:
         def revoke(c: duckdb.DuckDBPyConnection) -> list[Any]:

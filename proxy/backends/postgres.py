@@ -141,11 +141,11 @@ class PostgresSession:
 def _row_to_token(row: Sequence[Any]) -> Token:
     return Token(
         id=row[0], name=row[1], role=Role.parse(row[2]), secret_hash=row[3],
-        created_at=row[4], expires_at=row[5], revoked_at=row[6], created_by=row[7],
+        created_at=row[4], expires_at=row[5], revoked_at=row[6], created_by=row[7], scram=row[8],
     )
 
 
-_TOKEN_COLUMNS = "id, name, role, secret_hash, created_at, expires_at, revoked_at, created_by"
+_TOKEN_COLUMNS = "id, name, role, secret_hash, created_at, expires_at, revoked_at, created_by, scram"
 _TRACE_COLUMNS = (
     "id, at, request_id, actor, token_id, branch, front_door, sql, params, class, tables, command, rows,"
     " duration_ms, cost, checkpoint_id, outcome, error_code, error_message"
@@ -173,10 +173,24 @@ class PostgresMeta:
     async def insert_token(self, token: Token) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
-                f"INSERT INTO sqlgate.tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO sqlgate.tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (token.id, token.name, token.role.label, token.secret_hash, token.created_at, token.expires_at,
-                 token.revoked_at, token.created_by),
+                 token.revoked_at, token.created_by, token.scram),
             )
+
+    async def set_token_scram(self, token_id: str, scram: str) -> None:
+        """Give a token made before SCRAM its verifier (computed where its secret was seen)."""
+        async with self.pool.connection() as conn:
+            await conn.execute("UPDATE sqlgate.tokens SET scram = %s WHERE id = %s AND scram IS NULL",
+                               (scram, token_id))
+
+    async def scram_tokens(self) -> list[Token]:
+        """The tokens that can log in with SCRAM: valid, with a verifier."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM sqlgate.tokens WHERE scram IS NOT NULL AND revoked_at IS NULL"
+                " AND (expires_at IS NULL OR expires_at > now())")
+            return [_row_to_token(r) for r in await cur.fetchall()]
 
     async def revoke_token(self, token_id: str) -> Token | None:
         async with self.pool.connection() as conn:

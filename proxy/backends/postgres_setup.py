@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS sqlgate.settings (key text PRIMARY KEY, value text NO
 CREATE TABLE IF NOT EXISTS sqlgate.tokens (
     id text PRIMARY KEY, name text NOT NULL, role text NOT NULL, secret_hash text NOT NULL UNIQUE,
     created_at timestamptz NOT NULL, expires_at timestamptz, revoked_at timestamptz, created_by text);
+ALTER TABLE sqlgate.tokens ADD COLUMN IF NOT EXISTS scram text;  -- SCRAM-SHA-256 verifier (policy/identity.py)
 CREATE TABLE IF NOT EXISTS sqlgate.traces (
     id text PRIMARY KEY, at timestamptz NOT NULL, request_id text NOT NULL, actor text NOT NULL,
     token_id text, branch text NOT NULL, front_door text NOT NULL, sql text NOT NULL, params jsonb,

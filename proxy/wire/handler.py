@@ -24,7 +24,7 @@ from proxy.pipeline import Pipeline, Query, Request, Response, Step
 from proxy.result import Result
 from proxy.trace import Trace, new_id
 from proxy.txcontrol import TxVerb, transaction_verb
-from proxy.wire import catalog_duckdb
+from proxy.wire import catalog_duckdb, scram
 from proxy.wire import messages_copy as copy_msgs
 from proxy.wire import messages_extended as ext
 from proxy.wire import messages_query as qm
@@ -36,6 +36,8 @@ from proxy.wire.sessions import WireSessions, describe
 
 log = logging.getLogger("sqlgate.wire")
 C = StatementClass
+_AUTH_HINT = ("The password is a sqlgate token (POST /tokens). A token made before sqlgate spoke SCRAM"
+              " works here once it has been used over HTTP; or create a new token.")
 
 
 class ConnectionClosed(Exception):
@@ -45,7 +47,6 @@ class ConnectionClosed(Exception):
 class ConnectionIO(Protocol):
     """What the server gives a handler: buffered output, whole messages in."""
 
-    peer_is_loopback: bool
     tls_active: bool
 
     def send(self, data: bytes) -> None: ...
@@ -72,6 +73,8 @@ class WireContext:
 
 class CopyFailed(Exception):
     pass
+
+
 
 
 class WireConnection:
@@ -147,24 +150,13 @@ class WireConnection:
             self._fatal("08P01" if "options" in problem else "0A000", problem,
                         "Connect with postgresql://ACTOR:TOKEN@HOST:PORT/BRANCH and no other options.")
             return False
-        if not self.io.tls_active and not self.io.peer_is_loopback:
-            self._fatal("28000", "sqlgate accepts passwords (tokens) only over TLS from this address",
-                        "Connect with sslmode=require.")
-            return False
-        self.io.send(su.AuthenticationCleartextPassword())
-        self.io.flush()
-        self.state.phase = st.Phase.AUTHENTICATING
-        message = await self.io.receive()
-        if not isinstance(message, tuple) or message[0] != b"p":
-            raise ProtocolViolation("expected a password message")
-        password = decode(*message).password
         user = params.get("user", "")
         try:
-            self.identity = await self.ctx.auth.authenticate(password, user or None)
+            self.identity, server_final = await self.scram_exchange(user)
         except errors.SqlgateError:
-            self._fatal("28P01", f'password authentication failed for user "{user}"',
-                        "The password is a sqlgate token (POST /tokens).")
+            self._fatal("28P01", f'password authentication failed for user "{user}"', _AUTH_HINT)
             return False
+        self.io.send(su.AuthenticationSASLFinal(server_final))
         self.branch = st.branch_for(params)
         self.state.parameters = params
         self.sessions = WireSessions(self.ctx.pipeline.backend, self.branch, self)
@@ -179,6 +171,33 @@ class WireConnection:
         self.io.send(st.startup_complete(params, self.process_id, self.secret_key) + qm.ReadyForQuery("I"))
         self.io.flush()
         return True
+
+    async def scram_exchange(self, user: str) -> tuple[Identity, bytes]:
+        """SCRAM-SHA-256, the only method offered: the token never crosses the
+        network, with or without TLS. A server offers one method per login and,
+        before the proof, cannot tell which token is coming, so there is no
+        cleartext fallback: tokens made before SCRAM gain a verifier the next
+        time their secret is seen (on an HTTP request; see _AUTH_HINT).
+        Raises SqlgateError when no valid token made the proof."""
+        self.io.send(su.AuthenticationSASL(scram.MECHANISMS))
+        self.io.flush()
+        self.state.phase = st.Phase.AUTHENTICATING
+        body = await self._auth_message()
+        initial = su.decode_sasl_initial(body)
+        if initial.mechanism not in scram.MECHANISMS:
+            raise ProtocolViolation("client selected an invalid SASL authentication mechanism")
+        exchange = scram.ScramExchange()
+        self.io.send(su.AuthenticationSASLContinue(exchange.client_first(initial.data)))
+        self.io.flush()
+        auth_message, proof = exchange.client_final(su.decode_sasl_response(await self._auth_message()))
+        identity, signature = await self.ctx.auth.authenticate_scram(auth_message, proof, user or None)
+        return identity, exchange.server_final(signature)
+
+    async def _auth_message(self) -> bytes:
+        message = await self.io.receive()
+        if not isinstance(message, tuple) or message[0] != b"p":
+            raise ProtocolViolation("expected SASL response")
+        return message[1]
 
     # --- the message loop -----------------------------------------------------
 

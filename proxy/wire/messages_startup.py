@@ -1,6 +1,6 @@
 """Start-up and authentication messages: StartupMessage, SSLRequest,
-GSSENCRequest, CancelRequest and PasswordMessage in; Authentication*,
-ParameterStatus and BackendKeyData out."""
+GSSENCRequest, CancelRequest, PasswordMessage and the SASL responses in;
+Authentication*, ParameterStatus and BackendKeyData out."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ class PasswordMessage:
     password: str
 
 
+@dataclass(frozen=True, slots=True)
+class SASLInitialResponse:
+    mechanism: str
+    data: bytes
+
+
 StartupPacket = SSLRequest | GSSENCRequest | CancelRequest | StartupMessage
 
 
@@ -78,14 +84,37 @@ def decode_password(body: bytes) -> PasswordMessage:
     return PasswordMessage(password)
 
 
+def decode_sasl_initial(body: bytes) -> SASLInitialResponse:
+    """SASLInitialResponse: a 'p' message sent in answer to AuthenticationSASL."""
+    r = Reader(body)
+    mechanism = r.cstring()
+    length = r.int32()
+    data = b"" if length == -1 else r.take(length)
+    r.end()
+    return SASLInitialResponse(mechanism, data)
+
+
+def decode_sasl_response(body: bytes) -> bytes:
+    """SASLResponse: a 'p' message after AuthenticationSASLContinue; all data."""
+    return body
+
+
 # --- backend --------------------------------------------------------------
 
 def AuthenticationOk() -> bytes:  # noqa: N802 - named as the protocol names it
     return frame(b"R", int32(0))
 
 
-def AuthenticationCleartextPassword() -> bytes:  # noqa: N802
-    return frame(b"R", int32(3))
+def AuthenticationSASL(mechanisms: list[str]) -> bytes:  # noqa: N802
+    return frame(b"R", int32(10) + b"".join(cstr(m) for m in mechanisms) + b"\0")
+
+
+def AuthenticationSASLContinue(data: bytes) -> bytes:  # noqa: N802
+    return frame(b"R", int32(11) + data)
+
+
+def AuthenticationSASLFinal(data: bytes) -> bytes:  # noqa: N802
+    return frame(b"R", int32(12) + data)
 
 
 def ParameterStatus(name: str, value: str) -> bytes:  # noqa: N802

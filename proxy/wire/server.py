@@ -9,7 +9,6 @@ idle-session sweep and revocation end connections without touching others.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import ssl
 from collections import deque
@@ -39,7 +38,6 @@ class WireProtocol(asyncio.Protocol):
         self.out_size = 0
         self.transport: Any = None
         self.tls_active = False
-        self.peer_is_loopback = False
         self.waiting = False  # the handler waits for the client (idle)
         self.last_activity = 0.0
         self.handler: WireConnection | None = None
@@ -49,12 +47,6 @@ class WireProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        host = peer[0] if isinstance(peer, tuple) else None
-        try:
-            self.peer_is_loopback = host is None or ipaddress.ip_address(host.split("%")[0]).is_loopback
-        except ValueError:
-            self.peer_is_loopback = False
         loop = asyncio.get_running_loop()
         self.last_activity = loop.time()
         self.handler = WireConnection(self.server.ctx, self)

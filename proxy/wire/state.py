@@ -35,7 +35,7 @@ _REFUSED_PARAMETERS = {
 
 class Phase(enum.Enum):
     STARTUP = "startup"  # waiting for SSLRequest / StartupMessage
-    AUTHENTICATING = "authenticating"  # AuthenticationCleartextPassword sent
+    AUTHENTICATING = "authenticating"  # AuthenticationSASL sent
     READY = "ready"
     CLOSED = "closed"
 
