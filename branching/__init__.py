@@ -1,2 +1,37 @@
 """Checkpoints, rollback and branches: what makes destructive statements
-undoable. One adapter per backend; the pipeline only sees `Checkpointer`."""
+undoable. One adapter per backend (pg.py, duck.py); the pipeline only sees `Checkpointer`.
+
+Design (issue #3). A checkpoint is taken inside the statement's transaction, so ROLLBACK, a failure or
+kill -9 leaves none behind; its metadata is in the backend (sqlgate.checkpoints), never in proxy memory.
+Row undo data is a multiset delta: rows the statement removed (D) and added (I); undo deletes one
+instance of each I row and inserts each D row (PostgreSQL: a D/I pair with the same key is an UPDATE,
+so foreign keys pointing at it stay put). Cost follows the k rows changed, never the table.
+PostgreSQL (pg.py, pg_sql.py; everything privileged is SECURITY DEFINER, owned by the owner login):
+- DML of any form (DELETE, UPDATE incl. keys, MERGE, data-modifying CTEs, DML inside functions):
+  statement-level AFTER triggers with transition tables, ENABLE ALWAYS, installed on a table at its
+  first checkpoint, append D/I rows as one jsonb array per statement to sqlgate.changes, filed under
+  the checkpoint id set for that statement only if the checkpoint was taken in the same transaction.
+  Later plain INSERTs are logged too, which gives mode 'all' (net delta since the mark) and mode
+  'statement' conflicts (an I row no longer there; a D row whose key was taken). Owned sequences'
+  values are kept and restored by mode 'all'. TRUNCATE: BEFORE TRUNCATE trigger copies the rows.
+- DROP TABLE / VIEW / SEQUENCE: not run; sqlgate.cp_drop moves the object (and, with CASCADE, its
+  dependent views) into a private schema: ALTER ... SET SCHEMA, O(1), columns, defaults, constraints,
+  indexes, triggers, grants, owned sequences intact; foreign keys of other tables that CASCADE drops
+  are kept as definitions. Rollback moves them back.
+- DROP COLUMN (last column only: PostgreSQL cannot put a column back between others; table with a
+  primary key): keeps the key and that column, its type, default, NOT NULL, constraints, indexes.
+- DROP/SET DEFAULT, DROP NOT NULL, DROP CONSTRAINT, RENAME (table, column), ALTER COLUMN TYPE: the
+  table's definition by OID/attnum (+ key and values for a type change); DROP INDEX, CREATE OR
+  REPLACE VIEW: the definition. Rollback re-applies what differs.
+DuckDB (duck.py): no triggers, roles or SET SCHEMA.
+- DELETE: `CREATE TABLE sqlgate.cpd_.. AS WITH d AS (<DELETE> RETURNING rowid, *) SELECT * FROM d` (one
+  pass). UPDATE: old rows by the statement's own FROM/WHERE (rowids, from the sqlglot tree), new rows
+  by RETURNING. TRUNCATE copies. The table's row-slot count (duckdb_tables().estimated_size, O(1)) is
+  the watermark: mode 'all' removes rows with higher rowids and puts back the first kept version of
+  every older row a later statement touched. Assumes rowids are stable (no renumbering by DuckDB).
+- DROP TABLE: renamed aside (indexes dropped and re-created on rollback, as DuckDB forbids renaming
+  an indexed table); a table with foreign keys is copied (DuckDB forbids renaming it): O(table).
+- DROP COLUMN (last column, no constraint on it): rowid + values. RENAME, DROP DEFAULT/NOT NULL,
+  ALTER TYPE (+ rowid/values), DROP INDEX/SEQUENCE, CREATE OR REPLACE VIEW: definitions.
+Anything else destructive is refused (checkpoint.unavailable): sqlgate never runs what it cannot undo.
+"""

@@ -26,6 +26,10 @@ class Checkpoint:
     kind: str  # how it was kept, e.g. "rows", "table", "column", "definition"
     size_bytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Added for issue #3: when set, the statement must run differently to stay undoable (a DROP becomes
+    # a move, DuckDB keeps rows through RETURNING): the pipeline awaits `run(execute, params)`, where
+    # `execute()` runs part.sql as usual, instead of calling session.execute itself.
+    run: Any = field(default=None, compare=False, repr=False)
 
     def public(self) -> dict[str, Any]:
         return {

@@ -290,7 +290,12 @@ class Pipeline:
         if isinstance(step.decision, CheckpointThenAllow):
             step.checkpoint = await self._take_checkpoint(session, request, step)
             step.trace.checkpoint_id = step.checkpoint.id
-        step.result = await session.execute(part.sql, step.params, part.command)
+        if step.checkpoint is not None and step.checkpoint.run is not None:
+            # The checkpoint decides how the statement runs (a DROP becomes a move, say).
+            step.result = await step.checkpoint.run(
+                lambda: session.execute(part.sql, step.params, part.command), step.params)
+        else:
+            step.result = await session.execute(part.sql, step.params, part.command)
         self._finish(step, started, "ok")
 
     async def _take_checkpoint(self, session: Session, request: Request, step: Step) -> Checkpoint:

@@ -18,10 +18,11 @@ import uvicorn
 from policy.identity import Role, hash_secret, scram_verifier
 from proxy.auth import Authenticator
 from proxy.backends.base import Backend
+from proxy.builtin_functions import register_builtins
 from proxy.config import Settings
 from proxy.http.app import build_app
+from proxy.http.checkpoint_endpoints import register_checkpoint_functions
 from proxy.http.context import AppContext
-from proxy.builtin_functions import register_builtins
 from proxy.pipeline import Pipeline
 from proxy.sql_functions import SqlFunctions
 from proxy.trace_sink import TraceSink
@@ -103,6 +104,7 @@ async def build_context(settings: Settings) -> AppContext:
     functions = SqlFunctions()
     register_builtins(functions, backend.meta, traces)
     pipeline = Pipeline(backend, traces, checkpointer=await make_checkpointer(backend), functions=functions)
+    register_checkpoint_functions(functions, pipeline, traces)
     watch = getattr(backend, "watch_revocations", None)
     if watch is not None:  # several proxies on one PostgreSQL learn each other's revocations
         background.append(asyncio.create_task(watch(auth.revoked_elsewhere), name="sqlgate-revocations"))

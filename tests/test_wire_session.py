@@ -90,7 +90,6 @@ def test_checkpoint_announced_over_the_wire_is_undone(wire: Wire) -> None:
         assert conn.execute("SELECT count(*) FROM cp_wire_http").fetchone() == (3,)
 
 
-@pytest.mark.xfail(reason="sqlgate.* SQL functions do not work yet (over HTTP neither)", strict=False)
 def test_checkpoint_undone_with_sqlgate_rollback_from_sql(wire: Wire) -> None:
     conn, checkpoint = _checkpointed_delete(wire, "cp_wire_sql")
     with conn:

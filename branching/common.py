@@ -1,0 +1,127 @@
+"""What both checkpoint adapters share: errors, the one-shot statement
+replacement, and the shape of a rollback's answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from policy.statement import Part
+from proxy import errors
+
+DEFAULT_RETENTION = timedelta(days=7)
+MODES = ("all", "statement")
+
+
+def unavailable(part: Part, why: str) -> errors.SqlgateError:
+    return errors.SqlgateError(
+        "checkpoint.unavailable", "0A000",
+        f"{part.command or 'this statement'} destroys data and this server cannot checkpoint it yet: {why}",
+        "sqlgate never runs a destructive statement it cannot undo.",
+        "rewrite it as a non-destructive change (for example INSERT into a new table), or split it", status=403,
+    )
+
+
+def not_found(checkpoint_id: str) -> errors.SqlgateError:
+    return errors.SqlgateError(
+        "branching.checkpoint_not_found", "42704", f"checkpoint {checkpoint_id} does not exist",
+        "It may have expired (checkpoints are kept 7 days) or the id is mistyped.",
+        "GET /checkpoints to list the checkpoints you can roll back", status=404,
+    )
+
+
+def already_undone(checkpoint_id: str, by: str) -> errors.SqlgateError:
+    return errors.SqlgateError(
+        "branching.already_rolled_back", "55000", f"checkpoint {checkpoint_id} was already rolled back by {by}",
+        "Each checkpoint can be rolled back once; the rollback took its own checkpoint.",
+        f'POST /rollback with {{"checkpoint": "{by}"}} to undo that rollback', status=409,
+    )
+
+
+def not_yours(checkpoint_id: str) -> errors.SqlgateError:
+    return errors.SqlgateError(
+        "branching.not_allowed", "42501", f"this token cannot roll back checkpoint {checkpoint_id}",
+        "Only an admin token or the token whose statement took the checkpoint may roll it back.",
+        "ask an admin to roll it back", status=403,
+    )
+
+
+def conflicts_error(checkpoint_id: str, conflicts: list[dict[str, Any]]) -> errors.SqlgateError:
+    error = errors.SqlgateError(
+        "branching.rollback_conflict", "40001",
+        f"cannot undo only checkpoint {checkpoint_id}: {len(conflicts)} later change(s) conflict with it;"
+        " nothing was changed",
+        "A later statement changed rows this undo must restore (or took their keys).",
+        f'POST /rollback with {{"checkpoint": "{checkpoint_id}", "mode": "all"}} to undo it and everything after it',
+        status=409,
+    )
+    error.extra["conflicts"] = conflicts[:100]
+    return error
+
+
+def bad_mode(mode: object) -> errors.SqlgateError:
+    return errors.bad_request(
+        f"unknown rollback mode {mode!r}", 'mode is "all" (default) or "statement".',
+        'POST /rollback with {"checkpoint": "cp_...", "mode": "all"}',
+    )
+
+
+def rollback_failed(message: str) -> errors.SqlgateError:
+    return errors.SqlgateError(
+        "branching.rollback_failed", "XX000", f"rollback failed and changed nothing: {message}",
+        "The rollback runs in one transaction.", "retry; if it fails again, report it with the checkpoint id",
+        status=500,
+    )
+
+
+@dataclass
+class RollbackOutcome:
+    checkpoint: str
+    mode: str
+    dry_run: bool
+    tables: list[str]
+    rows_restored: int = 0
+    rows_removed: int = 0
+    objects_restored: list[str] = field(default_factory=list)
+    undone_checkpoints: list[str] = field(default_factory=list)
+    undone_traces: list[str] = field(default_factory=list)
+    new_checkpoint: str | None = None
+    trace_id: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        if self.new_checkpoint:
+            data["undo"] = {"method": "POST", "path": "/rollback", "body": {"checkpoint": self.new_checkpoint}}
+        return data
+
+
+def database_error(exc: Exception) -> errors.SqlgateError:
+    """A database error raised by sqlgate's own checkpoint SQL, in the shape the backends give the agent's.
+
+    (branching may import only proxy's leaf modules, so this stands in for the backends' sql_error.)"""
+    diag = getattr(exc, "diag", None)
+    if diag is not None:  # psycopg
+        sqlstate = diag.sqlstate or "XX000"
+        message = diag.message_primary or str(exc).strip()
+        hint, detail = diag.message_hint or "", diag.message_detail
+    else:  # duckdb
+        text = str(exc)
+        sqlstate = _DUCKDB_STATES.get(type(exc).__name__, "XX000")
+        if sqlstate == "23505":
+            sqlstate = next((s for word, s in (("NOT NULL", "23502"), ("foreign key", "23503"), ("CHECK", "23514"))
+                             if word in text), sqlstate)
+        first, _, rest = text.partition("\n")
+        hint = " ".join(line.strip() for line in rest.splitlines()
+                        if line.strip(" ^") and not line.startswith("LINE"))
+        message, detail = first.split(" Error: ", 1)[-1].strip(), None
+    next_step = ("retry the request" if sqlstate.startswith("40")
+                 else "fix the statement and send it again; nothing from this request was committed")
+    return errors.SqlgateError("sql.error", sqlstate, message, hint, next_step, detail=detail)
+
+
+_DUCKDB_STATES = {
+    "ParserException": "42601", "CatalogException": "42P01", "BinderException": "42703",
+    "ConstraintException": "23505", "ConversionException": "22P02", "TransactionException": "40001",
+    "DependencyException": "2BP01", "NotImplementedException": "0A000", "InvalidInputException": "22023",
+}

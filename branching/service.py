@@ -1,0 +1,72 @@
+"""Rolling back for a caller: permission, tracing and the call, shared by
+POST /rollback and `SELECT sqlgate.rollback(...)`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from branching import common
+from branching.checkpoint import CheckpointContext
+from policy.identity import Identity, Role
+from proxy import errors
+from proxy.trace import Trace, new_id
+
+OUTCOME_COLUMNS = ["checkpoint", "mode", "dry_run", "tables", "rows_restored", "rows_removed", "objects_restored",
+                   "undone_checkpoints", "undone_traces", "new_checkpoint"]
+LIST_COLUMNS = ["id", "trace_id", "actor", "branch", "kind", "tables", "size_bytes", "age_s", "created_at",
+                "expires_at", "undone_by", "undoes"]
+
+
+def checkpointer_of(pipeline: Any) -> Any:
+    checkpointer = getattr(pipeline, "checkpointer", None)
+    if checkpointer is None or not hasattr(checkpointer, "rollback"):
+        raise errors.SqlgateError("checkpoint.unavailable", "0A000", "this server keeps no checkpoints",
+                                  "", "", status=501)
+    return checkpointer
+
+
+async def perform_rollback(checkpointer: Any, traces: Any, identity: Identity, cp_id: str, mode: str = "all",
+                           dry_run: bool = False, branch: str = "main", front_door: str = "http",
+                           trace_id: str | None = None) -> common.RollbackOutcome:
+    """Roll back `cp_id` for `identity`. Traced here unless the caller's statement is already traced
+    (`trace_id` given: the SQL front door's call)."""
+    if mode not in common.MODES:
+        raise common.bad_mode(mode)
+    found = await checkpointer.get(cp_id)
+    if found is None:
+        raise common.not_found(cp_id)
+    if identity.role is not Role.ADMIN and found["token_id"] != identity.token.id:
+        raise common.not_yours(cp_id)
+    trace = None
+    if trace_id is None:
+        trace = Trace(request_id=new_id("rq"), actor=identity.actor, token_id=identity.token.id, branch=branch,
+                      front_door=front_door, sql=f"SELECT sqlgate.rollback('{cp_id}', '{mode}')", params=None,
+                      klass="destructive_dml", tables=[], command="ROLLBACK CHECKPOINT")
+        trace_id = trace.id
+    context = CheckpointContext(identity.actor, identity.token.id, branch, trace_id)
+    started = time.perf_counter()
+
+    def finish(outcome: common.RollbackOutcome) -> list[Trace]:
+        """The rollback's trace, filled in: it commits in the rollback's own transaction."""
+        assert trace is not None
+        trace.duration_ms = trace.cost = (time.perf_counter() - started) * 1000
+        trace.tables = list(outcome.tables)
+        trace.rows = outcome.rows_restored + outcome.rows_removed
+        trace.checkpoint_id = outcome.new_checkpoint
+        trace.outcome = "rolled_back" if dry_run else "ok"
+        return [trace]
+
+    try:
+        outcome = await checkpointer.rollback(cp_id, mode, dry_run, context, finish if trace is not None else None)
+    except errors.SqlgateError as error:
+        if trace is not None:
+            trace.duration_ms = (time.perf_counter() - started) * 1000
+            trace.outcome, trace.error_code, trace.error_message = "failed", error.reason, error.message
+            traces.add([trace])
+            error.extra["trace_id"] = trace.id
+        raise
+    outcome.trace_id = trace_id
+    if trace is not None and dry_run:  # nothing committed: traced on its own
+        traces.add(finish(outcome))
+    return outcome

@@ -1,0 +1,121 @@
+"""`SELECT sqlgate.rollback('cp_...')` and `SELECT * FROM sqlgate.checkpoints`, through the pipeline
+in process (DuckDB) with branching's functions registered as proxy.server should register them
+(see the report of issue #3; until then the live server answers only POST /rollback)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from branching.setup import install
+from policy.decide import CheckpointThenAllow
+from policy.identity import Identity, Role, Token
+from policy.statement import StatementClass
+from proxy import errors
+from proxy.backends.duckdb import DuckDBBackend
+from proxy.http.checkpoint_endpoints import register_checkpoint_functions
+from proxy.pipeline import Pipeline, Query, Request
+from proxy.result import Result
+from proxy.sql_functions import SqlFunctions
+from proxy.trace_sink import TraceSink
+
+
+# The change proposed for proxy/pipeline.py's _run_step (issue #3 report), as a subclass to test it now.
+class CheckpointRunPipeline(Pipeline):
+    """When a checkpoint says how its statement must run (`Checkpoint.run`), run it so."""
+
+    async def _run_step(self, request: Any, session: Any, step: Any) -> None:  # type: ignore[override]
+        part = step.part
+        started = time.perf_counter()
+        if step.absorbed is not None:
+            step.result = Result(command_tag=step.absorbed.value)
+            self._finish(step, started, "ok")
+            return
+        if request.tx.read_only and part.klass >= StatementClass.WRITE:
+            raise errors.read_only(part.command or part.klass.label)
+        if isinstance(step.decision, CheckpointThenAllow):
+            step.checkpoint = await self._take_checkpoint(session, request, step)
+            step.trace.checkpoint_id = step.checkpoint.id
+        if step.checkpoint is not None and step.checkpoint.run is not None:
+            step.result = await step.checkpoint.run(
+                lambda: session.execute(part.sql, step.params, part.command), step.params)
+        else:
+            step.result = await session.execute(part.sql, step.params, part.command)
+        self._finish(step, started, "ok")
+
+
+def test_rollback_from_sql(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        backend = DuckDBBackend(tmp_path / "db.duckdb")
+        await backend.start()
+        checkpointer = await install(backend)
+        traces = TraceSink(backend.meta)
+        traces.start()
+        functions = SqlFunctions()
+        pipeline = Pipeline(backend, traces, checkpointer=checkpointer, functions=functions)
+        register_checkpoint_functions(functions, pipeline, traces)
+        writer = Identity(Token("tok_w", "w", Role.WRITE, "h", datetime.now(UTC), None), "agent")
+        other = Identity(Token("tok_o", "o", Role.WRITE, "h2", datetime.now(UTC), None), "other")
+
+        async def run(identity: Identity, sql: str):  # type: ignore[no-untyped-def]
+            return (await pipeline.run(Request(identity, (Query(sql),)))).steps[0]
+
+        try:
+            await run(writer, "CREATE TABLE s (a int)")
+            await run(writer, "INSERT INTO s SELECT * FROM range(10)")
+            step = await run(writer, "DELETE FROM s WHERE a < 4")
+            cp = step.checkpoint.id
+            listed = await run(writer, "SELECT * FROM sqlgate.checkpoints")
+            assert cp in [row[0] for row in listed.result.rows]
+            assert (await run(other, "SELECT * FROM sqlgate.checkpoints")).result.rows == []
+            try:
+                await run(other, f"SELECT sqlgate.rollback('{cp}')")
+                raise AssertionError("another token rolled back")
+            except Exception as exc:  # noqa: BLE001
+                assert getattr(exc, "reason", "") == "branching.not_allowed"
+            answer = await run(writer, f"SELECT sqlgate.rollback('{cp}', 'statement')")
+            assert answer.result.fields[0].name == "checkpoint" and answer.result.rows[0][4] == "4"
+            count = await run(writer, "SELECT count(*) FROM s")
+            assert count.result.rows == [["10"]]
+        finally:
+            checkpointer.purger.cancel()
+            await traces.close()
+            await backend.close()
+
+    asyncio.run(scenario())
+
+
+def test_checkpoint_run_contract(tmp_path: Path) -> None:
+    """The pipeline change proposed for Checkpoint.run (CheckpointRunPipeline below): the statement runs
+    once, through the checkpoint, and stays undoable."""
+    async def scenario() -> None:
+        backend = DuckDBBackend(tmp_path / "db.duckdb")
+        await backend.start()
+        checkpointer = await install(backend)
+        traces = TraceSink(backend.meta)
+        traces.start()
+        pipeline = CheckpointRunPipeline(backend, traces, checkpointer=checkpointer)
+        admin = Identity(Token("tok_a", "a", Role.ADMIN, "h", datetime.now(UTC), None), "admin")
+
+        async def run(*sql: str):  # type: ignore[no-untyped-def]
+            return (await pipeline.run(Request(admin, tuple(Query(s) for s in sql)))).steps
+
+        try:
+            await run("CREATE TABLE r (a int, b varchar)")
+            await run("INSERT INTO r SELECT i, i::varchar FROM range(10) t(i)")
+            [delete] = await run("DELETE FROM r WHERE a % 2 = 0")
+            assert delete.result.command_tag == "DELETE 5"
+            steps = await run("UPDATE r SET b = 'x' WHERE a > 5", "DROP TABLE r")
+            assert steps[0].result.command_tag == "UPDATE 2"
+            await checkpointer.rollback(delete.checkpoint.id, "all")
+            [count] = await run("SELECT count(*), count(*) FILTER (WHERE b = 'x') FROM r")
+            assert count.result.rows == [["10", "0"]]
+        finally:
+            checkpointer.purger.cancel()
+            await traces.close()
+            await backend.close()
+
+    asyncio.run(scenario())
