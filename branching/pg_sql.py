@@ -67,6 +67,11 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = r AND tgname = 'sqlgate_capture_d') THEN
         RETURN;
     END IF;
+    -- Two first checkpoints of one table at once: the second waits, then finds the triggers.
+    PERFORM pg_advisory_xact_lock(hashtextextended('sqlgate.ensure_capture:' || r::oid::text, 0));
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = r AND tgname = 'sqlgate_capture_d') THEN
+        RETURN;
+    END IF;
     IF (SELECT relkind FROM pg_class WHERE oid = r) NOT IN ('r') THEN
         RAISE EXCEPTION 'sqlgate can checkpoint changes to plain tables only; % is not one', r
             USING ERRCODE = '0A000';

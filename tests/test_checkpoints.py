@@ -487,3 +487,19 @@ def test_a_session_cannot_file_its_changes_under_another_checkpoint(sqlgate: Sql
         ok(rollback(sqlgate, cp, token=writer, mode="statement"))
         assert num(sqlgate, f"SELECT count(*) AS n FROM {p}_c WHERE note = 'forged'") == 1
         assert num(sqlgate, f"SELECT count(*) AS n FROM {p}_c") == 13
+
+
+def test_concurrent_first_checkpoints_of_one_table(sqlgate: SqlgateServer, writer: str) -> None:
+    """Several agents deleting from tables never checkpointed before, at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(4):
+        p = fresh()
+        ok(sqlgate.sql(f"CREATE TABLE {p}_q (id int PRIMARY KEY, v int)", token=writer))
+        ok(sqlgate.sql(f"INSERT INTO {p}_q SELECT i, i FROM generate_series(1, 160) g(i)", token=writer))
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(
+                lambda i, p=p: sqlgate.sql(f"DELETE FROM {p}_q WHERE id % 16 = {i}", token=writer), range(16)))
+        assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200][:1]
+        assert len({r.json()["checkpoint"]["id"] for r in answers}) == 16
+        assert sqlgate.sql(f"SELECT count(*)::int AS n FROM {p}_q").json()["rows"] == [{"n": 0}]
