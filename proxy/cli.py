@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--limit", type=int, default=30)
     log.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    rollback = client("rollback", "undo a destructive statement by its checkpoint id")
+    rollback.add_argument("checkpoint", help="cp_... (from the statement's answer, or `sqlgate checkpoints`)")
+    rollback.add_argument("--mode", choices=["all", "statement"], default="all",
+                          help="all: back to just before the statement (default); statement: undo only it")
+    rollback.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+
+    checkpoints = client("checkpoints", "list checkpoints with their size, age and expiry")
+    checkpoints.add_argument("--actor")
+    checkpoints.add_argument("--limit", type=int, default=30)
+
     token = client("token", "create, list or revoke tokens")
     token.add_argument("action", choices=["create", "list", "revoke"])
     token.add_argument("id", nargs="?", help="token id, for revoke")
@@ -143,6 +153,26 @@ def run_log(args: argparse.Namespace) -> None:
     print_table(traces, ["time", "id", "actor", "class", "outcome", "rows", "ms", "checkpoint_id", "tables", "sql"])
 
 
+def run_rollback(args: argparse.Namespace) -> None:
+    outcome = call(args, "POST", "/rollback", {"checkpoint": args.checkpoint, "mode": args.mode,
+                                               "dry_run": args.dry_run})
+    verb = "would restore" if outcome["dry_run"] else "restored"
+    print(f"{args.checkpoint} ({outcome['mode']}): {verb} {outcome['rows_restored']} rows, removed"
+          f" {outcome['rows_removed']} rows in {', '.join(outcome['tables']) or 'no tables'}")
+    if outcome["objects_restored"]:
+        print("objects restored: " + ", ".join(outcome["objects_restored"]))
+    if outcome["undone_traces"]:
+        print("later statements undone: " + ", ".join(outcome["undone_traces"]))
+    if outcome.get("new_checkpoint"):
+        print(f"this rollback can itself be undone: sqlgate rollback {outcome['new_checkpoint']}")
+
+
+def run_checkpoints(args: argparse.Namespace) -> None:
+    query = {k: v for k, v in (("actor", args.actor), ("limit", args.limit)) if v}
+    items = call(args, "GET", "/checkpoints?" + urllib.parse.urlencode(query))["checkpoints"]
+    print_table(items, ["id", "actor", "kind", "tables", "size_bytes", "age_s", "expires_at", "undone_by"])
+
+
 def run_token(args: argparse.Namespace) -> None:
     if args.action == "create":
         body = {"role": args.role, "expires_in": args.expires_in, "name": args.name or f"{args.role}-token"}
@@ -165,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(settings_from(args))
     try:
-        {"log": run_log, "token": run_token}[args.command](args)
+        {"log": run_log, "token": run_token, "rollback": run_rollback, "checkpoints": run_checkpoints}[
+            args.command](args)
     except ClientError as exc:
         print(f"sqlgate: {exc}", file=sys.stderr)
         return 1

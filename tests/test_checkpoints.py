@@ -503,3 +503,25 @@ def test_concurrent_first_checkpoints_of_one_table(sqlgate: SqlgateServer, write
         assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200][:1]
         assert len({r.json()["checkpoint"]["id"] for r in answers}) == 16
         assert sqlgate.sql(f"SELECT count(*)::int AS n FROM {p}_q").json()["rows"] == [{"n": 0}]
+
+
+def test_cli_lists_checkpoints_and_rolls_back(sqlgate: SqlgateServer, writer: str) -> None:
+    import subprocess
+    import sys
+
+    p = fresh()
+    ok(sqlgate.sql(f"CREATE TABLE {p}_k (id int PRIMARY KEY)", token=writer))
+    ok(sqlgate.sql(f"INSERT INTO {p}_k SELECT i FROM generate_series(1, 10) g(i)", token=writer))
+    cp = ok(sqlgate.sql(f"DELETE FROM {p}_k WHERE id > 3", token=writer))["checkpoint"]["id"]
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "proxy.cli", *args, "--server", sqlgate.url, "--token",
+                              sqlgate.admin_token], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert cp in cli("checkpoints", "--limit", "200")
+    assert "would restore 7 rows" in cli("rollback", cp, "--dry-run")
+    assert sqlgate.sql(f"SELECT count(*)::int AS n FROM {p}_k").json()["rows"] == [{"n": 3}]
+    assert "restored 7 rows" in cli("rollback", cp)
+    assert sqlgate.sql(f"SELECT count(*)::int AS n FROM {p}_k").json()["rows"] == [{"n": 10}]
