@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from policy.statement import Part
 from proxy.backends.base import Session
+from proxy.statement import Part
 
 
 @dataclass(frozen=True)

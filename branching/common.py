@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from policy.statement import Part
 from proxy import errors
+from proxy.statement import Part
 
 DEFAULT_RETENTION = timedelta(days=7)
 MODES = ("all", "statement")
@@ -94,34 +94,3 @@ class RollbackOutcome:
         if self.new_checkpoint:
             data["undo"] = {"method": "POST", "path": "/rollback", "body": {"checkpoint": self.new_checkpoint}}
         return data
-
-
-def database_error(exc: Exception) -> errors.SqlgateError:
-    """A database error raised by sqlgate's own checkpoint SQL, in the shape the backends give the agent's.
-
-    (branching may import only proxy's leaf modules, so this stands in for the backends' sql_error.)"""
-    diag = getattr(exc, "diag", None)
-    if diag is not None:  # psycopg
-        sqlstate = diag.sqlstate or "XX000"
-        message = diag.message_primary or str(exc).strip()
-        hint, detail = diag.message_hint or "", diag.message_detail
-    else:  # duckdb
-        text = str(exc)
-        sqlstate = _DUCKDB_STATES.get(type(exc).__name__, "XX000")
-        if sqlstate == "23505":
-            sqlstate = next((s for word, s in (("NOT NULL", "23502"), ("foreign key", "23503"), ("CHECK", "23514"))
-                             if word in text), sqlstate)
-        first, _, rest = text.partition("\n")
-        hint = " ".join(line.strip() for line in rest.splitlines()
-                        if line.strip(" ^") and not line.startswith("LINE"))
-        message, detail = first.split(" Error: ", 1)[-1].strip(), None
-    next_step = ("retry the request" if sqlstate.startswith("40")
-                 else "fix the statement and send it again; nothing from this request was committed")
-    return errors.SqlgateError("sql.error", sqlstate, message, hint, next_step, detail=detail)
-
-
-_DUCKDB_STATES = {
-    "ParserException": "42601", "CatalogException": "42P01", "BinderException": "42703",
-    "ConstraintException": "23505", "ConversionException": "22P02", "TransactionException": "40001",
-    "DependencyException": "2BP01", "NotImplementedException": "0A000", "InvalidInputException": "22023",
-}

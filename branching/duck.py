@@ -13,9 +13,10 @@ from sqlglot import exp
 
 from branching import common
 from branching.checkpoint import Checkpoint, CheckpointContext
-from policy.statement import Part
 from proxy import errors
+from proxy.db_errors import database_error
 from proxy.result import Result
+from proxy.statement import Part
 from proxy.trace import new_id
 
 SETUP_SQL = """
@@ -212,7 +213,7 @@ class DuckDBCheckpointer:
             try:
                 result = await session._run(capture)
             except duckdb.Error as exc:
-                raise common.database_error(exc) from exc
+                raise database_error(exc) from exc
             return result if result is not None else await original()
 
         if is_update and own_returning:
@@ -238,7 +239,7 @@ class DuckDBCheckpointer:
             try:
                 await session._run(capture)
             except duckdb.Error as exc:
-                raise common.database_error(exc) from exc
+                raise database_error(exc) from exc
             return await original()
 
         return run
@@ -249,7 +250,7 @@ class DuckDBCheckpointer:
             try:
                 await session._run(lambda: keep(session._conn))
             except duckdb.Error as exc:
-                raise common.database_error(exc) from exc
+                raise database_error(exc) from exc
             return await original()
 
         return run
@@ -344,7 +345,7 @@ class DuckDBCheckpointer:
             try:
                 await session._run(keep)
             except duckdb.Error as exc:
-                raise common.database_error(exc) from exc
+                raise database_error(exc) from exc
             return await original()
 
         return run
@@ -414,7 +415,7 @@ class DuckDBCheckpointer:
             try:
                 await session._run(move)
             except duckdb.Error as exc:
-                raise common.database_error(exc) from exc
+                raise database_error(exc) from exc
             return Result(command_tag=command)
 
         return run

@@ -12,9 +12,10 @@ from psycopg import sql
 from branching import common
 from branching.checkpoint import Checkpoint, CheckpointContext
 from branching.pg_sql import DEFINITION_SQL, DROP_COLUMN_SQL, GRANT_SQL, SETUP_SQL
-from policy.statement import Part
 from proxy.backends.base import BackendRole
+from proxy.db_errors import database_error
 from proxy.result import Field, Result
+from proxy.statement import Part
 from proxy.trace import new_id
 
 log = logging.getLogger("sqlgate.branching")
@@ -107,7 +108,7 @@ class PostgresCheckpointer:
                         await pipeline.sync()
                     return result_from(cur.pgresult)
                 except psycopg.Error as exc:
-                    raise common.database_error(exc) from exc
+                    raise database_error(exc) from exc
 
             runner = run_dml
             return Checkpoint(cp_id, tuple(names), "rows", run=runner)
@@ -129,7 +130,7 @@ class PostgresCheckpointer:
                 try:
                     await psycopg.AsyncRawCursor(conn).execute(take.as_string(conn) + "; " + move.as_string(conn))
                 except psycopg.Error as exc:
-                    raise common.database_error(exc) from exc
+                    raise database_error(exc) from exc
                 return Result(command_tag=command)
 
             runner = run_drop
@@ -146,7 +147,7 @@ class PostgresCheckpointer:
                 await session.conn.execute("SELECT sqlgate.cp_keep_column(%s, %s::regclass, %s)",
                                            (cp_id, names[0], column))
             except psycopg.Error as exc:
-                raise common.database_error(exc) from exc
+                raise database_error(exc) from exc
             return Checkpoint(cp_id, tuple(names), "column")
         single = targets[0] if len(targets) == 1 else None
         if single is not None and single.kind == "table" and (
@@ -173,7 +174,7 @@ class PostgresCheckpointer:
         try:
             await session.conn.execute(query, args)
         except psycopg.Error as exc:
-            raise common.database_error(exc) from exc
+            raise database_error(exc) from exc
 
     async def _take(self, session: Any, cp_id: str, context: CheckpointContext, kind: str, names: list[str],
                     rels: list[str]) -> None:
@@ -182,7 +183,7 @@ class PostgresCheckpointer:
             await cur.execute(_TAKE_SQL, (cp_id, context.trace_id, context.actor, context.token_id, context.branch,
                                           kind, names, rels, float(self.retention_days)))
         except psycopg.Error as exc:
-            raise common.database_error(exc) from exc
+            raise database_error(exc) from exc
 
     # --- list / purge -----------------------------------------------------
 

@@ -31,7 +31,7 @@ from sqlglot.tokens import TokenType
 
 from policy import classify_pg, classify_sqlglot
 from policy.classify_common import Acc, C
-from policy.statement import Part, Statement, StatementClass
+from proxy.statement import Part, Statement, StatementClass
 
 MAX_SQL_CHARS = 100_000
 MAX_NODES = 20_000

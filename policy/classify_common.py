@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policy.statement import Part, StatementClass, Target
+from proxy.statement import Part, StatementClass, Target
 
 C = StatementClass
 
@@ -49,7 +49,7 @@ class Acc:
                 self.target(t.kind, t.name, t.action, t.column, t.detail, listed)
             self._pending.clear()
 
-    def merge(self, other: "Acc") -> None:
+    def merge(self, other: Acc) -> None:
         other.flush()
         self.raise_to(other.klass, other.reason)
         for t in other.targets:

@@ -6,13 +6,22 @@ from __future__ import annotations
 
 from policy.classify_common import Acc, C
 from policy.classify_pg_functions import handle_alter_function, handle_create_function
-from policy.classify_pg_tree import TooDeep, const_text, name_list, sval, truthy, rv_name, walk
 from policy.classify_pg_tables import (
-    AT, COLUMN_AT, DROP_DANGEROUS, DROP_PLAIN, OBJ_WORD, REL_KIND, RENAME_DANGEROUS, SIMPLE, SIMPLE_DANGEROUS, TXN,
+    AT,
+    COLUMN_AT,
+    DROP_DANGEROUS,
+    DROP_PLAIN,
+    OBJ_WORD,
+    REL_KIND,
+    RENAME_DANGEROUS,
+    SIMPLE,
+    SIMPLE_DANGEROUS,
+    TXN,
 )
+from policy.classify_pg_tree import TooDeep, const_text, name_list, rv_name, sval, truthy, walk
 from policy.dangerous import SAFEGUARD_SETTINGS, SEQUENCE_FUNCTIONS, function_is_dangerous
 from policy.names import qualified, quote_ident, split_qualified_text
-from policy.statement import Target
+from proxy.statement import Target
 
 __all__ = ["TooDeep", "classify_node", "scan", "walk"]
 
@@ -26,9 +35,7 @@ def scan(acc: Acc, tree, executed: bool) -> None:
     data-modifying statements, sequence advances and set_config effects."""
     for key, val in walk(tree):
         if isinstance(val, list):
-            if val and sval(val[0]) == META and (len(val) > 1 or key == "objects"):
-                acc.meta = True
-            elif key == "objects" and any(sval(v) == META for v in val):
+            if val and sval(val[0]) == META and (len(val) > 1 or key == "objects") or key == "objects" and any(sval(v) == META for v in val):
                 acc.meta = True
             continue
         if val.get("schemaname") == META or val.get("newschema") == META:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy.identity import Role
-from policy.statement import Part, StatementClass
 from proxy import errors
+from proxy.statement import Part, StatementClass
 
 C = StatementClass
 

@@ -33,7 +33,7 @@ import threading
 from collections import OrderedDict
 
 from policy.classify import classify_with_spans
-from policy.statement import Part, Statement, StatementClass
+from proxy.statement import Part, Statement, StatementClass
 
 MAX_ENTRIES = 10_000
 MAX_CACHED_CHARS = 16_384

@@ -19,12 +19,12 @@ from branching.checkpoint import Checkpoint, CheckpointContext, Checkpointer
 from policy.classify import classify_cached
 from policy.decide import Allow, CheckpointThenAllow, Decision, Deny, decide
 from policy.identity import Identity, Role
-from policy.statement import Part, Statement, StatementClass
 from proxy import errors
 from proxy.backends.base import Backend, BackendRole, Session, TxOptions
 from proxy.client_session import ClientSession
 from proxy.result import Result
 from proxy.sql_functions import Call, CallContext, SqlFunctions
+from proxy.statement import Part, Statement, StatementClass
 from proxy.trace import Trace, new_id
 from proxy.trace_sink import TraceSink
 from proxy.txcontrol import TxVerb, transaction_verb

@@ -13,13 +13,13 @@ from typing import Any
 from branching.setup import install
 from policy.decide import CheckpointThenAllow
 from policy.identity import Identity, Role, Token
-from policy.statement import StatementClass
 from proxy import errors
 from proxy.backends.duckdb import DuckDBBackend
 from proxy.http.checkpoint_endpoints import register_checkpoint_functions
 from proxy.pipeline import Pipeline, Query, Request
 from proxy.result import Result
 from proxy.sql_functions import SqlFunctions
+from proxy.statement import StatementClass
 from proxy.trace_sink import TraceSink
 
 

@@ -16,8 +16,8 @@ from sqlglot import exp
 from policy.classify import MAX_SQL_CHARS, classify, classify_cached
 from policy.fingerprint import ClassificationCache, fingerprint
 from policy.names import quote_ident, split_qualified_text
-from policy.statement import StatementClass as C
-from policy.statement import Target
+from proxy.statement import StatementClass as C
+from proxy.statement import Target
 
 CORPUS = pathlib.Path(__file__).parent / "corpus"
 

@@ -22,6 +22,7 @@ from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
 from proxy.backends.duckdb_meta import DuckDBMeta, create_schema
 from proxy.backends.duckdb_params import adapt_params
+from proxy.db_errors import duckdb_error as sql_error
 from proxy.pgtext import render_rows
 from proxy.pgtypes import field_for_duckdb, varchar_fetch_cast
 from proxy.result import Result
@@ -29,39 +30,6 @@ from proxy.trace import Trace
 from proxy.txcontrol import TxVerb, transaction_verb
 
 T = TypeVar("T")
-
-# DuckDB exception class -> the SQLSTATE PostgreSQL would give for the same mistake.
-_SQLSTATES: list[tuple[type[Exception], str]] = [
-    (duckdb.ParserException, "42601"),
-    (duckdb.CatalogException, "42P01"),
-    (duckdb.BinderException, "42703"),
-    (duckdb.ConstraintException, "23505"),
-    (duckdb.ConversionException, "22P02"),
-    (duckdb.OutOfRangeException, "22003"),
-    (duckdb.TransactionException, "40001"),
-    (duckdb.PermissionException, "42501"),
-    (duckdb.InterruptException, "57014"),
-    (duckdb.NotImplementedException, "0A000"),
-    (duckdb.InvalidInputException, "22023"),
-]
-_CONSTRAINT_STATES = (("NOT NULL", "23502"), ("foreign key", "23503"), ("CHECK", "23514"))
-_PREFIX = re.compile(r"^[A-Za-z ]+ Error: ")
-
-
-def sql_error(exc: duckdb.Error) -> errors.SqlgateError:
-    text = str(exc)
-    sqlstate = next((state for cls, state in _SQLSTATES if isinstance(exc, cls)), "XX000")
-    if sqlstate == "23505":
-        sqlstate = next((s for word, s in _CONSTRAINT_STATES if word in text), sqlstate)
-    if sqlstate == "42P01" and "Table with name" not in text and "does not exist" not in text:
-        sqlstate = "42704"
-    first, _, rest = _PREFIX.sub("", text).partition("\n")
-    hint = " ".join(line.strip() for line in rest.splitlines()
-                    if line.strip(" ^") and not line.startswith("LINE"))  # drop the echoed SQL and its caret
-    next_step = ("retry the request" if sqlstate == "40001"
-                 else "fix the statement and send it again; nothing from this request was committed")
-    return errors.SqlgateError("sql.error", sqlstate, first.strip(), hint, next_step)
-
 
 # Statements whose answer is rows (anything else answers with at most a row count).
 _ROW_VERBS = frozenset({"SELECT", "VALUES", "TABLE", "WITH", "FROM", "SUMMARIZE", "DESCRIBE", "PIVOT", "UNPIVOT",

@@ -22,38 +22,9 @@ from policy.identity import Role, Token
 from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
 from proxy.backends.postgres_setup import AgentLogins, set_up
+from proxy.db_errors import postgres_error as sql_error
 from proxy.result import Field, Result
 from proxy.trace import Trace, TraceFilter
-
-# Diagnostics passed through to Neon's error body, by its field names.
-_DIAG_FIELDS = {
-    "internalPosition": "internal_position", "internalQuery": "internal_query", "where": "context",
-    "table": "table_name", "column": "column_name", "schema": "schema_name", "dataType": "datatype_name",
-    "constraint": "constraint_name", "file": "source_file", "line": "source_line", "routine": "source_function",
-}
-
-
-def sql_error(exc: psycopg.Error) -> errors.SqlgateError:
-    """A PostgreSQL error as the client would have seen it, plus hint and next step."""
-    diag = exc.diag
-    sqlstate = diag.sqlstate or "XX000"
-    message = diag.message_primary or str(exc).strip()
-    position = int(diag.statement_position) if diag.statement_position else None
-    extra = {name: getattr(diag, attr) for name, attr in _DIAG_FIELDS.items()}
-    extra["severity"] = diag.severity or "ERROR"
-    hint = diag.message_hint or ""
-    if sqlstate == "42501":
-        hint = hint or "The agent logins have DML rights on application tables and own only what they created."
-        next_step = "ask an admin token to run it, or change only tables your token's role may change"
-    elif sqlstate.startswith("40"):
-        next_step = "retry the request"
-    elif sqlstate == "57014":
-        next_step = "make the statement cheaper (add a WHERE or LIMIT), or ask an admin for a longer timeout"
-    else:
-        next_step = "fix the statement and send it again; nothing from this request was committed"
-    return errors.SqlgateError(
-        "sql.error", sqlstate, message, hint, next_step, detail=diag.message_detail, position=position, extra=extra
-    )
 
 
 def _pg_clean(value: Any) -> Any:

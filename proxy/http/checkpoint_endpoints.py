@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from branching import common
-from branching.service import LIST_COLUMNS, OUTCOME_COLUMNS, checkpointer_of, perform_rollback
 from policy.identity import Role
 from proxy import errors
 from proxy.http.context import AppContext, authenticate, json_response, read_body
 from proxy.result import Result
+from proxy.rollback import LIST_COLUMNS, OUTCOME_COLUMNS, checkpointer_of, perform_rollback
 from proxy.sql_functions import CallContext, rows_result
 
 ROLLBACK_SHAPE = '{"checkpoint": "cp_...", "mode": "all", "dry_run": false}'

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 from policy.classify import classify_cached
 from policy.identity import Identity
-from policy.statement import StatementClass
 from proxy import errors
 from proxy.client_session import ClientSession
 from proxy.pipeline import Pipeline, Query, Request, Response, Step
 from proxy.result import Result
+from proxy.statement import StatementClass
 from proxy.trace import Trace, new_id
 from proxy.txcontrol import TxVerb, transaction_verb
 from proxy.wire import catalog_duckdb, scram

@@ -86,7 +86,7 @@ class WireSession:
     async def _copy_postgres(self, sql: str, params: Sequence[str | None] | None) -> Result:
         import psycopg
 
-        from proxy.backends.postgres import sql_error
+        from proxy.db_errors import postgres_error as sql_error
 
         assert self.copy_io is not None
         conn = self.inner.conn
@@ -241,7 +241,7 @@ async def _describe_postgres(conn: Any, sql: str,
     import psycopg
     from psycopg import generators
 
-    from proxy.backends.postgres import sql_error
+    from proxy.db_errors import postgres_error as sql_error
 
     pgconn = conn.pgconn
     async with conn.lock:
@@ -272,7 +272,7 @@ async def _describe_duckdb(inner: Any, sql: str, parameter_types: tuple[int, ...
     import sqlglot
     from sqlglot.tokens import TokenType
 
-    from proxy.backends.duckdb import sql_error
+    from proxy.db_errors import duckdb_error as sql_error
     from proxy.pgtypes import TEXT, field_for_duckdb
 
     tokens = sqlglot.tokenize(sql, read="postgres")

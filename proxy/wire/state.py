@@ -9,9 +9,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from policy.statement import Statement
 from proxy import errors
 from proxy.result import Field, Result
+from proxy.statement import Statement
 from proxy.wire import binary
 from proxy.wire.messages_extended import Bind
 from proxy.wire.messages_query import (
