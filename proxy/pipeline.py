@@ -227,13 +227,20 @@ class Pipeline:
             )
             self._trace_failure(steps, next(s for s in steps if s.call), error)
             raise error
-        for step in steps:
+        for i, step in enumerate(steps):
             assert step.call is not None
             started = time.perf_counter()
             context = CallContext(step.call, request.identity, request.branch, step.trace.id)
-            await self._run_alone(step, started, self.functions.run(context))
+            try:
+                await self._run_alone(step, started, self.functions.run(context))
+            except errors.SqlgateError:
+                for later in steps[i + 1:]:
+                    later.trace.outcome = "skipped"
+                self.traces.add([s.trace for s in steps[i + 1:]])
+                raise
 
     async def _run_autocommit(self, session: Session, step: Step) -> None:
+        _note_session_state(session, step.part)
         started = time.perf_counter()
         await self._run_alone(step, started, session.execute(step.part.sql, step.params, step.part.command))
 
@@ -287,6 +294,7 @@ class Pipeline:
             return
         if request.tx.read_only and part.klass >= C.WRITE:
             raise errors.read_only(part.command or part.klass.label)
+        _note_session_state(session, part)
         if isinstance(step.decision, CheckpointThenAllow):
             step.checkpoint = await self._take_checkpoint(session, request, step)
             step.trace.checkpoint_id = step.checkpoint.id
@@ -434,6 +442,12 @@ class Pipeline:
         else:  # COMMIT/ROLLBACK with no transaction open: PostgreSQL warns and goes on
             self.traces.add([step.trace])
 
+    def end_session(self, client: ClientSession) -> None:
+        """The client went away (or was ended): an open transaction rolls back, and
+        the statements it held are traced as such."""
+        if client.pending:
+            self._settle(client, "rolled_back", None)
+
     def _settle(self, client: ClientSession, outcome: str, closing: Step | None) -> None:
         for trace in client.pending:
             if trace.outcome == "ok":
@@ -449,6 +463,17 @@ class Pipeline:
 # Statements PostgreSQL refuses inside a transaction block; they change no rows
 # a checkpoint would keep, so they run on their own.
 NO_TRANSACTION_BLOCK = frozenset({"VACUUM", "CREATE DATABASE", "DROP DATABASE", "ALTER SYSTEM"})
+
+
+# Classes whose statements may leave state on the connection (SET and set_config,
+# SELECT INTO TEMP and other DDL, whatever an admin's dangerous statement does).
+_STATEFUL = frozenset({C.SESSION, C.SAFE_DDL, C.DESTRUCTIVE_DDL, C.DANGEROUS})
+
+
+def _note_session_state(session: Session, part: Part) -> None:
+    """Decided by the classification, never by the command tag (a SELECT can set state)."""
+    if part.klass in _STATEFUL:
+        session.dirty = True
 
 
 def _runs_alone(step: Step) -> bool:

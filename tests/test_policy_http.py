@@ -170,3 +170,25 @@ def test_sqlgate_is_reachable_from_sql(sqlgate: SqlgateServer) -> None:
     # Anything else naming sqlgate's schema is still refused.
     r = sqlgate.sql("SELECT * FROM sqlgate.traces WHERE actor = 'x'", token=created["token"])
     assert r.status_code == 403
+
+
+@pytest.mark.parametrize("setup, probe, leaked", [
+    ("SELECT set_config('search_path', 'leak_schema, public', false)", "SHOW search_path",
+     [{"search_path": "leak_schema, public"}]),
+    ("SELECT 1 AS id INTO TEMP leak_temp", "SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'leak_temp'",
+     None),
+])
+def test_session_state_never_reaches_another_token(sqlgate: SqlgateServer, setup: str, probe: str,
+                                                   leaked: object) -> None:
+    """One token's SET or temp table must not be seen by the next request on a pooled connection."""
+    if sqlgate.backend != "postgres":
+        return  # DuckDB gives every request its own connection
+    first, second = sqlgate.token("write")["token"], sqlgate.token("write")["token"]
+    assert sqlgate.sql(setup, token=first).status_code == 200
+    for _ in range(12):  # more than the pool holds: every pooled connection is probed
+        r = sqlgate.sql(probe, token=second)
+        assert r.status_code == 200, r.text
+        if leaked is not None:
+            assert r.json()["rows"] != leaked
+        else:
+            assert r.json()["rows"] == [{"n": 0}]

@@ -138,3 +138,30 @@ def test_idle_sessions_time_out(tmp_path: Path) -> None:
             await ctx.backend.close()
 
     asyncio.run(main())
+
+
+def test_a_client_gone_mid_transaction_leaves_its_statements_traced(wire: Wire) -> None:
+    """Invariant 2: statements of a transaction the client never ended are traced as rolled back."""
+    import time
+    import uuid
+
+    import psycopg
+
+    table = "gone_" + uuid.uuid4().hex[:8]
+    with wire.server.client() as http:
+        assert http.post("/sql", json={"query": f"CREATE TABLE {table} (a int)"}).status_code == 200
+    conn = psycopg.connect(wire.dsn(actor="leaver"))  # not autocommit: psycopg opens a transaction
+    conn.execute(f"INSERT INTO {table} VALUES (1)")
+    conn.close()  # no COMMIT
+    deadline = time.monotonic() + 5
+    while True:
+        with wire.server.client() as http:
+            traces = http.get("/traces", params={"actor": "leaver", "limit": 50}).json()["traces"]
+        inserts = [t for t in traces if t["sql"].startswith(f"INSERT INTO {table}")]
+        if inserts or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [t["outcome"] for t in inserts] == ["rolled_back"]
+    with wire.server.client() as http:
+        rows = http.post("/sql", json={"query": f"SELECT count(*)::int AS n FROM {table}"}).json()["rows"]
+    assert rows == [{"n": 0}]

@@ -46,6 +46,7 @@ class TxOptions:
 
 class Session(Protocol):
     dialect: str
+    dirty: bool  # it may hold session state (settings, temp tables): never reuse it for another caller
 
     @property
     def in_transaction(self) -> bool: ...

@@ -77,6 +77,7 @@ class DuckDBSession:
         self.read_only = read_only  # a read token: every transaction is rolled back
         self.conn: duckdb.DuckDBPyConnection | None = None
         self._in_tx = False
+        self.dirty = False  # each session has its own DuckDB connection, closed at the end
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)

@@ -107,6 +107,8 @@ class WireConnection:
         finally:
             self.state.phase = st.Phase.CLOSED
             self.ctx.connections.pop(self.process_id, None)
+            if self.client is not None:  # gone mid-transaction: its statements are traced as rolled back
+                self.ctx.pipeline.end_session(self.client)
             if self.sessions is not None:
                 await self.sessions.close()
             self.io.close()
