@@ -230,7 +230,7 @@ class Pipeline:
         for i, step in enumerate(steps):
             assert step.call is not None
             started = time.perf_counter()
-            context = CallContext(step.call, request.identity, request.branch, step.trace.id)
+            context = CallContext(step.call, request.identity, request.branch, step.trace)
             try:
                 await self._run_alone(step, started, self.functions.run(context))
             except errors.SqlgateError:
@@ -253,8 +253,9 @@ class Pipeline:
             self.traces.add([step.trace])
             error.extra["trace_id"] = step.trace.id
             raise
-        self._finish(step, started, "ok")
-        self.traces.add([step.trace])
+        if not step.trace.stored:  # else it committed with the work (e.g. a rollback from SQL)
+            self._finish(step, started, "ok")
+            self.traces.add([step.trace])
 
     async def _run_transaction(self, request: Request, session: Session, steps: list[Step], rollback_at_end: bool) -> None:
         await session.begin(request.tx)

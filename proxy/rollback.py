@@ -28,9 +28,9 @@ def checkpointer_of(pipeline: Any) -> Any:
 
 async def perform_rollback(checkpointer: Any, traces: Any, identity: Identity, cp_id: str, mode: str = "all",
                            dry_run: bool = False, branch: str = "main", front_door: str = "http",
-                           trace_id: str | None = None) -> common.RollbackOutcome:
-    """Roll back `cp_id` for `identity`. Traced here unless the caller's statement is already traced
-    (`trace_id` given: the SQL front door's call)."""
+                           trace: Trace | None = None) -> common.RollbackOutcome:
+    """Roll back `cp_id` for `identity`. Its trace (the SQL call's own `trace`, or a new
+    one) commits inside the rollback's transaction, so a crash never leaves it untraced."""
     if mode not in common.MODES:
         raise common.bad_mode(mode)
     found = await checkpointer.get(cp_id)
@@ -38,18 +38,18 @@ async def perform_rollback(checkpointer: Any, traces: Any, identity: Identity, c
         raise common.not_found(cp_id)
     if identity.role is not Role.ADMIN and found["token_id"] != identity.token.id:
         raise common.not_yours(cp_id)
-    trace = None
-    if trace_id is None:
+    from_sql = trace is not None
+    if trace is None:
         trace = Trace(request_id=new_id("rq"), actor=identity.actor, token_id=identity.token.id, branch=branch,
                       front_door=front_door, sql=f"SELECT sqlgate.rollback('{cp_id}', '{mode}')", params=None,
                       klass="destructive_dml", tables=[], command="ROLLBACK CHECKPOINT")
-        trace_id = trace.id
+    trace_id = trace.id
     context = CheckpointContext(identity.actor, identity.token.id, branch, trace_id)
     started = time.perf_counter()
 
     def finish(outcome: common.RollbackOutcome) -> list[Trace]:
         """The rollback's trace, filled in: it commits in the rollback's own transaction."""
-        assert trace is not None
+        trace.stored = not dry_run
         trace.duration_ms = trace.cost = (time.perf_counter() - started) * 1000
         trace.tables = list(outcome.tables)
         trace.rows = outcome.rows_restored + outcome.rows_removed
@@ -58,15 +58,16 @@ async def perform_rollback(checkpointer: Any, traces: Any, identity: Identity, c
         return [trace]
 
     try:
-        outcome = await checkpointer.rollback(cp_id, mode, dry_run, context, finish if trace is not None else None)
+        outcome = await checkpointer.rollback(cp_id, mode, dry_run, context, finish)
     except errors.SqlgateError as error:
-        if trace is not None:
+        trace.stored = False
+        if not from_sql:  # the pipeline traces a failed call from SQL itself
             trace.duration_ms = (time.perf_counter() - started) * 1000
             trace.outcome, trace.error_code, trace.error_message = "failed", error.reason, error.message
             traces.add([trace])
             error.extra["trace_id"] = trace.id
         raise
     outcome.trace_id = trace_id
-    if trace is not None and dry_run:  # nothing committed: traced on its own
+    if dry_run and not from_sql:  # nothing committed: traced on its own
         traces.add(finish(outcome))
     return outcome

@@ -20,6 +20,7 @@ from sqlglot import exp
 
 from policy.identity import Identity
 from proxy.result import Field, Result
+from proxy.trace import Trace
 
 TEXT_OID = 25
 
@@ -38,7 +39,11 @@ class CallContext:
     call: Call
     identity: Identity
     branch: str
-    trace_id: str
+    trace: Trace  # the call's own trace; a handler that commits work may commit it too (trace.stored)
+
+    @property
+    def trace_id(self) -> str:
+        return self.trace.id
 
 
 Handler = Callable[[CallContext], Awaitable[Result]]

@@ -44,10 +44,13 @@ class Trace:
     error_message: str | None = None
     id: str = field(default_factory=lambda: new_id("tr"))
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Set once the trace has committed with the work it describes (not a column).
+    stored: bool = field(default=False, compare=False)
 
     def public(self) -> dict[str, Any]:
         # Built by hand: dataclasses.asdict deep-copies, and this runs for every statement.
         data = dict(self.__dict__)
+        del data["stored"]
         data["class"] = data.pop("klass")
         data["at"] = self.at.isoformat()
         return {"id": data.pop("id"), **data}

@@ -525,3 +525,19 @@ def test_cli_lists_checkpoints_and_rolls_back(sqlgate: SqlgateServer, writer: st
     assert sqlgate.sql(f"SELECT count(*)::int AS n FROM {p}_k").json()["rows"] == [{"n": 3}]
     assert "restored 7 rows" in cli("rollback", cp)
     assert sqlgate.sql(f"SELECT count(*)::int AS n FROM {p}_k").json()["rows"] == [{"n": 10}]
+
+
+def test_rollback_from_sql_is_traced_once_with_the_rollback(sqlgate: SqlgateServer, writer: str) -> None:
+    """The call's trace commits inside the rollback's transaction, and only there."""
+    import time
+
+    p = fresh()
+    ok(sqlgate.sql(f"CREATE TABLE {p}_r (id int PRIMARY KEY)", token=writer))
+    ok(sqlgate.sql(f"INSERT INTO {p}_r SELECT i FROM generate_series(1, 5) g(i)", token=writer))
+    cp = ok(sqlgate.sql(f"DELETE FROM {p}_r", token=writer))["checkpoint"]["id"]
+    answer = ok(sqlgate.sql(f"SELECT sqlgate.rollback('{cp}')", token=writer))
+    time.sleep(0.3)  # past the trace sink's batching delay: a second write would show by now
+    rows = ok(sqlgate.sql("SELECT outcome, checkpoint_id FROM sqlgate.traces WHERE id = $1",
+                          [answer["trace_id"]]))["rows"]
+    assert len(rows) == 1 and rows[0]["outcome"] == "ok" and rows[0]["checkpoint_id"]
+    assert sqlgate.sql(f"SELECT count(*)::int AS n FROM {p}_r").json()["rows"] == [{"n": 5}]

@@ -83,7 +83,7 @@ def register_checkpoint_functions(functions: Any, pipeline: Any, traces: Any) ->
         mode = args[1] if len(args) > 1 else "all"
         dry_run = bool(args[2]) if len(args) > 2 else False
         outcome = await perform_rollback(checkpointer_of(pipeline), traces, ctx.identity, args[0], str(mode),
-                                         dry_run, ctx.branch, trace_id=ctx.trace_id)
+                                         dry_run, ctx.branch, trace=ctx.trace)
         return rows_result([outcome.public()], OUTCOME_COLUMNS)
 
     async def list_checkpoints(ctx: CallContext) -> Result:
