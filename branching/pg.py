@@ -55,6 +55,7 @@ class PostgresCheckpointer:
     def __init__(self, backend: Any, retention_days: float = common.DEFAULT_RETENTION.days) -> None:
         self.backend = backend
         self.retention_days = retention_days
+        self._superuser: bool | None = None
 
     @property
     def pool(self) -> Any:
@@ -262,6 +263,11 @@ class PostgresCheckpointer:
         async with self.pool.connection() as conn:
             try:
                 await conn.execute("BEGIN")
+                if await self._may_replay(conn):
+                    # Put rows back exactly, as logical replication does: foreign-key actions
+                    # (ON UPDATE CASCADE...) would otherwise fire again during the undo.
+                    # sqlgate's capture triggers are ENABLE ALWAYS, so they still record it.
+                    await conn.execute("SET LOCAL session_replication_role = replica")
                 outcome = await self._rollback(conn, cp_id, mode, dry_run, context)
                 if dry_run or outcome is None:
                     await conn.execute("ROLLBACK")
@@ -278,6 +284,13 @@ class PostgresCheckpointer:
                 await conn.execute("ROLLBACK")
                 raise
         return outcome
+
+    async def _may_replay(self, conn: Any) -> bool:
+        """session_replication_role needs a superuser owner; others undo with FK actions on."""
+        if self._superuser is None:
+            row = await (await conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).fetchone()
+            self._superuser = bool(row and row[0])
+        return self._superuser
 
     async def _rollback(self, conn: Any, cp_id: str, mode: str, dry_run: bool,
                         context: CheckpointContext | None) -> common.RollbackOutcome:

@@ -107,6 +107,16 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE r regclass; m bigint; seqs jsonb := '{}';
 BEGIN
     IF p_kind = 'rows' THEN
+        -- Foreign keys reach further than the statement names: ON DELETE/UPDATE CASCADE,
+        -- SET NULL/DEFAULT and TRUNCATE ... CASCADE change the referencing tables too,
+        -- so every table that references these, at any depth, is captured as well.
+        SELECT array_agg(rel::regclass) INTO p_rels FROM (
+            WITH RECURSIVE reach(rel) AS (
+                SELECT unnest(p_rels)::oid
+                UNION
+                SELECT c.conrelid FROM pg_constraint c JOIN reach ON c.confrelid = reach.rel
+                WHERE c.contype = 'f' AND c.conrelid <> c.confrelid
+            ) SELECT rel FROM reach) found;
         FOREACH r IN ARRAY p_rels LOOP
             PERFORM sqlgate.ensure_capture(r);
             seqs := seqs || sqlgate.owned_sequences(r);

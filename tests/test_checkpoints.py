@@ -541,3 +541,25 @@ def test_rollback_from_sql_is_traced_once_with_the_rollback(sqlgate: SqlgateServ
                           [answer["trace_id"]]))["rows"]
     assert len(rows) == 1 and rows[0]["outcome"] == "ok" and rows[0]["checkpoint_id"]
     assert sqlgate.sql(f"SELECT count(*)::int AS n FROM {p}_r").json()["rows"] == [{"n": 5}]
+
+
+@pytest.mark.parametrize("statement", ["DELETE FROM {p}_par WHERE id = 1", "TRUNCATE {p}_par CASCADE",
+                                       "UPDATE {p}_par SET id = 10 WHERE id = 2"])
+def test_rows_changed_by_foreign_key_cascades_come_back(sqlgate: SqlgateServer, writer: str, statement: str) -> None:
+    """Invariant 1 covers every table the statement touched, through ON DELETE/UPDATE CASCADE too."""
+    if sqlgate.backend != "postgres":
+        return  # DuckDB has no cascading foreign keys
+    p = fresh()
+    ok(sqlgate.sql(f"CREATE TABLE {p}_par (id int PRIMARY KEY)", token=writer))
+    ok(sqlgate.sql(f"CREATE TABLE {p}_chi (id int PRIMARY KEY, par int REFERENCES {p}_par (id)"
+                   " ON DELETE CASCADE ON UPDATE CASCADE)", token=writer))
+    ok(sqlgate.sql(f"CREATE TABLE {p}_gra (id int PRIMARY KEY, chi int REFERENCES {p}_chi (id) ON DELETE SET NULL)",
+                   token=writer))
+    ok(sqlgate.sql(f"INSERT INTO {p}_par VALUES (1), (2), (3)", token=writer))
+    ok(sqlgate.sql(f"INSERT INTO {p}_chi VALUES (10, 1), (11, 1), (20, 2)", token=writer))
+    ok(sqlgate.sql(f"INSERT INTO {p}_gra VALUES (100, 10), (101, 20)", token=writer))
+    before = snapshot(sqlgate, p)
+    answer = ok(sqlgate.sql(statement.format(p=p), token=writer))
+    assert snapshot(sqlgate, p) != before
+    ok(rollback(sqlgate, answer["checkpoint"]["id"], token=writer))
+    assert snapshot(sqlgate, p) == before
