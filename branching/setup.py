@@ -11,15 +11,15 @@ log = logging.getLogger("sqlgate.branching")
 _PURGE_EVERY_S = 3600.0
 
 
-async def install(backend: Any) -> Any:
+async def install(backend: Any, retention_days: float) -> Any:
     if backend.dialect == "postgres":
         from branching.pg import PostgresCheckpointer
 
-        checkpointer: Any = PostgresCheckpointer(backend)
+        checkpointer: Any = PostgresCheckpointer(backend, retention_days)
     else:
         from branching.duck import DuckDBCheckpointer
 
-        checkpointer = DuckDBCheckpointer(backend)
+        checkpointer = DuckDBCheckpointer(backend, retention_days)
     await checkpointer.setup()
     checkpointer.purger = asyncio.get_running_loop().create_task(_purge_forever(checkpointer))
     return checkpointer

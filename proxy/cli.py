@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback address without TLS")
     serve.add_argument("--statement-timeout", type=float, default=30.0, help="seconds (default 30)")
     serve.add_argument("--pool-size", type=int, default=10, help="backend connections per login (default 10)")
+    serve.add_argument("--checkpoint-retention-days", type=float, default=7.0,
+                       help="days a checkpoint (and what it kept) can be rolled back to (default 7)")
     serve.add_argument("--pg-idle-timeout", type=float, default=3600.0,
                        help="seconds before an idle wire-protocol client is disconnected (default 3600)")
 
@@ -87,6 +89,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         data_dir=Path(args.data).expanduser(), database=args.database, http_host=http_host, http_port=http_port,
         pg_host=pg_host, pg_port=pg_port, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
         statement_timeout_s=args.statement_timeout, pool_size=args.pool_size, pg_idle_timeout_s=args.pg_idle_timeout,
+        checkpoint_retention_days=args.checkpoint_retention_days,
     )
 
 

@@ -15,6 +15,7 @@ import sys
 
 import uvicorn
 
+from branching.checkpoint import Checkpointer
 from policy.identity import Role, hash_secret, scram_verifier
 from proxy.auth import Authenticator
 from proxy.backends.base import Backend
@@ -103,7 +104,8 @@ async def build_context(settings: Settings) -> AppContext:
     auth = Authenticator(backend.meta)
     functions = SqlFunctions()
     register_builtins(functions, backend.meta, traces)
-    pipeline = Pipeline(backend, traces, checkpointer=await make_checkpointer(backend), functions=functions)
+    checkpointer = await make_checkpointer(backend, settings.checkpoint_retention_days)
+    pipeline = Pipeline(backend, traces, checkpointer=checkpointer, functions=functions)
     register_checkpoint_functions(functions, pipeline, traces)
     watch = getattr(backend, "watch_revocations", None)
     if watch is not None:  # several proxies on one PostgreSQL learn each other's revocations
@@ -115,11 +117,11 @@ async def build_context(settings: Settings) -> AppContext:
 background: list[asyncio.Task[None]] = []
 
 
-async def make_checkpointer(backend: Backend):  # type: ignore[no-untyped-def]
+async def make_checkpointer(backend: Backend, retention_days: float) -> Checkpointer:
     """The backend's checkpoint adapter, installed (schema, functions) and purging expired checkpoints hourly."""
     from branching.setup import install
 
-    return await install(backend)
+    return await install(backend, retention_days)  # type: ignore[no-any-return]
 
 
 async def serve(settings: Settings) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.sqlgate_server import SqlgateServer
+from tests.support.pgserver import PgServer
+from tests.support.sqlgate_server import SqlgateServer, start_sqlgate
 
 _names = itertools.count()
 
@@ -563,3 +564,18 @@ def test_rows_changed_by_foreign_key_cascades_come_back(sqlgate: SqlgateServer, 
     assert snapshot(sqlgate, p) != before
     ok(rollback(sqlgate, answer["checkpoint"]["id"], token=writer))
     assert snapshot(sqlgate, p) == before
+
+
+def test_checkpoint_retention_is_configurable(pg_server: PgServer) -> None:
+    from datetime import datetime
+
+    server = start_sqlgate("duckdb", pg_server, "unused", "--checkpoint-retention-days", "0.5")
+    try:
+        ok(server.sql("CREATE TABLE kept (a int); INSERT INTO kept VALUES (1)"))
+        cp = ok(server.sql("DELETE FROM kept"))["checkpoint"]["id"]
+        with server.client() as c:
+            [item] = [i for i in c.get("/checkpoints").json()["checkpoints"] if i["id"] == cp]
+        lifetime = datetime.fromisoformat(item["expires_at"]) - datetime.fromisoformat(item["created_at"])
+        assert abs(lifetime.total_seconds() - 12 * 3600) < 60
+    finally:
+        server.stop()

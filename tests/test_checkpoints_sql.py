@@ -51,7 +51,7 @@ def test_rollback_from_sql(tmp_path: Path) -> None:
     async def scenario() -> None:
         backend = DuckDBBackend(tmp_path / "db.duckdb")
         await backend.start()
-        checkpointer = await install(backend)
+        checkpointer = await install(backend, retention_days=7.0)
         traces = TraceSink(backend.meta)
         traces.start()
         functions = SqlFunctions()
@@ -94,7 +94,7 @@ def test_checkpoint_run_contract(tmp_path: Path) -> None:
     async def scenario() -> None:
         backend = DuckDBBackend(tmp_path / "db.duckdb")
         await backend.start()
-        checkpointer = await install(backend)
+        checkpointer = await install(backend, retention_days=7.0)
         traces = TraceSink(backend.meta)
         traces.start()
         pipeline = CheckpointRunPipeline(backend, traces, checkpointer=checkpointer)
