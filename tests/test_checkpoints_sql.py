@@ -1,50 +1,20 @@
-"""`SELECT sqlgate.rollback('cp_...')` and `SELECT * FROM sqlgate.checkpoints`, through the pipeline
-in process (DuckDB) with branching's functions registered as proxy.server should register them
-(see the report of issue #3; until then the live server answers only POST /rollback)."""
+"""`SELECT sqlgate.rollback('cp_...')` and `SELECT * FROM sqlgate.checkpoints`, and the
+`Checkpoint.run` contract, through the pipeline in process (DuckDB), with branching's
+functions registered as proxy.server registers them."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from branching.setup import install
-from policy.decide import CheckpointThenAllow
 from policy.identity import Identity, Role, Token
-from proxy import errors
 from proxy.backends.duckdb import DuckDBBackend
 from proxy.http.checkpoint_endpoints import register_checkpoint_functions
 from proxy.pipeline import Pipeline, Query, Request
-from proxy.result import Result
 from proxy.sql_functions import SqlFunctions
-from proxy.statement import StatementClass
 from proxy.trace_sink import TraceSink
-
-
-# The change proposed for proxy/pipeline.py's _run_step (issue #3 report), as a subclass to test it now.
-class CheckpointRunPipeline(Pipeline):
-    """When a checkpoint says how its statement must run (`Checkpoint.run`), run it so."""
-
-    async def _run_step(self, request: Any, session: Any, step: Any) -> None:  # type: ignore[override]
-        part = step.part
-        started = time.perf_counter()
-        if step.absorbed is not None:
-            step.result = Result(command_tag=step.absorbed.value)
-            self._finish(step, started, "ok")
-            return
-        if request.tx.read_only and part.klass >= StatementClass.WRITE:
-            raise errors.read_only(part.command or part.klass.label)
-        if isinstance(step.decision, CheckpointThenAllow):
-            step.checkpoint = await self._take_checkpoint(session, request, step)
-            step.trace.checkpoint_id = step.checkpoint.id
-        if step.checkpoint is not None and step.checkpoint.run is not None:
-            step.result = await step.checkpoint.run(
-                lambda: session.execute(part.sql, step.params, part.command), step.params)
-        else:
-            step.result = await session.execute(part.sql, step.params, part.command)
-        self._finish(step, started, "ok")
 
 
 def test_rollback_from_sql(tmp_path: Path) -> None:
@@ -97,7 +67,7 @@ def test_checkpoint_run_contract(tmp_path: Path) -> None:
         checkpointer = await install(backend, retention_days=7.0)
         traces = TraceSink(backend.meta)
         traces.start()
-        pipeline = CheckpointRunPipeline(backend, traces, checkpointer=checkpointer)
+        pipeline = Pipeline(backend, traces, checkpointer=checkpointer)
         admin = Identity(Token("tok_a", "a", Role.ADMIN, "h", datetime.now(UTC), None), "admin")
 
         async def run(*sql: str):  # type: ignore[no-untyped-def]

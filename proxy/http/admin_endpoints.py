@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from policy.identity import DEFAULT_TOKEN_LIFETIME, Role
 from proxy import errors
-from proxy.http.context import AppContext, authenticate, json_response, read_body
+from proxy.http.context import AppContext, authenticate, json_response, read_body, since_and_limit
 from proxy.trace import OUTCOMES, TraceFilter
 from proxy.trace_sink import TraceWriteError
 
@@ -79,13 +79,7 @@ async def list_traces(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     identity = await authenticate(request)
     q = request.query_params
-    try:
-        since = datetime.fromisoformat(q["since"]) if "since" in q else None
-        limit = min(int(q.get("limit", "100")), 10_000)
-    except ValueError:
-        raise errors.bad_request("since must be an ISO-8601 time and limit a whole number",
-                                 "For example ?since=2026-01-01T00:00:00Z&limit=50.",
-                                 "GET /traces?limit=50") from None
+    since, limit = since_and_limit(q, "/traces")
     outcome = q.get("outcome")
     if outcome is not None and outcome not in OUTCOMES:
         raise errors.bad_request(f"unknown outcome {outcome!r}", "Outcomes: " + ", ".join(OUTCOMES), "GET /traces")

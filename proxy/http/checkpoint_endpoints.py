@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -12,7 +11,7 @@ from starlette.responses import Response
 from branching import common
 from policy.identity import Role
 from proxy import errors
-from proxy.http.context import AppContext, authenticate, json_response, read_body
+from proxy.http.context import AppContext, authenticate, json_response, read_body, since_and_limit
 from proxy.result import Result
 from proxy.rollback import LIST_COLUMNS, OUTCOME_COLUMNS, checkpointer_of, perform_rollback
 from proxy.sql_functions import CallContext, rows_result
@@ -57,13 +56,7 @@ async def list_checkpoints(request: Request) -> Response:
     identity = await authenticate(request)
     checkpointer = _checkpointer(ctx)
     q = request.query_params
-    try:
-        since = datetime.fromisoformat(q["since"]) if "since" in q else None
-        limit = min(int(q.get("limit", "100")), 10_000)
-    except ValueError:
-        raise errors.bad_request("since must be an ISO-8601 time and limit a whole number",
-                                 "For example ?since=2026-01-01T00:00:00Z&limit=50.",
-                                 "GET /checkpoints?limit=50") from None
+    since, limit = since_and_limit(q, "/checkpoints")
     token_id = None if identity.role is Role.ADMIN else identity.token.id
     items = await checkpointer.list(actor=q.get("actor"), branch=q.get("branch"), since=since, token_id=token_id,
                                     limit=limit)

@@ -4,7 +4,9 @@ headers, bounded body reading and JSON responses."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -58,6 +60,17 @@ async def authenticate(request: Request, conn: ConnectionString | None = None) -
         secret = conn.password
     actor = request.headers.get("x-sqlgate-actor") or (conn.user if conn else None)
     return await ctx.auth.authenticate(secret, actor)
+
+
+def since_and_limit(query: Mapping[str, str], path: str) -> tuple[datetime | None, int]:
+    """The `since` and `limit` filters the list endpoints share, checked."""
+    try:
+        since = datetime.fromisoformat(query["since"]) if "since" in query else None
+        limit = min(int(query.get("limit", "100")), 10_000)
+    except ValueError:
+        raise errors.bad_request("since must be an ISO-8601 time and limit a whole number",
+                                 "For example ?since=2026-01-01T00:00:00Z&limit=50.", f"GET {path}?limit=50") from None
+    return since, limit
 
 
 def require_admin(identity: Identity, what: str) -> None:
