@@ -44,7 +44,10 @@ async def run_statement(backend: Any, checkpointer: Any, sql: str, with_cp: bool
         started = time.perf_counter()
         await session.begin()
         cp = await checkpointer.take(session, part, CTX) if with_cp else None
-        await session.execute(part.sql, None, part.command)
+        if cp is not None and cp.run is not None:  # as the pipeline runs it
+            await cp.run(lambda: session.execute(part.sql, None, part.command), None)
+        else:
+            await session.execute(part.sql, None, part.command)
         await session.commit()
         return (time.perf_counter() - started) * 1000, cp.id if cp else None
 

@@ -11,7 +11,7 @@ log = logging.getLogger("sqlgate.branching")
 _PURGE_EVERY_S = 3600.0
 
 
-async def install(backend: Any, retention_days: float) -> Any:
+async def install(backend: Any, retention_days: float = 7.0) -> Any:
     if backend.dialect == "postgres":
         from branching.pg import PostgresCheckpointer
 

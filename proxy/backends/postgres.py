@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -210,6 +211,17 @@ def _row_to_trace(r: Sequence[Any]) -> Trace:
         duration_ms=r[13] or 0.0, cost=r[14], checkpoint_id=r[15], outcome=r[16], error_code=r[17],
         error_message=r[18],
     )
+
+
+class _DeliberateCloses(logging.Filter):
+    """sqlgate closes connections that hold session state on purpose; the pool
+    need not warn about each one it then discards."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("discarding closed connection")
+
+
+logging.getLogger("psycopg.pool").addFilter(_DeliberateCloses())
 
 
 class PostgresBackend:
