@@ -17,10 +17,9 @@ NODE_DIR = Path(__file__).parent / "clients" / "node"
 
 @pytest.fixture(scope="module")
 def node_pg() -> Path:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
+    assert shutil.which("node") and shutil.which("npm"), "Node 20 and npm are needed for the node-postgres tests"
     if not (NODE_DIR / "node_modules" / "pg").exists():
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True,
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True,
                            text=True, timeout=300)
         assert r.returncode == 0, r.stderr
     return NODE_DIR / "pg_check.mjs"
