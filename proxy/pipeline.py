@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from branching.checkpoint import Checkpoint, CheckpointContext, Checkpointer
@@ -27,7 +27,7 @@ from proxy.sql_functions import Call, CallContext, SqlFunctions
 from proxy.statement import Part, Statement, StatementClass
 from proxy.trace import Trace, new_id
 from proxy.trace_sink import TraceSink
-from proxy.txcontrol import TxVerb, transaction_verb
+from proxy.txcontrol import TxVerb, begin_options, transaction_verb
 
 C = StatementClass
 
@@ -183,6 +183,11 @@ class Pipeline:
             await self._run_calls(request, steps)
             return
         rollback_at_end = self._absorb_transaction_control(steps)
+        if steps and steps[0].absorbed is TxVerb.BEGIN:  # its options (READ ONLY...) become the request's
+            isolation, read_only, deferrable = begin_options(steps[0].part.sql, self.backend.dialect)
+            request = replace(request, tx=TxOptions(isolation or request.tx.isolation,
+                                                    read_only or request.tx.read_only,
+                                                    deferrable or request.tx.deferrable))
         writes = any(s.part.klass >= C.WRITE for s in steps)
         login = self.login_for(request.identity, steps)
         async with self.backend.session(login, request.branch, writes) as session:

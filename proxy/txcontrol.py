@@ -25,6 +25,20 @@ _FIRST = {
 }
 
 
+_ISOLATION = ("SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED")
+
+
+def begin_options(sql: str, dialect: str) -> tuple[str | None, bool, bool]:
+    """(isolation level, read only, deferrable) a BEGIN / START TRANSACTION asks for."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
+    except Exception:
+        return None, False, False
+    words = " ".join(t.text.upper() for t in tokens)
+    isolation = next((level for level in _ISOLATION if f"ISOLATION LEVEL {level}" in words), None)
+    return isolation, "READ ONLY" in words, "NOT DEFERRABLE" not in words and "DEFERRABLE" in words
+
+
 def transaction_verb(sql: str, dialect: str) -> TxVerb:
     try:
         tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)

@@ -238,3 +238,16 @@ def test_syntax_error_position_is_reported_as_postgresql_does(sqlgate: SqlgateSe
     assert r.status_code == 400 and r.json()["code"] == "42601"
     if sqlgate.backend == "postgres":
         assert r.json()["position"] == "11"  # PostgreSQL's own answer for this text
+
+
+def test_begin_read_only_in_a_script_is_honoured(sqlgate: SqlgateServer) -> None:
+    """An agent that opens its script with BEGIN READ ONLY gets a read-only transaction."""
+    t = table_name()
+    sqlgate.sql(f"CREATE TABLE {t} (a int); INSERT INTO {t} VALUES (1)")
+    r = sqlgate.sql(f"BEGIN READ ONLY; INSERT INTO {t} VALUES (2); COMMIT")
+    assert r.status_code == 400 and r.json()["code"] == "25006", r.text
+    if sqlgate.backend == "postgres":  # DuckDB has no ISOLATION LEVEL syntax
+        r = sqlgate.sql(f"START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY; SELECT count(*)::int AS n"
+                        f" FROM {t}")
+        assert r.status_code == 200 and r.json()["rows"] == [{"n": 1}], r.text
+    assert sqlgate.sql(f"SELECT count(*)::int AS n FROM {t}").json()["rows"] == [{"n": 1}]

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from policy.identity import Identity, Role
+from policy.identity import Identity
 from proxy import errors
 from proxy.auth import Authenticator
 from proxy.backends.base import Backend
@@ -71,11 +71,3 @@ def since_and_limit(query: Mapping[str, str], path: str) -> tuple[datetime | Non
         raise errors.bad_request("since must be an ISO-8601 time and limit a whole number",
                                  "For example ?since=2026-01-01T00:00:00Z&limit=50.", f"GET {path}?limit=50") from None
     return since, limit
-
-
-def require_admin(identity: Identity, what: str) -> None:
-    if identity.role is not Role.ADMIN:
-        raise errors.SqlgateError(
-            "policy.admin_only", "42501", f"{what} needs an admin token",
-            f"This is a {identity.role.label} token.", "ask the server's admin (DATA/admin.token)", status=403,
-        )
