@@ -17,64 +17,27 @@ from typing import Any
 
 from branching.checkpoint import Checkpoint, CheckpointContext, Checkpointer
 from policy.classify import classify_cached
-from policy.decide import Allow, CheckpointThenAllow, Decision, Deny, decide
+from policy.decide import Allow, CheckpointThenAllow, Deny, decide
 from policy.identity import Identity, Role
 from proxy import errors
 from proxy.backends.base import Backend, BackendRole, Session, TxOptions
 from proxy.client_session import ClientSession
 from proxy.result import Result
-from proxy.sql_functions import Call, CallContext, SqlFunctions
-from proxy.statement import Part, Statement, StatementClass
+from proxy.session_steps import LastingSessions
+from proxy.sql_functions import CallContext, SqlFunctions
+from proxy.statement import Statement, StatementClass
+from proxy.steps import Query, Request, Response, Step, note_session_state, runs_alone
 from proxy.trace import Trace, new_id
 from proxy.trace_sink import TraceSink
 from proxy.txcontrol import TxVerb, begin_options, transaction_verb
 
+__all__ = ["Pipeline", "Query", "Request", "Response", "Step"]  # the step types live in proxy.steps
+
 C = StatementClass
 
 
-@dataclass(frozen=True)
-class Query:
-    sql: str
-    params: tuple[str | None, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Request:
-    identity: Identity
-    queries: tuple[Query, ...]
-    branch: str = "main"
-    front_door: str = "http"
-    tx: TxOptions = TxOptions()
-    dry_run: bool = False
-
-
 @dataclass
-class Step:
-    """One statement of a request on its way through the pipeline."""
-
-    query_index: int
-    part: Part
-    params: tuple[str | None, ...] | None
-    decision: Decision
-    trace: Trace
-    result: Result | None = None
-    checkpoint: Checkpoint | None = None
-    absorbed: TxVerb | None = None  # BEGIN/COMMIT/ROLLBACK the request's own transaction stands for
-    call: Call | None = None  # a `sqlgate.*` call, answered by sqlgate rather than the database
-
-
-@dataclass
-class Response:
-    request_id: str
-    steps: list[Step]
-    plan: list[dict[str, Any]] | None = None  # dry runs only
-
-    def results_for(self, query_index: int) -> list[Step]:
-        return [s for s in self.steps if s.query_index == query_index]
-
-
-@dataclass
-class Pipeline:
+class Pipeline(LastingSessions):
     backend: Backend
     traces: TraceSink
     checkpointer: Checkpointer | None = None
@@ -120,7 +83,8 @@ class Pipeline:
                 steps.append(Step(index, part, query.params, decision, trace, call=call))
         return steps
 
-    def _refuse_whole(self, request: Request, request_id: str, statement: Statement, error: errors.SqlgateError) -> None:
+    def _refuse_whole(self, request: Request, request_id: str, statement: Statement,
+                      error: errors.SqlgateError) -> None:
         identity = request.identity
         trace = Trace(
             request_id=request_id, actor=identity.actor, token_id=identity.token.id, branch=request.branch,
@@ -191,7 +155,7 @@ class Pipeline:
         writes = any(s.part.klass >= C.WRITE for s in steps)
         login = self.login_for(request.identity, steps)
         async with self.backend.session(login, request.branch, writes) as session:
-            if len(steps) == 1 and _runs_alone(steps[0]) and not request.tx.read_only:
+            if len(steps) == 1 and runs_alone(steps[0]) and not request.tx.read_only:
                 await self._run_autocommit(session, steps[0])
                 return
             await self._run_transaction(request, session, steps, rollback_at_end)
@@ -245,7 +209,7 @@ class Pipeline:
                 raise
 
     async def _run_autocommit(self, session: Session, step: Step) -> None:
-        _note_session_state(session, step.part)
+        note_session_state(session, step.part)
         started = time.perf_counter()
         await self._run_alone(step, started, session.execute(step.part.sql, step.params, step.part.command))
 
@@ -262,7 +226,8 @@ class Pipeline:
             self._finish(step, started, "ok")
             self.traces.add([step.trace])
 
-    async def _run_transaction(self, request: Request, session: Session, steps: list[Step], rollback_at_end: bool) -> None:
+    async def _run_transaction(self, request: Request, session: Session, steps: list[Step],
+                               rollback_at_end: bool) -> None:
         await session.begin(request.tx)
         current: Step | None = None
         try:
@@ -300,7 +265,7 @@ class Pipeline:
             return
         if request.tx.read_only and part.klass >= C.WRITE:
             raise errors.read_only(part.command or part.klass.label)
-        _note_session_state(session, part)
+        note_session_state(session, part)
         if isinstance(step.decision, CheckpointThenAllow):
             step.checkpoint = await self._take_checkpoint(session, request, step)
             step.trace.checkpoint_id = step.checkpoint.id
@@ -351,146 +316,3 @@ class Pipeline:
                 step.trace.outcome = "failed"
                 step.trace.error_code, step.trace.error_message = error.reason, error.message
         self.traces.add([s.trace for s in steps])
-
-    # --- lasting sessions (wire protocol) ---------------------------------
-
-    async def execute_in_session(self, request: Request, steps: list[Step], client: ClientSession) -> None:
-        """Statements outside a transaction run as they would over HTTP (several
-        at once form one implicit transaction, as in PostgreSQL's simple query);
-        BEGIN/COMMIT/ROLLBACK/SAVEPOINT from the client are real here."""
-        if any(s.call for s in steps):
-            await self._run_calls(request, steps)
-            return
-        login = self.login_for(request.identity, steps)
-        has_tx_control = any(s.part.klass is C.TRANSACTION for s in steps)
-        if not client.in_transaction and not has_tx_control:
-            session = await client.source.session_for(login)
-            if len(steps) == 1 and _runs_alone(steps[0]):
-                await self._run_autocommit(session, steps[0])
-            else:
-                await self._run_transaction(request, session, steps, rollback_at_end=False)
-            return
-        for step in steps:
-            await self._run_session_step(request, step, client, login)
-
-    async def _run_session_step(self, request: Request, step: Step, client: ClientSession, login: BackendRole) -> None:
-        part = step.part
-        if part.klass is C.TRANSACTION:
-            await self._run_tx_control(step, client, login)
-            return
-        if not client.in_transaction:
-            session = await client.source.session_for(login)
-            if part.klass is C.READ:
-                await self._run_autocommit(session, step)
-            else:
-                await self._run_transaction(request, session, [step], rollback_at_end=False)
-            return
-        session = client.active
-        assert session is not None
-        started = time.perf_counter()
-        try:
-            await self._run_step(request, session, step)
-        except errors.SqlgateError as error:
-            self._finish(step, started, "failed", error)
-            error.extra["trace_id"] = step.trace.id
-            client.pending.append(step.trace)  # the transaction is now aborted; ROLLBACK settles it
-            raise
-        client.pending.append(step.trace)
-
-    async def _run_tx_control(self, step: Step, client: ClientSession, login: BackendRole) -> None:
-        verb = transaction_verb(step.part.sql, self.backend.dialect)
-        started = time.perf_counter()
-        session = client.active or await client.source.session_for(login)
-        was_open = client.in_transaction
-        try:
-            if verb is TxVerb.COMMIT and was_open:
-                self._finish(step, started, "ok")
-                traces = [*client.pending, step.trace]
-                if any(t.outcome == "failed" for t in client.pending):  # PostgreSQL answers ROLLBACK
-                    step.result = await session.execute(step.part.sql, None, step.part.command)
-                    self._settle(client, "rolled_back", step)
-                    return
-                await session.record_traces(traces)
-                step.result = await session.execute(step.part.sql, None, step.part.command)
-                client.pending.clear()
-                client.savepoints.clear()
-                client.active = None
-                return
-            step.result = await session.execute(step.part.sql, None, step.part.command)
-        except errors.SqlgateError as error:
-            self._finish(step, started, "failed", error)
-            error.extra["trace_id"] = step.trace.id
-            if client.in_transaction:
-                client.pending.append(step.trace)
-            else:
-                self._settle(client, "rolled_back", None)
-                self.traces.add([step.trace])
-            raise
-        self._finish(step, started, "ok")
-        if verb is TxVerb.BEGIN and not was_open:
-            client.active = session
-            client.pending.append(step.trace)
-        elif verb is TxVerb.ROLLBACK and was_open:
-            self._settle(client, "rolled_back", step)
-        elif verb is TxVerb.SAVEPOINT and was_open:
-            client.savepoints.append((_savepoint_name(step.part.sql), len(client.pending)))
-            client.pending.append(step.trace)
-        elif verb is TxVerb.ROLLBACK_TO and was_open:
-            name = _savepoint_name(step.part.sql)
-            mark = next((n for s, n in reversed(client.savepoints) if s == name), len(client.pending))
-            undone, client.pending = client.pending[mark + 1:], client.pending[: mark + 1]
-            for trace in undone:
-                trace.outcome = "rolled_back"
-            self.traces.add(undone)
-            client.pending.append(step.trace)
-        elif was_open:
-            client.pending.append(step.trace)
-        else:  # COMMIT/ROLLBACK with no transaction open: PostgreSQL warns and goes on
-            self.traces.add([step.trace])
-
-    def end_session(self, client: ClientSession) -> None:
-        """The client went away (or was ended): an open transaction rolls back, and
-        the statements it held are traced as such."""
-        if client.pending:
-            self._settle(client, "rolled_back", None)
-
-    def _settle(self, client: ClientSession, outcome: str, closing: Step | None) -> None:
-        for trace in client.pending:
-            if trace.outcome == "ok":
-                trace.outcome = outcome
-        if closing is not None:
-            client.pending.append(closing.trace)
-        self.traces.add(client.pending)
-        client.pending = []
-        client.savepoints.clear()
-        client.active = None
-
-
-# Statements PostgreSQL refuses inside a transaction block; they change no rows
-# a checkpoint would keep, so they run on their own.
-NO_TRANSACTION_BLOCK = frozenset({"VACUUM", "CREATE DATABASE", "DROP DATABASE", "ALTER SYSTEM"})
-
-
-# Classes whose statements may leave state on the connection (SET and set_config,
-# SELECT INTO TEMP and other DDL, whatever an admin's dangerous statement does).
-_STATEFUL = frozenset({C.SESSION, C.SAFE_DDL, C.DESTRUCTIVE_DDL, C.DANGEROUS})
-
-
-def _note_session_state(session: Session, part: Part) -> None:
-    """Decided by the classification, never by the command tag (a SELECT can set state)."""
-    if part.klass in _STATEFUL:
-        session.dirty = True
-
-
-def _runs_alone(step: Step) -> bool:
-    """Run without a transaction of sqlgate's: plain reads, and what cannot run in one."""
-    return step.part.klass is C.READ or step.part.command in NO_TRANSACTION_BLOCK
-
-
-def _savepoint_name(sql: str) -> str:
-    """The savepoint a SAVEPOINT / RELEASE / ROLLBACK TO statement names (last identifier)."""
-    import sqlglot
-
-    tokens = sqlglot.tokenize(sql, read="postgres")
-    words = [t.text for t in tokens if t.text not in (";",)]
-    return words[-1].lower() if words else ""
