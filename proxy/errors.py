@@ -30,6 +30,9 @@ class SqlgateError(Exception):
     detail: str | None = None
     position: int | None = None  # 1-based character position in the SQL
     extra: dict[str, Any] = field(default_factory=dict)  # PG diagnostics passed through
+    # The request's statements that ran before this error; the wire protocol sends
+    # their results first, as PostgreSQL does. Never rendered into a body.
+    completed: list[Any] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

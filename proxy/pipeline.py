@@ -300,6 +300,8 @@ class Pipeline(LastingSessions):
             trace.error_code, trace.error_message = error.reason, error.message
 
     def _trace_failure(self, steps: list[Step], failed: Step | None, error: errors.SqlgateError) -> None:
+        if failed is not None:
+            error.completed = steps[: steps.index(failed)]
         seen_failed = False
         for step in steps:
             if step is failed:

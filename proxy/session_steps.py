@@ -39,8 +39,12 @@ class LastingSessions:
             else:
                 await self._run_transaction(request, session, steps, rollback_at_end=False)
             return
-        for step in steps:
-            await self._run_session_step(request, step, client, login)
+        for i, step in enumerate(steps):
+            try:
+                await self._run_session_step(request, step, client, login)
+            except errors.SqlgateError as error:
+                error.completed = steps[:i]
+                raise
 
     async def _run_session_step(self: Pipeline, request: Request, step: Step, client: ClientSession,
                                 login: BackendRole) -> None:

@@ -153,3 +153,10 @@ def test_psql_copy_text_and_csv(wire: Wire, tmp_path: Path) -> None:
     assert out.stdout.splitlines()[-4:] == ["id,name", "1,one", "2,", '3,tab\there']
     out = psql(wire, "-c", r"\copy psql_copy (id) TO STDOUT")
     assert sorted(out.stdout.split()) == ["1", "2", "3"]
+
+
+def test_results_before_an_error_are_sent_first(wire: Wire) -> None:
+    """As PostgreSQL does: `SELECT 7; SELECT * FROM missing` shows the 7, then the error."""
+    r = psql(wire, "-A", "-t", "-c", "SELECT 7 AS seven; SELECT * FROM no_such_table_before_error", check=False)
+    assert r.stdout.split() == ["7"], (r.stdout, r.stderr)
+    assert "no_such_table_before_error" in r.stderr

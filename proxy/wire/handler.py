@@ -319,6 +319,8 @@ class WireConnection:
         try:
             response, tag = await self.execute(sql, None)
         except errors.SqlgateError as error:
+            for step in error.completed:  # PostgreSQL sends what ran before the error first
+                self.io.send(st.simple_result(step.result or Result(), step.part.command))
             self.error(error)
         else:
             if not response.steps:
