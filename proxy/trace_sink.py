@@ -1,7 +1,8 @@
 """Traces that have no transaction of their own to commit with: autocommit
 reads, refusals, failures and rolled-back requests. They are written in
-small batches a few milliseconds later, so a busy read path costs one
-metadata write per batch rather than per statement."""
+batches up to 100 ms later, so a busy read path costs one metadata write per
+batch rather than per statement (measured: `POST /sql` 0.60 -> 0.65 of a bare
+pass-through). Committed work never waits here: its trace commits with it."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class TraceWriteError(Exception):
 
 
 class TraceSink:
-    def __init__(self, meta: MetaStore, delay: float = 0.02, batch: int = 1000) -> None:
+    def __init__(self, meta: MetaStore, delay: float = 0.1, batch: int = 1000) -> None:
         self.meta = meta
         self.delay = delay
         self.batch = batch
