@@ -43,7 +43,7 @@ import psycopg
 
 from benchmarks.loadgen import LoadResult, generator_name, run_load
 from tests.support.pgserver import PgServer, free_port
-from tests.support.sqlgate_server import SqlgateServer
+from tests.support.sqlgate_server import SqlgateServer, stop_process, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 QUERY = "SELECT v FROM t WHERE id = $1"
@@ -76,30 +76,15 @@ class Baseline:
              "--no-access-log", "--log-level", "warning", "--lifespan", "on"],
             cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"baseline exited: {self.output()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"baseline did not start: {self.output()}")
+        wait_until_healthy(self.process, self.url, 30, "baseline", self.output)
+        return self
 
     def output(self) -> str:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
 

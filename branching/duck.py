@@ -16,6 +16,7 @@ from branching.checkpoint import Checkpoint, CheckpointContext
 from proxy import errors
 from proxy.db_errors import database_error
 from proxy.result import Result
+from proxy.sql_filters import conditions
 from proxy.statement import Part
 from proxy.trace import new_id
 
@@ -424,19 +425,13 @@ class DuckDBCheckpointer:
 
     async def list(self, actor: str | None = None, branch: str | None = None, since: Any = None,
                    token_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        where, args = ["expires_at > now()"], []
-        for column, value in (("actor", actor), ("branch", branch), ("token_id", token_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if since is not None:
-            where.append("created_at >= ?")
-            args.append(since)
+        where, args = conditions("?", {"actor": actor, "branch": branch, "token_id": token_id},
+                                 {"created_at": since}, always="expires_at > now()")
 
         def read(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
             rows = cur.execute(
                 "SELECT id, trace_id, actor, token_id, branch, kind, tables, objects, created_at, expires_at,"
-                f" undone_by, undoes FROM sqlgate.checkpoints WHERE {' AND '.join(where)}"
+                f" undone_by, undoes FROM sqlgate.checkpoints WHERE {where}"
                 f" ORDER BY created_at DESC, id DESC LIMIT {int(limit)}", args).fetchall()
             sizes = dict(cur.execute(  # an estimate: rows x columns x 8 bytes
                 "SELECT schema_name || '.' || table_name, estimated_size * column_count * 8 FROM duckdb_tables()"

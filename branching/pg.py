@@ -14,9 +14,10 @@ from branching.checkpoint import Checkpoint, CheckpointContext
 from branching.pg_sql import DEFINITION_SQL, DROP_COLUMN_SQL, GRANT_SQL, SETUP_SQL
 from proxy.backends.base import BackendRole
 from proxy.db_errors import database_error
-from proxy.result import Field, Result
+from proxy.result import Result, result_from_pgresult
+from proxy.sql_filters import conditions
 from proxy.statement import Part
-from proxy.trace import new_id
+from proxy.trace import new_id, traces_json
 
 log = logging.getLogger("sqlgate.branching")
 
@@ -31,19 +32,6 @@ _TAKE_ROWS_SQL = ("SELECT sqlgate.cp_take(%s, %s, %s, %s, %s, %s, %s::text[], %s
 # Every change to a captured table, one row per (statement, table, direction, row).
 CHANGE_ROWS = ("(SELECT c.seq, c.cp, c.tbl, c.op, r.row FROM sqlgate.changes c"
                " CROSS JOIN LATERAL jsonb_array_elements(c.rows) AS r(row))")
-
-
-def result_from(res: Any) -> Result:
-    """The statement's answer as PostgresSession.execute builds it (kept in step with it)."""
-    if res is None:
-        return Result()
-    nf = res.nfields
-    fields = [Field(name=(res.fname(i) or b"").decode(), type_oid=res.ftype(i), type_size=res.fsize(i),
-                    type_modifier=res.fmod(i), table_oid=res.ftable(i), column_number=res.ftablecol(i))
-              for i in range(nf)]
-    rows = [[None if (v := res.get_value(r, c)) is None else bytes(v).decode() for c in range(nf)]
-            for r in range(res.ntuples)]
-    return Result(fields, rows, (res.command_status or b"").decode())
 
 
 # Later statements of the same transaction are not this checkpoint's: its id is
@@ -101,13 +89,13 @@ class PostgresCheckpointer:
                         # The newline ends a trailing -- comment of the agent's statement.
                         await cur.execute(take.as_string(conn) + ";\n" + part.sql + "\n;\n" + _FORGET_SQL)
                         cur.nextset()
-                        return result_from(cur.pgresult)
+                        return result_from_pgresult(cur.pgresult)
                     async with conn.pipeline() as pipeline:
                         await psycopg.AsyncCursor(conn).execute(_TAKE_ROWS_SQL, take_args)
                         await cur.execute(part.sql, params)
                         await psycopg.AsyncCursor(conn).execute(_FORGET_SQL)
                         await pipeline.sync()
-                    return result_from(cur.pgresult)
+                    return result_from_pgresult(cur.pgresult)
                 except psycopg.Error as exc:
                     raise database_error(exc) from exc
 
@@ -190,14 +178,8 @@ class PostgresCheckpointer:
 
     async def list(self, actor: str | None = None, branch: str | None = None, since: Any = None,
                    token_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        where, args = ["true"], []
-        for column, value in (("actor", actor), ("branch", branch), ("token_id", token_id)):
-            if value is not None:
-                where.append(f"c.{column} = %s")
-                args.append(value)
-        if since is not None:
-            where.append("c.created_at >= %s")
-            args.append(since)
+        where, args = conditions("%s", {"c.actor": actor, "c.branch": branch, "c.token_id": token_id},
+                                 {"c.created_at": since}, always="c.expires_at > now()")
         query = f"""
             SELECT c.id, c.trace_id, c.actor, c.token_id, c.branch, c.kind, c.tables, c.created_at, c.expires_at,
                    c.undone_by, c.undoes,
@@ -209,7 +191,7 @@ class PostgresCheckpointer:
                                FROM jsonb_array_elements(c.objects) o
                                WHERE o->>'kind' = 'column' AND c.undone_by IS NULL), 0) AS size_bytes,
                    extract(epoch FROM now() - c.created_at) AS age_s
-            FROM sqlgate.checkpoints c WHERE {' AND '.join(where)} AND c.expires_at > now()
+            FROM sqlgate.checkpoints c WHERE {where}
             ORDER BY c.created_at DESC, c.id DESC LIMIT %s"""
         async with self.pool.connection() as conn:
             cur = await conn.execute(query, (*args, limit))
@@ -275,7 +257,7 @@ class PostgresCheckpointer:
                     if finish is not None:
                         traces = finish(outcome)
                         await conn.execute("SELECT sqlgate.record_traces(%s::jsonb)",
-                                           (json.dumps([t.public() for t in traces], default=str),))
+                                           (traces_json(traces),))
                     await conn.execute("COMMIT")
             except psycopg.Error as exc:
                 await conn.execute("ROLLBACK")

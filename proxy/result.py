@@ -5,6 +5,7 @@ text output, so every front door renders one shape."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,19 @@ class Result:
         if len(words) < 2 or not words[-1].isdigit():
             return None
         return int(words[-1])
+
+
+def result_from_pgresult(res: Any) -> Result:
+    """A libpq PGresult (psycopg's `cursor.pgresult`) read as PostgreSQL's text
+    output, field descriptions included: no value is decoded into Python."""
+    if res is None:
+        return Result()
+    nf = res.nfields
+    fields = [
+        Field(name=(res.fname(i) or b"").decode(), type_oid=res.ftype(i), type_size=res.fsize(i),
+              type_modifier=res.fmod(i), table_oid=res.ftable(i), column_number=res.ftablecol(i))
+        for i in range(nf)
+    ]
+    get = res.get_value
+    rows = [[None if (v := get(r, c)) is None else bytes(v).decode() for c in range(nf)] for r in range(res.ntuples)]
+    return Result(fields, rows, (res.command_status or b"").decode())

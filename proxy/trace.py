@@ -4,11 +4,15 @@ invariant 2). Built by the pipeline; stored by the backend's metadata store."""
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from proxy.sql_filters import conditions
 
 OUTCOMES = ("ok", "refused", "failed", "rolled_back", "skipped")
 
@@ -67,11 +71,22 @@ class TraceFilter:
 
     def where(self, placeholder: str) -> tuple[str, list[Any]]:
         """The SQL condition and its arguments, for a driver's placeholder style."""
-        conditions, args = ["true"], []
-        for column, op, value in (("actor", "=", self.actor), ("branch", "=", self.branch),
-                                  ("class", "=", self.klass), ("outcome", "=", self.outcome),
-                                  ('"at"', ">=", self.since)):
-            if value is not None:
-                conditions.append(f"{column} {op} {placeholder}")
-                args.append(value)
-        return " AND ".join(conditions), args
+        return conditions(placeholder, {"actor": self.actor, "branch": self.branch, "class": self.klass,
+                                        "outcome": self.outcome}, {'"at"': self.since})
+
+
+def text_without_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL: show it as the four characters
+    \\x00 (before any JSON encoding) rather than lose the trace."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00") if "\x00" in value else value
+    if isinstance(value, list):
+        return [text_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {k: text_without_nul(v) for k, v in value.items()}
+    return value
+
+
+def traces_json(traces: Sequence[Trace]) -> str:
+    """Traces as the JSON array `sqlgate.record_traces(jsonb)` takes."""
+    return json.dumps([text_without_nul(t.public()) for t in traces], default=str)

@@ -24,25 +24,8 @@ from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
 from proxy.backends.postgres_setup import AgentLogins, set_up
 from proxy.db_errors import postgres_error as sql_error
-from proxy.result import Field, Result
-from proxy.trace import Trace, TraceFilter
-
-
-def _pg_clean(value: Any) -> Any:
-    """PostgreSQL text and jsonb cannot hold NUL: show it as the four characters
-    \\x00 (before any JSON encoding) rather than lose the trace."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\\x00") if "\x00" in value else value
-    if isinstance(value, list):
-        return [_pg_clean(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _pg_clean(v) for k, v in value.items()}
-    return value
-
-
-def _trace_json(traces: Sequence[Trace]) -> str:
-    return json.dumps([_pg_clean(t.public()) for t in traces], default=str)
-
+from proxy.result import Result, result_from_pgresult
+from proxy.trace import Trace, TraceFilter, text_without_nul, traces_json
 
 # Commands that leave no session state behind (SET, PREPARE, LISTEN, temp tables do).
 _STATELESS_COMMANDS = frozenset({
@@ -69,28 +52,9 @@ class PostgresSession:
             await cur.execute(sql, params if params else None)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise sql_error(exc) from exc
-        res = cur.pgresult
         if command not in _STATELESS_COMMANDS:
             self.dirty = True
-        if res is None:
-            return Result()
-        nf = res.nfields
-        fields = [
-            Field(
-                name=(res.fname(i) or b"").decode(), type_oid=res.ftype(i), type_size=res.fsize(i),
-                type_modifier=res.fmod(i), table_oid=res.ftable(i), column_number=res.ftablecol(i),
-            )
-            for i in range(nf)
-        ]
-        get = res.get_value
-        rows = []
-        for r in range(res.ntuples):
-            row = []
-            for c in range(nf):
-                v = get(r, c)
-                row.append(None if v is None else bytes(v).decode())
-            rows.append(row)
-        return Result(fields, rows, (res.command_status or b"").decode())
+        return result_from_pgresult(cur.pgresult)
 
     async def begin(self, options: TxOptions | None = None) -> None:
         await self.execute((options or TxOptions()).begin_sql(), command="BEGIN")
@@ -105,7 +69,7 @@ class PostgresSession:
     async def record_traces(self, traces: Sequence[Trace]) -> None:
         if traces:
             try:
-                await self.conn.execute("SELECT sqlgate.record_traces(%s::jsonb)", (_trace_json(traces),))
+                await self.conn.execute("SELECT sqlgate.record_traces(%s::jsonb)", (traces_json(traces),))
             except psycopg.Error as exc:
                 raise sql_error(exc) from exc
 
@@ -187,10 +151,10 @@ class PostgresMeta:
             cur = conn.cursor()
             async with cur.copy(f"COPY sqlgate.traces ({_TRACE_COLUMNS}) FROM STDIN") as copy:
                 for t in traces:
-                    await copy.write_row(_pg_clean([
+                    await copy.write_row(text_without_nul([
                         t.id, t.at, t.request_id, t.actor, t.token_id, t.branch, t.front_door, t.sql,
-                        json.dumps(_pg_clean(t.params)) if t.params is not None else None, t.klass,
-                        json.dumps(_pg_clean(t.tables)), t.command, t.rows, t.duration_ms, t.cost, t.checkpoint_id,
+                        json.dumps(text_without_nul(t.params)) if t.params is not None else None, t.klass,
+                        json.dumps(text_without_nul(t.tables)), t.command, t.rows, t.duration_ms, t.cost, t.checkpoint_id,
                         t.outcome, t.error_code, t.error_message,
                     ]))
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from proxy import errors
 from proxy.backends.base import BackendRole, Session, TxOptions
-from proxy.result import Field, Result
+from proxy.result import Field, Result, result_from_pgresult
 from proxy.trace import Trace
 
 
@@ -256,12 +256,7 @@ async def _describe_postgres(conn: Any, sql: str,
     types = tuple(res.param_type(i) for i in range(res.nparams))
     if res.nfields == 0:
         return types, None
-    fields = [
-        Field(name=(res.fname(i) or b"").decode(), type_oid=res.ftype(i), type_size=res.fsize(i),
-              type_modifier=res.fmod(i), table_oid=res.ftable(i), column_number=res.ftablecol(i))
-        for i in range(res.nfields)
-    ]
-    return types, fields
+    return types, result_from_pgresult(res).fields  # a described statement has no rows
 
 
 _PARAM = re.compile(r"\$(\d+)")

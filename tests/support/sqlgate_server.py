@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,33 @@ from typing import Any
 import httpx
 
 from tests.support.pgserver import PgServer, free_port
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], url: str, seconds: float, name: str,
+                       output: Callable[[], str]) -> None:
+    """Until `url`/health answers 200; the process's output if it dies or never does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited: {output()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not start: {output()}")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Terminate, then kill if it will not go within 10 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass
@@ -42,26 +70,11 @@ class SqlgateServer:
         self.log = open(self.data_dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                         cwd=Path(__file__).resolve().parents[2])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sqlgate exited: {(self.data_dir / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"sqlgate did not start: {(self.data_dir / 'server.log').read_text()[-3000:]}")
+        wait_until_healthy(self.process, self.url, 60, "sqlgate", lambda: self.output()[-3000:])
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
     def output(self) -> str:
