@@ -27,20 +27,13 @@ from proxy.db_errors import postgres_error as sql_error
 from proxy.result import Result, result_from_pgresult
 from proxy.trace import Trace, TraceFilter, text_without_nul, traces_json
 
-# Commands that leave no session state behind (SET, PREPARE, LISTEN, temp tables do).
-_STATELESS_COMMANDS = frozenset({
-    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "VALUES", "TABLE", "WITH", "EXPLAIN",
-    "SHOW", "BEGIN", "START TRANSACTION", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
-    "COPY", "DROP TABLE", "DROP VIEW", "DROP INDEX",
-})
-
 
 class PostgresSession:
     dialect = "postgres"
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
-        self.dirty = False  # session state changed: reset before the pool reuses it
+        self.dirty = False  # set by the pipeline (proxy.steps.note_session_state): then never reused
 
     @property
     def in_transaction(self) -> bool:
@@ -52,8 +45,6 @@ class PostgresSession:
             await cur.execute(sql, params if params else None)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise sql_error(exc) from exc
-        if command not in _STATELESS_COMMANDS:
-            self.dirty = True
         return result_from_pgresult(cur.pgresult)
 
     async def begin(self, options: TxOptions | None = None) -> None:

@@ -41,6 +41,14 @@ class WireSession:
         return getattr(self.inner, name)
 
     @property
+    def dirty(self) -> bool:  # the state is the backend connection's, so is the flag
+        return bool(self.inner.dirty)
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        self.inner.dirty = value
+
+    @property
     def read_only_duckdb(self) -> bool:
         return self.dialect == "duckdb" and bool(getattr(self.inner, "read_only", False))
 
