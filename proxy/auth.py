@@ -131,14 +131,13 @@ class Authenticator:
                            lifetime: timedelta | None = DEFAULT_TOKEN_LIFETIME,
                            secret: str | None = None) -> tuple[Token, str]:
         """A new token; a creator may only hand out what it has itself."""
+        token, secret = new_token(name, role, lifetime, creator.token.id if creator else None, secret)
         if creator is not None and creator.role is not Role.ADMIN:
             if role > creator.role:
                 raise errors.token_scope(f"a {creator.role.label} token cannot create a {role.label} token")
             own_expiry = creator.token.expires_at
-            token, _ = new_token(name, role, lifetime, None)
             if own_expiry is not None and (token.expires_at is None or token.expires_at > own_expiry):
                 raise errors.token_scope("a token cannot outlive the token that creates it")
-        token, secret = new_token(name, role, lifetime, creator.token.id if creator else None, secret)
         await self.meta.insert_token(token)
         self._drop_scram()  # it can log in over the wire protocol at once
         return token, secret

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 from branching.checkpoint import Checkpoint, CheckpointContext, Checkpointer
 from policy.classify import classify_cached
@@ -98,18 +98,21 @@ class Pipeline(LastingSessions):
     # --- policy -----------------------------------------------------------
 
     def enforce_policy(self, steps: list[Step]) -> None:
-        denied = [s for s in steps if isinstance(s.decision, Deny)]
-        if not denied:
-            return
+        denied = [(s, s.decision.error) for s in steps if isinstance(s.decision, Deny)]
+        if denied:
+            self._refuse(steps, denied)
+
+    def _refuse(self, steps: list[Step], refused: list[tuple[Step, errors.SqlgateError]]) -> NoReturn:
+        """Nothing runs: refused statements are traced as such, the others as skipped;
+        the first refusal is the answer."""
+        reasons = {id(step): error for step, error in refused}
         for step in steps:
-            step.trace.outcome = "refused" if isinstance(step.decision, Deny) else "skipped"
-            if isinstance(step.decision, Deny):
-                step.trace.error_code = step.decision.error.reason
-                step.trace.error_message = step.decision.error.message
+            error = reasons.get(id(step))
+            step.trace.outcome = "refused" if error else "skipped"
+            if error:
+                step.trace.error_code, step.trace.error_message = error.reason, error.message
         self.traces.add([s.trace for s in steps])
-        first = denied[0]
-        assert isinstance(first.decision, Deny)
-        error = first.decision.error
+        first, error = refused[0]
         error.extra["trace_id"] = first.trace.id
         raise error
 
@@ -177,14 +180,7 @@ class Pipeline(LastingSessions):
                 step.absorbed = verb
                 rollback_at_end = verb is TxVerb.ROLLBACK
             else:
-                error = errors.transaction_control(step.part.command or verb.value)
-                step.trace.outcome, step.trace.error_code = "refused", error.reason
-                for other in steps:
-                    if other is not step:
-                        other.trace.outcome = "skipped"
-                self.traces.add([s.trace for s in steps])
-                error.extra["trace_id"] = step.trace.id
-                raise error
+                self._refuse(steps, [(step, errors.transaction_control(step.part.command or verb.value))])
         return rollback_at_end
 
     async def _run_calls(self, request: Request, steps: list[Step]) -> None:

@@ -226,18 +226,15 @@ class DuckDBBackend:
 
     async def explain_cost(self, sql: str, params: Sequence[str | None] | None) -> float | None:
         """DuckDB's planner gives row estimates, not costs: report the top estimate."""
-        def run() -> float | None:
-            cur = self.db.cursor()
+        def run(cur: duckdb.DuckDBPyConnection) -> float | None:
             try:
-                rows = cur.execute(f"EXPLAIN {sql}", list(params) if params else None).fetchall()
+                rows = cur.execute(f"EXPLAIN {sql}", adapt_params(sql, params) if params else None).fetchall()
             except duckdb.Error:
                 return None
-            finally:
-                cur.close()
             match = re.search(r"~\s*([\d,]+)\s+rows?", "\n".join(str(r[-1]) for r in rows))
             return float(match.group(1).replace(",", "")) if match else None
 
-        return await asyncio.get_running_loop().run_in_executor(self.readers, run)
+        return await self.run_read(run)
 
     async def run_write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run `fn` with a fresh connection on the writer thread (metadata writes)."""
