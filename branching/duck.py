@@ -149,8 +149,7 @@ class DuckDBCheckpointer:
         else:
             kinds = ", ".join(sorted({t.kind for t in targets}))
             raise common.unavailable(part, f"{', '.join(sorted(actions))} of {kinds} on DuckDB")
-        runner = run
-        return Checkpoint(cp_id, tuple(names), kind, run=runner)
+        return Checkpoint(cp_id, tuple(names), kind, run=run)
 
     def _record(self, cur: duckdb.DuckDBPyConnection, cp_id: str, context: CheckpointContext | None, kind: str,
                 tables: list[str], objects: list[dict[str, Any]], undoes: str | None = None) -> None:
@@ -223,27 +222,19 @@ class DuckDBCheckpointer:
 
     def _truncate_runner(self, session: Any, cp_id: str, context: CheckpointContext, names: list[str],
                          part: Part) -> Any:
-        async def run(original: Any, params: Any) -> Result:
-            def capture() -> None:
-                cur = session._conn
-                objects = []
-                for i, name in enumerate(names):
-                    schema, table = _split(cur, name)
-                    qualified = f"{q(schema)}.{q(table)}"
-                    old = f"sqlgate.{q(f'cpd_{cp_id}_{i}')}"
-                    watermark = self._watermark(cur, schema, table)
-                    cur.execute(f"CREATE TABLE {old} AS SELECT rowid AS {ROWID}, * FROM {qualified}")
-                    objects.append({"kind": "rows", "schema": schema, "name": table, "old": old, "new": None,
-                                    "watermark": watermark})
-                self._record(cur, cp_id, context, "rows", names, objects)
+        def capture(cur: duckdb.DuckDBPyConnection) -> None:
+            objects = []
+            for i, name in enumerate(names):
+                schema, table = _split(cur, name)
+                qualified = f"{q(schema)}.{q(table)}"
+                old = f"sqlgate.{q(f'cpd_{cp_id}_{i}')}"
+                watermark = self._watermark(cur, schema, table)
+                cur.execute(f"CREATE TABLE {old} AS SELECT rowid AS {ROWID}, * FROM {qualified}")
+                objects.append({"kind": "rows", "schema": schema, "name": table, "old": old, "new": None,
+                                "watermark": watermark})
+            self._record(cur, cp_id, context, "rows", names, objects)
 
-            try:
-                await session._run(capture)
-            except duckdb.Error as exc:
-                raise database_error(exc) from exc
-            return await original()
-
-        return run
+        return self._keep_runner(session, capture)
 
     @staticmethod
     def _keep_runner(session: Any, keep: Any) -> Any:
@@ -316,40 +307,32 @@ class DuckDBCheckpointer:
 
     def _drop_column_runner(self, session: Any, cp_id: str, context: CheckpointContext, name: str, column: str,
                             part: Part) -> Any:
-        async def run(original: Any, params: Any) -> Result:
-            def keep() -> None:
-                cur = session._conn
-                schema, table = _split(cur, name)
-                cols = cur.execute(
-                    "SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
-                    " WHERE schema_name = ? AND table_name = ? AND database_name = current_database()"
-                    " ORDER BY column_index", [schema, table]).fetchall()
-                found = [c for c in cols if c[0] == column]
-                if not found:
-                    return  # the statement itself reports the missing column
-                if cols[-1][0] != column:
-                    raise common.unavailable(part, f'"{column}" is not the last column of {name}; DuckDB cannot put'
-                                                   " a column back between others, so the drop could not be undone")
-                constrained = cur.execute(
-                    "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = ? AND table_name = ?"
-                    " AND constraint_type NOT IN ('NOT NULL') AND list_contains(constraint_column_names, ?)",
-                    [schema, table, column]).fetchone()
-                if constrained and constrained[0]:
-                    raise common.unavailable(part, f'"{column}" is part of a constraint DuckDB cannot add back')
-                kept = f"sqlgate.{q('col_' + cp_id)}"
-                cur.execute(f"CREATE TABLE {kept} AS SELECT rowid AS {ROWID}, {q(column)} FROM {q(schema)}.{q(table)}")
-                _, data_type, default, nullable = found[0]
-                self._record(cur, cp_id, context, "column", [name], [{
-                    "kind": "column", "schema": schema, "name": table, "column": column, "type": data_type,
-                    "default": default, "notnull": not nullable, "keep": kept}])
+        def keep(cur: duckdb.DuckDBPyConnection) -> None:
+            schema, table = _split(cur, name)
+            cols = cur.execute(
+                "SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
+                " WHERE schema_name = ? AND table_name = ? AND database_name = current_database()"
+                " ORDER BY column_index", [schema, table]).fetchall()
+            found = [c for c in cols if c[0] == column]
+            if not found:
+                return  # the statement itself reports the missing column
+            if cols[-1][0] != column:
+                raise common.unavailable(part, f'"{column}" is not the last column of {name}; DuckDB cannot put'
+                                               " a column back between others, so the drop could not be undone")
+            constrained = cur.execute(
+                "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = ? AND table_name = ?"
+                " AND constraint_type NOT IN ('NOT NULL') AND list_contains(constraint_column_names, ?)",
+                [schema, table, column]).fetchone()
+            if constrained and constrained[0]:
+                raise common.unavailable(part, f'"{column}" is part of a constraint DuckDB cannot add back')
+            kept = f"sqlgate.{q('col_' + cp_id)}"
+            cur.execute(f"CREATE TABLE {kept} AS SELECT rowid AS {ROWID}, {q(column)} FROM {q(schema)}.{q(table)}")
+            _, data_type, default, nullable = found[0]
+            self._record(cur, cp_id, context, "column", [name], [{
+                "kind": "column", "schema": schema, "name": table, "column": column, "type": data_type,
+                "default": default, "notnull": not nullable, "keep": kept}])
 
-            try:
-                await session._run(keep)
-            except duckdb.Error as exc:
-                raise database_error(exc) from exc
-            return await original()
-
-        return run
+        return self._keep_runner(session, keep)
 
     def _drop_runner(self, session: Any, cp_id: str, context: CheckpointContext, kind: str, name: str,
                      if_exists: bool, part: Part) -> Any:

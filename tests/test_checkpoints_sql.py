@@ -17,16 +17,22 @@ from proxy.sql_functions import SqlFunctions
 from proxy.trace_sink import TraceSink
 
 
+async def start_pipeline(tmp_path: Path) -> tuple[DuckDBBackend, TraceSink, Pipeline]:
+    """A DuckDB pipeline with checkpoints and the sqlgate.* functions, as proxy.server builds it."""
+    backend = DuckDBBackend(tmp_path / "db.duckdb")
+    await backend.start()
+    checkpointer = await install(backend, retention_days=7.0)
+    traces = TraceSink(backend.meta)
+    traces.start()
+    functions = SqlFunctions()
+    pipeline = Pipeline(backend, traces, checkpointer=checkpointer, functions=functions)
+    register_checkpoint_functions(functions, pipeline, traces)
+    return backend, traces, pipeline
+
+
 def test_rollback_from_sql(tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend = DuckDBBackend(tmp_path / "db.duckdb")
-        await backend.start()
-        checkpointer = await install(backend, retention_days=7.0)
-        traces = TraceSink(backend.meta)
-        traces.start()
-        functions = SqlFunctions()
-        pipeline = Pipeline(backend, traces, checkpointer=checkpointer, functions=functions)
-        register_checkpoint_functions(functions, pipeline, traces)
+        backend, traces, pipeline = await start_pipeline(tmp_path)
         writer = Identity(Token("tok_w", "w", Role.WRITE, "h", datetime.now(UTC), None), "agent")
         other = Identity(Token("tok_o", "o", Role.WRITE, "h2", datetime.now(UTC), None), "other")
 
@@ -51,7 +57,7 @@ def test_rollback_from_sql(tmp_path: Path) -> None:
             count = await run(writer, "SELECT count(*) FROM s")
             assert count.result.rows == [["10"]]
         finally:
-            checkpointer.purger.cancel()
+            pipeline.checkpointer.purger.cancel()  # type: ignore[union-attr]
             await traces.close()
             await backend.close()
 
@@ -59,15 +65,9 @@ def test_rollback_from_sql(tmp_path: Path) -> None:
 
 
 def test_checkpoint_run_contract(tmp_path: Path) -> None:
-    """The pipeline change proposed for Checkpoint.run (CheckpointRunPipeline below): the statement runs
-    once, through the checkpoint, and stays undoable."""
+    """Checkpoint.run: the pipeline runs the statement once, through the checkpoint, and it stays undoable."""
     async def scenario() -> None:
-        backend = DuckDBBackend(tmp_path / "db.duckdb")
-        await backend.start()
-        checkpointer = await install(backend, retention_days=7.0)
-        traces = TraceSink(backend.meta)
-        traces.start()
-        pipeline = Pipeline(backend, traces, checkpointer=checkpointer)
+        backend, traces, pipeline = await start_pipeline(tmp_path)
         admin = Identity(Token("tok_a", "a", Role.ADMIN, "h", datetime.now(UTC), None), "admin")
 
         async def run(*sql: str):  # type: ignore[no-untyped-def]
@@ -80,11 +80,12 @@ def test_checkpoint_run_contract(tmp_path: Path) -> None:
             assert delete.result.command_tag == "DELETE 5"
             steps = await run("UPDATE r SET b = 'x' WHERE a > 5", "DROP TABLE r")
             assert steps[0].result.command_tag == "UPDATE 2"
-            await checkpointer.rollback(delete.checkpoint.id, "all")
+            await pipeline.checkpointer.rollback(  # type: ignore[union-attr]
+                delete.checkpoint.id, "all")
             [count] = await run("SELECT count(*), count(*) FILTER (WHERE b = 'x') FROM r")
             assert count.result.rows == [["10", "0"]]
         finally:
-            checkpointer.purger.cancel()
+            pipeline.checkpointer.purger.cancel()  # type: ignore[union-attr]
             await traces.close()
             await backend.close()
 
