@@ -46,7 +46,9 @@ class Target:
     kind:   'table', 'view', 'index', 'sequence', 'schema', 'function', 'type', ...
     name:   as in `Part.tables` (quote_ident form, schema only where written).
     action: what happens to it: 'insert', 'update', 'delete', 'truncate',
-            'merge', 'create', 'drop', 'alter', 'rename', 'replace', 'advance'.
+            'merge', 'create', 'drop', 'alter', 'rename', 'replace', 'advance',
+            'upsert' (an INSERT that may overwrite rows: ON CONFLICT DO UPDATE,
+            INSERT OR REPLACE; its class stays `write`, but it is checkpointed).
     column: the column concerned, for ALTER ... COLUMN actions; else None.
     detail: a short free-form hint (e.g. 'drop column', 'type', 'cascade').
     """
@@ -82,6 +84,11 @@ class Part:
     targets: tuple[Target, ...] = ()
     touches_meta: bool = False
     tree: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def overwrites(self) -> bool:
+        """It may overwrite rows although its class is `write` (an upsert)."""
+        return any(t.action == "upsert" for t in self.targets)
 
 
 @dataclass(frozen=True)
