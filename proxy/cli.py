@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="days a checkpoint (and what it kept) can be rolled back to (default 7)")
     serve.add_argument("--pg-idle-timeout", type=float, default=3600.0,
                        help="seconds before an idle wire-protocol client is disconnected (default 3600)")
+    serve.add_argument("--no-wire-relay", dest="wire_relay", action="store_false",
+                       help="send every wire statement through the full pipeline, plain reads included"
+                            " (by default they are relayed to PostgreSQL as bytes)")
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
@@ -89,6 +92,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         data_dir=Path(args.data).expanduser(), database=args.database, http_host=http_host, http_port=http_port,
         pg_host=pg_host, pg_port=pg_port, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
         statement_timeout_s=args.statement_timeout, pool_size=args.pool_size, pg_idle_timeout_s=args.pg_idle_timeout,
+        wire_relay=args.wire_relay,
         checkpoint_retention_days=args.checkpoint_retention_days,
     )
 

@@ -25,6 +25,7 @@ class Settings:
     idle_timeout_s: float = 60.0  # idle inside a transaction (on the database roles)
     pg_idle_timeout_s: float = 3600.0  # an idle wire client is disconnected after this
     pool_size: int = 10
+    wire_relay: bool = True  # plain reads over the wire go to PostgreSQL as bytes (proxy/wire/relay.py)
     checkpoint_retention_days: float = 7.0  # then a checkpoint and what it kept are purged
 
     @property

@@ -22,12 +22,29 @@ _DIAG_FIELDS = {
 def postgres_error(exc: psycopg.Error) -> errors.SqlgateError:
     """A PostgreSQL error as the client would have seen it, plus hint and next step."""
     diag = exc.diag
-    sqlstate = diag.sqlstate or "XX000"
-    message = diag.message_primary or str(exc).strip()
-    position = int(diag.statement_position) if diag.statement_position else None
     extra = {name: getattr(diag, attr) for name, attr in _DIAG_FIELDS.items()}
     extra["severity"] = diag.severity or "ERROR"
-    hint = diag.message_hint or ""
+    position = int(diag.statement_position) if diag.statement_position else None
+    return _postgres(diag.sqlstate or "XX000", diag.message_primary or str(exc).strip(), diag.message_hint or "",
+                     diag.message_detail, position, extra)
+
+
+# ErrorResponse field codes -> the same diagnostics, for errors read off the wire (the relay).
+_WIRE_FIELDS = {"internalPosition": "p", "internalQuery": "q", "where": "W", "table": "t", "column": "c",
+                "schema": "s", "dataType": "d", "constraint": "n", "file": "F", "line": "L", "routine": "R"}
+
+
+def postgres_error_from_fields(fields: dict[str, str]) -> errors.SqlgateError:
+    """The same, from an ErrorResponse's fields (keyed by their one-letter codes)."""
+    extra: dict[str, str | None] = {name: fields.get(code) for name, code in _WIRE_FIELDS.items()}
+    extra["severity"] = fields.get("V") or fields.get("S") or "ERROR"
+    position = int(fields["P"]) if fields.get("P", "").isdigit() else None
+    return _postgres(fields.get("C") or "XX000", fields.get("M", ""), fields.get("H", ""), fields.get("D"),
+                     position, extra)
+
+
+def _postgres(sqlstate: str, message: str, hint: str, detail: str | None, position: int | None,
+              extra: dict[str, str | None]) -> errors.SqlgateError:
     if sqlstate == "42501":
         hint = hint or "The agent logins have DML rights on application tables and own only what they created."
         next_step = "ask an admin token to run it, or change only tables your token's role may change"
@@ -37,9 +54,8 @@ def postgres_error(exc: psycopg.Error) -> errors.SqlgateError:
         next_step = "make the statement cheaper (add a WHERE or LIMIT), or ask an admin for a longer timeout"
     else:
         next_step = "fix the statement and send it again; nothing from this request was committed"
-    return errors.SqlgateError(
-        "sql.error", sqlstate, message, hint, next_step, detail=diag.message_detail, position=position, extra=extra
-    )
+    return errors.SqlgateError("sql.error", sqlstate, message, hint, next_step, detail=detail, position=position,
+                               extra=extra)
 
 
 # DuckDB exception class -> the SQLSTATE PostgreSQL would give for the same mistake.

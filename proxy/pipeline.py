@@ -26,7 +26,7 @@ from proxy.result import Result
 from proxy.session_steps import LastingSessions
 from proxy.sql_functions import CallContext, SqlFunctions
 from proxy.statement import Statement, StatementClass
-from proxy.steps import Query, Request, Response, Step, note_session_state, runs_alone
+from proxy.steps import STATEFUL_COMMANDS, Query, Request, Response, Step, note_session_state, runs_alone
 from proxy.trace import Trace, new_id
 from proxy.trace_sink import TraceSink
 from proxy.txcontrol import TxVerb, begin_options, transaction_verb
@@ -94,6 +94,39 @@ class Pipeline(LastingSessions):
         self.traces.add([trace])
         error.extra["trace_id"] = trace.id
         raise error
+
+    def relay_step(self, identity: Identity, sql: str, params: tuple[str | None, ...] | None, branch: str,
+                   statement: Statement | None = None) -> tuple[Step, BackendRole] | None:
+        """A statement the wire front door may relay to PostgreSQL as bytes, and
+        the login to relay it as: one plain read the policy allows, with nothing
+        for sqlgate to add (no checkpoint, no sqlgate.* call, no session state).
+        Anything else gets None and takes `run`. Traced like any other step."""
+        if self.backend.dialect != "postgres" or branch != "main":
+            return None
+        statement = statement or classify_cached(sql, "postgres")
+        if len(statement.parts) != 1:
+            return None
+        part = statement.parts[0]
+        if part.klass is not C.READ or part.touches_meta or part.command in STATEFUL_COMMANDS:
+            return None
+        decision = decide(identity.role, part)
+        if not isinstance(decision, Allow):
+            return None
+        trace = Trace(
+            request_id=new_id("rq"), actor=identity.actor, token_id=identity.token.id, branch=branch,
+            front_door="wire", sql=part.sql, params=list(params) if params else None, klass=part.klass.label,
+            tables=list(part.tables), command=part.command,
+        )
+        step = Step(0, part, params, decision, trace)
+        return step, self.login_for(identity, (step,))
+
+    def relayed(self, step: Step, started: float, tag: str, error: errors.SqlgateError | None) -> None:
+        """A relayed statement's answer came back: trace it as `_run_alone` would."""
+        step.result = Result(command_tag=tag)
+        self._finish(step, started, "failed" if error else "ok", error)
+        if error is not None:
+            error.extra["trace_id"] = step.trace.id
+        self.traces.add([step.trace])
 
     # --- policy -----------------------------------------------------------
 

@@ -139,7 +139,7 @@ async def serve(settings: Settings) -> None:
         from proxy.wire.server import WireServer
 
         wire = WireServer(ctx.pipeline, ctx.auth, settings.pg_host, settings.pg_port, settings.tls_cert,
-                          settings.tls_key, settings.pg_idle_timeout_s)
+                          settings.tls_key, settings.pg_idle_timeout_s, relay=settings.wire_relay)
         await wire.start()
         ctx.auth.on_revoke.append(wire.revoked)
         print(f"sqlgate: PostgreSQL wire protocol on {settings.pg_host}:{wire.port}", flush=True)

@@ -71,13 +71,13 @@ NO_TRANSACTION_BLOCK = frozenset({"VACUUM", "CREATE DATABASE", "DROP DATABASE", 
 # SELECT INTO TEMP and other DDL, whatever an admin's dangerous statement does) ...
 _STATEFUL = frozenset({C.SESSION, C.SAFE_DDL, C.DESTRUCTIVE_DDL, C.DANGEROUS})
 # ... and reads or writes that do (PREPARE of a SELECT, DECLARE ... WITH HOLD).
-_STATEFUL_COMMANDS = frozenset({"PREPARE", "DECLARE CURSOR", "DECLARE"})
+STATEFUL_COMMANDS = frozenset({"PREPARE", "DECLARE CURSOR", "DECLARE"})
 
 
 def note_session_state(session: Session, part: Part) -> None:
     """The one rule for whether a connection may go back to the pool: decided by
     the classification (a SELECT can set state), never by the command tag alone."""
-    if part.klass in _STATEFUL or part.command in _STATEFUL_COMMANDS:
+    if part.klass in _STATEFUL or part.command in STATEFUL_COMMANDS:
         session.dirty = True
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,3 +91,44 @@ def text_without_nul(value: Any) -> Any:
 def traces_json(traces: Sequence[Trace]) -> str:
     """Traces as the JSON array `sqlgate.record_traces(jsonb)` takes."""
     return json.dumps([text_without_nul(t.public()) for t in traces], default=str)
+
+
+# COPY's text format: backslash, tab, newline and carriage return are escaped;
+# NUL (which PostgreSQL text cannot hold) becomes the four characters \x00.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\\\\x00"})
+COPY_COLUMNS = ("id", "at", "request_id", "actor", "token_id", "branch", "front_door", "sql", "params", "class",
+                "tables", "command", "rows", "duration_ms", "cost", "checkpoint_id", "outcome", "error_code",
+                "error_message")
+
+
+_NEEDS_ESCAPE = re.compile("[\\\\\t\n\r\x00]")
+
+
+def _copy_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):  # translate() is slow per character; most values need nothing
+        return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
+    return str(value)
+
+
+def _copy_json(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    return "[]" if not value else json.dumps(text_without_nul(value), default=str).translate(_COPY_ESCAPES)
+
+
+def traces_copy(traces: Sequence[Trace]) -> bytes:
+    """Traces as COPY text rows in COPY_COLUMNS order. Written by hand: it runs
+    for every traced statement, and a generic row writer cost three times as much."""
+    lines = []
+    for t in traces:
+        lines.append("\t".join((
+            _copy_text(t.id), t.at.isoformat(), _copy_text(t.request_id), _copy_text(t.actor), _copy_text(t.token_id),
+            _copy_text(t.branch), _copy_text(t.front_door), _copy_text(t.sql), _copy_json(t.params),
+            _copy_text(t.klass), _copy_json(t.tables), _copy_text(t.command), _copy_text(t.rows),
+            _copy_text(t.duration_ms), _copy_text(t.cost), _copy_text(t.checkpoint_id), _copy_text(t.outcome),
+            _copy_text(t.error_code), _copy_text(t.error_message),
+        )))
+    lines.append("")
+    return "\n".join(lines).encode()

@@ -25,7 +25,7 @@ from proxy.backends.base import BackendRole, TxOptions
 from proxy.backends.postgres_setup import AgentLogins, set_up
 from proxy.db_errors import postgres_error as sql_error
 from proxy.result import Result, result_from_pgresult
-from proxy.trace import Trace, TraceFilter, text_without_nul, traces_json
+from proxy.trace import COPY_COLUMNS, Trace, TraceFilter, traces_copy, traces_json
 
 
 class PostgresSession:
@@ -87,7 +87,8 @@ class PostgresMeta:
 
     async def find_token(self, secret_hash: str) -> Token | None:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM sqlgate.tokens WHERE secret_hash = %s", (secret_hash,))
+            cur = await conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM sqlgate.tokens WHERE secret_hash = %s",
+                                     (secret_hash,))
             row = await cur.fetchone()
         return _row_to_token(row) if row else None
 
@@ -140,14 +141,8 @@ class PostgresMeta:
             return
         async with self.pool.connection() as conn:
             cur = conn.cursor()
-            async with cur.copy(f"COPY sqlgate.traces ({_TRACE_COLUMNS}) FROM STDIN") as copy:
-                for t in traces:
-                    await copy.write_row(text_without_nul([
-                        t.id, t.at, t.request_id, t.actor, t.token_id, t.branch, t.front_door, t.sql,
-                        json.dumps(text_without_nul(t.params)) if t.params is not None else None, t.klass,
-                        json.dumps(text_without_nul(t.tables)), t.command, t.rows, t.duration_ms, t.cost, t.checkpoint_id,
-                        t.outcome, t.error_code, t.error_message,
-                    ]))
+            async with cur.copy(f"COPY sqlgate.traces ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
+                await copy.write(traces_copy(traces))
 
     async def list_traces(self, filters: TraceFilter) -> list[Trace]:
         where, args = filters.where("%s")
@@ -210,6 +205,10 @@ class PostgresBackend:
             await pool.open(wait=True, timeout=30)
             self.pools[role] = pool
         self.meta = PostgresMeta(self.pools[BackendRole.OWNER])
+
+    def relay_logins(self) -> dict[BackendRole, dict[str, str]]:
+        """Each agent login's connection parameters, for the wire relay's own connections."""
+        return {role: conninfo_to_dict(pool.conninfo) for role, pool in self.pools.items()}  # type: ignore[misc]
 
     async def watch_revocations(self, on_revoked: Callable[[str], Awaitable[None]]) -> None:
         """Follow revocations made through any proxy on this database (LISTEN),

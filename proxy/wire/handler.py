@@ -32,6 +32,8 @@ from proxy.wire import messages_startup as su
 from proxy.wire import state as st
 from proxy.wire.codec import ProtocolViolation
 from proxy.wire.messages import decode
+from proxy.wire.relay import WireRelay
+from proxy.wire.relay_pool import RelayPools
 from proxy.wire.sessions import WireSessions, describe
 
 log = logging.getLogger("sqlgate.wire")
@@ -58,6 +60,12 @@ class ConnectionIO(Protocol):
 
     async def start_tls(self) -> None: ...
 
+    def queued(self, count: int) -> list[Any]:
+        """Up to `count` (kind, body) messages already received, without taking them."""
+
+    def discard(self, count: int) -> None:
+        """Drop that many received messages (the relay answered them)."""
+
     def close(self) -> None: ...
 
 
@@ -68,6 +76,7 @@ class WireContext:
     pipeline: Pipeline
     auth: Any  # proxy.auth.Authenticator
     tls_available: bool = False
+    relay: RelayPools | None = None  # the fast path for plain reads (PostgreSQL only)
     connections: dict[int, WireConnection] = field(default_factory=dict)  # by process id
 
 
@@ -90,6 +99,7 @@ class WireConnection:
         self.client: ClientSession | None = None
         self.busy = False
         self.dialect = ctx.pipeline.backend.dialect
+        self.relay = WireRelay(self, ctx.relay) if ctx.relay is not None else None
 
     # --- start-up -------------------------------------------------------------
 
@@ -212,7 +222,8 @@ class WireConnection:
             if isinstance(message, qm.Terminate):
                 return
             if isinstance(message, qm.Query):
-                await self.simple_query(message.query)
+                if self.relay is None or not await self.relay.simple(message.query, raw[1]):
+                    await self.simple_query(message.query)
                 await self.release_idle()
             elif isinstance(message, ext.Sync):
                 self.state.skipping = False
@@ -225,6 +236,9 @@ class WireConnection:
             elif isinstance(message, su.PasswordMessage):
                 raise ProtocolViolation("unexpected password message")
             elif not self.state.skipping:
+                if self.relay is not None and isinstance(message, ext.Bind) and await self.relay.bind(message, raw[1]):
+                    await self.release_idle()
+                    continue
                 try:
                     await self.extended(message)
                 except errors.SqlgateError as error:
@@ -250,6 +264,8 @@ class WireConnection:
         self.io.send(qm.ErrorResponse(error.wire_fields()))
 
     async def cancel(self) -> None:
+        if self.relay is not None and await self.relay.cancel():
+            return
         if self.busy and self.sessions is not None:
             await self.sessions.cancel()
 

@@ -18,6 +18,7 @@ from typing import Any
 from proxy.wire.codec import ProtocolViolation
 from proxy.wire.handler import ConnectionClosed, WireConnection, WireContext
 from proxy.wire.messages import MessageSplitter
+from proxy.wire.relay_pool import RelayPools
 
 log = logging.getLogger("sqlgate.wire")
 
@@ -108,6 +109,15 @@ class WireProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         return inbox.popleft()
 
+    def queued(self, count: int) -> list[Any]:
+        """Up to `count` messages already received, without taking them."""
+        inbox = self.inbox
+        return [inbox[i] for i in range(min(count, len(inbox)))]
+
+    def discard(self, count: int) -> None:
+        for _ in range(count):
+            self.inbox.popleft()
+
     def send(self, data: bytes) -> None:
         self.out.append(data)
         self.out_size += len(data)
@@ -142,13 +152,16 @@ class WireServer:
     """Listens for PostgreSQL clients and serves each through the pipeline."""
 
     def __init__(self, pipeline: Any, auth: Any, host: str, port: int, tls_cert: Path | None = None,
-                 tls_key: Path | None = None, idle_timeout_s: float = 3600.0) -> None:
+                 tls_key: Path | None = None, idle_timeout_s: float = 3600.0, relay: bool = True) -> None:
         self.host, self.port = host, port
         self.ssl_context: ssl.SSLContext | None = None
         if tls_cert is not None and tls_key is not None:
             self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.ssl_context.load_cert_chain(str(tls_cert), str(tls_key))
         self.ctx = WireContext(pipeline, auth, tls_available=self.ssl_context is not None)
+        backend = pipeline.backend
+        if relay and backend.dialect == "postgres":
+            self.ctx.relay = RelayPools(backend.relay_logins(), backend.pool_size)
         self.idle_timeout_s = idle_timeout_s
         self.protocols: set[WireProtocol] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -174,6 +187,8 @@ class WireServer:
             _, pending = await asyncio.wait(tasks, timeout=5)
             for task in pending:
                 task.cancel()
+        if self.ctx.relay is not None:
+            self.ctx.relay.close()
 
     def revoked(self, token: Any) -> None:
         """A token (a Token, or its id) was revoked: end its open sessions."""

@@ -1,0 +1,227 @@
+"""One raw PostgreSQL protocol connection of the relay fast path.
+
+The relay sends a client's own messages to PostgreSQL and streams the answer
+back as bytes, without decoding rows: the message loop below only reads each
+backend message's type and length. It looks inside the few messages sqlgate
+must see: CommandComplete (the trace's row count), ErrorResponse (re-rendered
+with sqlgate's hint and next step), ReadyForQuery (the end of the exchange,
+answered by the wire handler's own), and the ParseComplete/CloseComplete of
+messages the relay added itself (the client never sent them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+_LENGTH = struct.Struct("!i")
+_CANCEL = struct.Struct("!iiii")
+_CANCEL_CODE = 80877102
+
+ERROR, COMPLETE, READY, PARSED, CLOSED = (ord(c) for c in "ECZ13")
+SYNC = b"S\x00\x00\x00\x04"
+MAX_PREPARED = 200  # server-side statements kept per connection (least recently used go)
+
+
+class BackendGone(Exception):
+    """The connection to PostgreSQL broke during an exchange."""
+
+
+class Exchange:
+    """One request's answer: bytes go to `sink` as they arrive; the exchange
+    ends at ReadyForQuery."""
+
+    __slots__ = ("sink", "on_error", "swallow", "parsed", "tag", "error", "done")
+
+    def __init__(self, sink: Callable[[bytes], None], on_error: Callable[[dict[str, str]], tuple[Any, bytes]],
+                 swallow: int) -> None:
+        self.sink = sink
+        self.on_error = on_error  # backend error fields -> (sqlgate's error, the bytes to send instead)
+        self.swallow = swallow  # ParseComplete/CloseComplete answers to messages the relay added
+        self.parsed = 0  # of those, how many were ParseComplete
+        self.tag = b""
+        self.error: Any = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class RelayConnection(asyncio.Protocol):
+    def __init__(self, address: tuple[Any, ...]) -> None:
+        self.address = address  # ("tcp", host, port) or ("unix", path): where a CancelRequest goes
+        self.transport: Any = None
+        self.buffer = bytearray()
+        self.closed = False
+        self.process_id = 0
+        self.secret_key = 0
+        self.exchange: Exchange | None = None
+        self.prepared: OrderedDict[tuple[str, tuple[int, ...]], bytes] = OrderedDict()
+        self._names = 0
+        self.closing: list[bytes] = []  # Close of evicted statements, sent ahead of the next exchange
+        # Before the relay starts (start-up and authentication), messages queue here.
+        self._setup: deque[tuple[int, bytes]] | None = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    # --- asyncio.Protocol -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None and not exchange.done.done():
+            exchange.done.set_exception(BackendGone("the connection to PostgreSQL was lost"))
+        self._wake()
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            self.buffer += data
+            data = bytes(self.buffer)
+            self.buffer.clear()
+        exchange = self.exchange
+        data = self._queue(data) if exchange is None else self._relay(data, exchange)
+        if data:
+            self.buffer += data
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- before the relay: start-up, authentication, and idle time --------------
+
+    def _queue(self, data: bytes) -> bytes:
+        pos, n = 0, len(data)
+        while n - pos >= 5:
+            end = pos + 1 + _LENGTH.unpack_from(data, pos + 1)[0]
+            if end > n:
+                break
+            if self._setup is not None:
+                self._setup.append((data[pos], data[pos + 5:end]))
+            elif data[pos] == ERROR:  # idle: a FATAL (idle timeout, shutdown); the server closes next
+                self.closed = True
+            pos = end
+        self._wake()
+        return data[pos:]
+
+    async def receive(self) -> tuple[int, bytes]:
+        """The next message during start-up: (type byte, body)."""
+        assert self._setup is not None
+        while not self._setup:
+            if self.closed:
+                raise BackendGone("PostgreSQL closed the connection during start-up")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+        return self._setup.popleft()
+
+    def ready(self) -> None:
+        """Start-up is over: from now on answers belong to exchanges."""
+        self._setup = None
+
+    # --- the relay --------------------------------------------------------------
+
+    def start(self, messages: bytes, exchange: Exchange) -> None:
+        self.exchange = exchange
+        if self.closing:
+            exchange.swallow += len(self.closing)
+            messages = b"".join(self.closing) + messages
+            self.closing.clear()
+        self.transport.write(messages)
+
+    def _relay(self, data: bytes, exchange: Exchange) -> bytes:
+        pos, start, n = 0, 0, len(data)
+        sink = exchange.sink
+        while n - pos >= 5:
+            kind = data[pos]
+            end = pos + 1 + _LENGTH.unpack_from(data, pos + 1)[0]
+            if end > n:
+                break
+            if kind == COMPLETE:
+                exchange.tag = data[pos + 5:end - 1]
+            elif kind == ERROR:
+                if pos > start:
+                    sink(data[start:pos])
+                exchange.error, replacement = exchange.on_error(_error_fields(data[pos + 5:end]))
+                sink(replacement)
+                start = end
+            elif kind == READY:
+                if pos > start:
+                    sink(data[start:pos])
+                self.exchange = None
+                if not exchange.done.done():
+                    exchange.done.set_result(None)
+                return self._queue(data[end:]) if end < n else b""
+            elif kind in (PARSED, CLOSED) and exchange.swallow:
+                if pos > start:
+                    sink(data[start:pos])
+                exchange.swallow -= 1
+                exchange.parsed += kind == PARSED
+                start = end
+            pos = end
+        if pos > start:
+            sink(data if start == 0 and pos == n else data[start:pos])
+        return data[pos:]
+
+    # --- server-side prepared statements ------------------------------------------
+
+    def statement_for(self, key: tuple[str, tuple[int, ...]]) -> tuple[bytes, bool]:
+        """The server-side name for a client's named statement, and whether it must be prepared."""
+        name = self.prepared.get(key)
+        if name is not None:
+            self.prepared.move_to_end(key)
+            return name, False
+        self._names += 1
+        return b"sqlgate_%d" % self._names, True
+
+    def remember(self, key: tuple[str, tuple[int, ...]], name: bytes) -> None:
+        """Record a statement PostgreSQL has prepared; the oldest is closed when too many."""
+        self.prepared[key] = name
+        if len(self.prepared) > MAX_PREPARED:
+            _, old = self.prepared.popitem(last=False)
+            self.closing.append(close_statement(old))
+
+    # --- cancel and close -------------------------------------------------------
+
+    async def cancel(self) -> None:
+        """A CancelRequest for whatever this connection runs, as libpq sends it."""
+        if self.address[0] == "unix":
+            _, writer = await asyncio.open_unix_connection(self.address[1])
+        else:
+            _, writer = await asyncio.open_connection(self.address[1], self.address[2])
+        try:
+            writer.write(_CANCEL.pack(16, _CANCEL_CODE, self.process_id, self.secret_key))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None and not self.transport.is_closing():
+            try:
+                self.transport.write(b"X\x00\x00\x00\x04")  # Terminate
+            finally:
+                self.transport.close()
+
+
+def _error_fields(body: bytes) -> dict[str, str]:
+    fields = {}
+    for item in body.split(b"\x00"):
+        if item:
+            fields[chr(item[0])] = item[1:].decode("utf-8", "replace")
+    return fields
+
+
+def message(kind: bytes, body: bytes) -> bytes:
+    return kind + _LENGTH.pack(len(body) + 4) + body
+
+
+def parse_statement(name: bytes, query: str, types: tuple[int, ...]) -> bytes:
+    body = name + b"\x00" + query.encode() + b"\x00" + struct.pack(f"!h{len(types)}I", len(types), *types)
+    return message(b"P", body)
+
+
+def close_statement(name: bytes) -> bytes:
+    return message(b"C", b"S" + name + b"\x00")
