@@ -1,7 +1,9 @@
-"""pgbench through the wire: direct to PostgreSQL, through PgBouncer and
-through sqlgate, interleaved in one run (PERFORMANCE.md: only same-run
-ratios mean anything). Workloads: select-only (-S) and TPC-B-like, each in
-simple and prepared query mode, with 8 clients.
+"""pgbench through the wire: direct to PostgreSQL, through PgBouncer, through
+a bare Python relay (benchmarks/baseline_relay.py) and through sqlgate,
+interleaved in one run (PERFORMANCE.md: only same-run ratios mean anything).
+Workloads: select-only (-S) and TPC-B-like, each in simple and prepared query
+mode, with 8 clients. Besides TPS and latency it prints each proxy's CPU time
+per transaction (from /proc), the figure the machine's noise disturbs least.
 
     python -m benchmarks wire_overhead [--duration 5] [--rounds 2] [--clients 8] [--scale 4]
 
@@ -66,19 +68,36 @@ ignore_startup_parameters = extra_float_digits
     raise RuntimeError("pgbouncer did not start: " + (root / "pgbouncer.log").read_text()[-2000:])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (runuser starts pgbouncer as a child)."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def pgbench(port: int, user: str, password: str, dbname: str, mode: str, extra: list[str], clients: int,
-            duration: float) -> tuple[float, float]:
+            duration: float) -> tuple[float, float, int]:
     args = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n", "-M", mode, "-c", str(clients),
             "-j", "2", "-T", str(int(duration)), *extra, dbname]
     r = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": password},
                        timeout=duration * 4 + 60)
     tps = re.search(r"tps = ([\d.]+) \(without initial", r.stdout)
     lat = re.search(r"latency average = ([\d.]+) ms", r.stdout)
-    if r.returncode != 0 or not tps or not lat:
+    done = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
+    if r.returncode != 0 or not tps or not lat or not done:
         errors = [line for line in r.stderr.splitlines() if not line.startswith("NOTICE:")]
         print(f"  pgbench failed ({' '.join(args[1:])}): {' | '.join(errors)[-600:]}", file=sys.stderr)
-        return 0.0, 0.0
-    return float(tps.group(1)), float(lat.group(1))
+        return 0.0, 0.0, 0
+    return float(tps.group(1)), float(lat.group(1)), int(done.group(1))
 
 
 def main() -> int:
@@ -92,6 +111,7 @@ def main() -> int:
     pg = PgServer().start()
     sqlgate: SqlgateServer | None = None
     bouncer: subprocess.Popen[bytes] | None = None
+    relay: subprocess.Popen[bytes] | None = None
     try:
         dsn = pg.create_database("bench")
         subprocess.run(["pgbench", "-i", "-q", "-s", str(args.scale), dsn], check=True, capture_output=True)
@@ -99,43 +119,52 @@ def main() -> int:
         sqlgate = SqlgateServer("postgres", dsn, ["--pg", f"127.0.0.1:{wire_port}", "--pool-size",
                                                   str(args.clients + 2)]).start()
         bouncer, bouncer_port, _ = start_pgbouncer(pg, "bench", args.clients)
+        relay_port = free_port()
+        relay = subprocess.Popen([sys.executable, "-m", "benchmarks.baseline_relay", str(relay_port), str(pg.port)])
+        time.sleep(0.5)
         targets = {
             "direct": lambda mode: (pg.port, pg.superuser, pg.password, "bench"),
             "pgbouncer": lambda mode: (bouncer_port, pg.superuser, "",
                                        "bench" if mode == "simple" else "bench_session"),
+            "relay": lambda mode: (relay_port, pg.superuser, pg.password, "bench"),
             "sqlgate": lambda mode: (wire_port, "bench", sqlgate.admin_token, "main"),
         }
+        processes = {"pgbouncer": bouncer.pid, "relay": relay.pid, "sqlgate": sqlgate.process.pid}  # type: ignore[union-attr]
         # One TPC-B transaction first, alone: the first checkpoint of each table installs its capture
         # triggers, which concurrent first checkpoints would race on (see the wire report).
         subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(wire_port), "-U", "bench", "-n", "-t", "1", "main"],
                        capture_output=True, env={**os.environ, "PGPASSWORD": sqlgate.admin_token}, check=True)
-        results: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        results: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
         print(f"pgbench, {args.clients} clients, scale {args.scale}, {args.duration:g} s runs, "
               f"{args.rounds} interleaved rounds", flush=True)
         for round_no in range(args.rounds):
             for workload, mode, extra in WORKLOADS:
                 for name, target in targets.items():
                     port, user, password, db = target(mode)
-                    tps, lat = pgbench(port, user, password, db, mode, extra, args.clients, args.duration)
-                    results.setdefault((workload, mode, name), []).append((tps, lat))
-                    print(f"  round {round_no + 1} {workload:11} {mode:8} {name:9} tps {tps:9.1f}  lat {lat:7.3f} ms",
-                          flush=True)
+                    cpu_before = cpu_seconds(processes[name]) if name in processes else 0.0
+                    tps, lat, done = pgbench(port, user, password, db, mode, extra, args.clients, args.duration)
+                    cpu_us = ((cpu_seconds(processes[name]) - cpu_before) * 1e6 / done
+                              if name in processes and done else 0.0)
+                    results.setdefault((workload, mode, name), []).append((tps, lat, cpu_us))
+                    print(f"  round {round_no + 1} {workload:11} {mode:8} {name:9} tps {tps:9.1f}  lat {lat:7.3f} ms"
+                          f"  proxy cpu {cpu_us:6.1f} us/tx", flush=True)
         print()
-        print(f"{'workload':12} {'mode':9} {'direct tps':>11} {'pgbouncer':>10} {'sqlgate':>9} "
-              f"{'lat ms d/b/s':>20} {'sg/direct':>9} {'sg/bouncer':>10}")
+        print(f"{'workload':12} {'mode':9} {'direct':>8} {'bouncer':>8} {'relay':>8} {'sqlgate':>8} "
+              f"{'sg/direct':>9} {'sg/bouncer':>10} {'sg/relay':>8}  {'proxy cpu us/tx b/r/s':>22}")
         for workload, mode, _ in WORKLOADS:
-            med = {name: (statistics.median(t for t, _ in results[(workload, mode, name)]),
-                          statistics.median(lat for _, lat in results[(workload, mode, name)])) for name in targets}
-            d, b, s = med["direct"], med["pgbouncer"], med["sqlgate"]
-            lat = f"{d[1]:.2f}/{b[1]:.2f}/{s[1]:.2f}"
+            med = {name: tuple(statistics.median(r[i] for r in results[(workload, mode, name)]) for i in range(3))
+                   for name in targets}
+            d, b, r, s = (med[n][0] for n in ("direct", "pgbouncer", "relay", "sqlgate"))
+            cpu = "/".join(f"{med[n][2]:.0f}" for n in ("pgbouncer", "relay", "sqlgate"))
             note = " (bouncer: session pool)" if mode == "prepared" else ""
-            print(f"{workload:12} {mode:9} {d[0]:11.1f} {b[0]:10.1f} {s[0]:9.1f} {lat:>20} "
-                  f"{s[0] / d[0] if d[0] else 0:9.2f} {s[0] / b[0] if b[0] else 0:10.2f}{note}")
+            print(f"{workload:12} {mode:9} {d:8.0f} {b:8.0f} {r:8.0f} {s:8.0f} {s / d if d else 0:9.2f} "
+                  f"{s / b if b else 0:10.2f} {s / r if r else 0:8.2f}  {cpu:>22}{note}")
         return 0
     finally:
-        if bouncer is not None:
-            bouncer.terminate()
-            bouncer.wait(10)
+        for proc in (bouncer, relay):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
         if sqlgate is not None:
             sqlgate.stop()
         pg.stop()

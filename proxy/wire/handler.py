@@ -66,6 +66,9 @@ class ConnectionIO(Protocol):
     def discard(self, count: int) -> None:
         """Drop that many received messages (the relay answered them)."""
 
+    def relay_finished(self) -> None:
+        """A statement the relay took from the socket callback is answered: go on."""
+
     def close(self) -> None: ...
 
 
@@ -99,7 +102,7 @@ class WireConnection:
         self.client: ClientSession | None = None
         self.busy = False
         self.dialect = ctx.pipeline.backend.dialect
-        self.relay = WireRelay(self, ctx.relay) if ctx.relay is not None else None
+        self.relay: WireRelay | None = None  # once logged in, when the backend has a relay
 
     # --- start-up -------------------------------------------------------------
 
@@ -180,6 +183,8 @@ class WireConnection:
                 break
         self.ctx.connections[self.process_id] = self
         self.state.phase = st.Phase.READY
+        if self.ctx.relay is not None:
+            self.relay = WireRelay(self, self.ctx.relay)
         self.io.send(st.startup_complete(params, self.process_id, self.secret_key) + qm.ReadyForQuery("I"))
         self.io.flush()
         return True
@@ -354,15 +359,7 @@ class WireConnection:
     async def extended(self, message: Any) -> None:
         state = self.state
         if isinstance(message, ext.Parse):
-            statement = classify_cached(message.query, self.dialect)
-            if statement.klass is C.UNPARSEABLE:
-                raise errors.unparseable(statement.error or "invalid SQL", statement.error_position)
-            if len(statement.parts) > 1:
-                raise errors.prepared_multiple_statements()
-            if not message.name:
-                state.statements.pop("", None)
-            state.add_statement(st.PreparedStatement(message.name, message.query, message.parameter_types, statement))
-            self.io.send(ext.ParseComplete())
+            self.parse(message)
         elif isinstance(message, ext.Bind):
             entry = state.statement(message.statement)
             types: tuple[int, ...] = entry.parameter_types
@@ -409,6 +406,20 @@ class WireConnection:
             self.io.send(ext.CloseComplete())
         else:
             raise ProtocolViolation(f"unexpected message {type(message).__name__}")
+
+    def parse(self, message: ext.Parse) -> None:
+        """Parse is answered here, classified but not sent to the database (the
+        relay's `pump` calls it too, so it never awaits)."""
+        statement = classify_cached(message.query, self.dialect)
+        if statement.klass is C.UNPARSEABLE:
+            raise errors.unparseable(statement.error or "invalid SQL", statement.error_position)
+        if len(statement.parts) > 1:
+            raise errors.prepared_multiple_statements()
+        if not message.name:
+            self.state.statements.pop("", None)
+        self.state.add_statement(st.PreparedStatement(message.name, message.query, message.parameter_types,
+                                                      statement))
+        self.io.send(ext.ParseComplete())
 
     async def run_portal(self, portal: st.Portal) -> Result:
         """A portal's statement runs (through the pipeline) on its first Describe or Execute."""

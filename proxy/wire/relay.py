@@ -7,10 +7,18 @@ Only a client with nothing pinned on the backend takes it: outside a
 transaction, with no session state (SET, temp tables, PREPARE) held on a
 backend connection. Everything else, and every statement when the relay is
 unavailable, takes the ordinary path through `Pipeline.run`.
+
+Two ways in, one way through:
+- `pump`, from the client socket's callback while the connection's handler
+  task sleeps: the common case, with no task switch at all (PERFORMANCE.md:
+  the relay path must be Protocol-level);
+- `simple` / `bind`, from the handler task, for messages it already holds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +27,15 @@ from proxy.db_errors import postgres_error_from_fields
 from proxy.wire import messages_extended as ext
 from proxy.wire import messages_query as qm
 from proxy.wire import state as st
-from proxy.wire.relay_conn import SYNC, BackendGone, Exchange, message, parse_statement
-from proxy.wire.relay_pool import RelayPools
+from proxy.wire.codec import ProtocolViolation
+from proxy.wire.relay_conn import SYNC, Exchange, RelayConnection, message, parse_statement
+from proxy.wire.relay_pool import RelayPool, RelayPools
 
 if TYPE_CHECKING:
+    from proxy.steps import Step
     from proxy.wire.handler import WireConnection
+
+log = logging.getLogger("sqlgate.wire")
 
 _DESCRIBE_PORTAL = (b"D", b"P\x00")
 _EXECUTE_ALL = (b"E", b"\x00\x00\x00\x00\x00")  # unnamed portal, no row limit
@@ -40,75 +52,161 @@ def _translate(fields: dict[str, str]) -> tuple[errors.SqlgateError, bytes]:
     return error, qm.ErrorResponse(wire)
 
 
+class _Job:
+    """One statement on its way through the relay."""
+
+    __slots__ = ("step", "pool", "conn", "key", "name", "fresh", "started", "waiter")
+
+    def __init__(self, step: Step, pool: RelayPool, conn: RelayConnection) -> None:
+        self.step, self.pool, self.conn = step, pool, conn
+        self.key: tuple[str, tuple[int, ...]] | None = None  # a client's named statement, prepared on conn
+        self.name = b""
+        self.fresh = True
+        self.started = 0.0
+        self.waiter: asyncio.Future[None] | None = None  # the handler task's, on the `simple`/`bind` way
+
+
 class WireRelay:
     """The fast path for one wire connection."""
 
     def __init__(self, handler: WireConnection, pools: RelayPools) -> None:
         self.handler = handler
         self.pools = pools
-        self.running: Any = None  # the RelayConnection while a statement runs (for CancelRequest)
+        self.running: RelayConnection | None = None  # while a statement runs (CancelRequest, ordering)
 
     def _open(self) -> bool:
         h = self.handler
-        return (h.branch == "main" and not h.state.failed and h.client is not None and not h.client.in_transaction
-                and h.sessions is not None and not h.sessions.held and h.identity is not None
-                and h.identity.token.is_valid())
+        return (h.branch == "main" and not h.state.failed and not h.state.skipping and h.client is not None
+                and not h.client.in_transaction and h.sessions is not None and not h.sessions.held
+                and h.identity is not None and h.identity.token.is_valid())
+
+    # --- from the socket callback -------------------------------------------------
+
+    def pump(self, inbox: Any) -> bool:
+        """Relay what the client sent while its handler sleeps: Parse, and the
+        Query or Bind...Sync the relay can take, in order. True when it stopped at
+        a message the handler must see (the caller then wakes it)."""
+        h = self.handler
+        while inbox and self.running is None:
+            kind, body = inbox[0]
+            try:
+                if kind == b"P" and self._open():
+                    inbox.popleft()
+                    h.parse(ext.decode_parse(body))
+                    continue
+                if kind == b"Q":
+                    job = self._plan_simple(qm.decode_query(body).query, take_idle=True)
+                    if job is None:
+                        return True
+                    inbox.popleft()
+                    self._start(job, message(b"Q", body), 0)
+                elif kind == b"B":
+                    if not self._start_bind(ext.decode_bind(body), body):
+                        return True
+                else:
+                    return True
+            except (errors.SqlgateError, ProtocolViolation):
+                return True  # the handler answers it, the ordinary way
+        return False
+
+    # --- from the handler task ------------------------------------------------------
 
     async def simple(self, sql: str, body: bytes) -> bool:
         """A simple Query, relayed whole; False when it must take the ordinary path."""
-        if not self._open():
+        job = await self._acquire(self._plan_simple(sql, take_idle=False))
+        if job is None:
             return False
-        h = self.handler
-        planned = h.ctx.pipeline.relay_step(h.identity, sql, None, h.branch)  # type: ignore[arg-type]
-        if planned is None:
-            return False
-        step, login = planned
-        conn, pool = await self._connection(login)
-        if conn is None:
-            return False
-        await self._run(step, conn, pool, message(b"Q", body), 0)
+        await self._wait(job, message(b"Q", body), 0)
         return True
 
     async def bind(self, bind: ext.Bind, body: bytes) -> bool:
         """Bind, [Describe portal,] Execute, Sync of one statement, relayed as a
         unit when the client sent them together (as pgbench, libpq and most
         drivers do); False when they must take the ordinary path."""
-        h = self.handler
-        if bind.portal or not self._open():
-            return False
-        queued = h.io.queued(3)
-        describe = len(queued) >= 1 and queued[0] == _DESCRIBE_PORTAL
-        rest = queued[1:] if describe else queued
-        if len(rest) < 2 or rest[0] != _EXECUTE_ALL or rest[1][0] != b"S":
-            return False
-        entry = h.state.statements.get(bind.statement)
-        if entry is None or not entry.statement.parts:
-            return False
-        params = self._parameters(bind, entry)
-        if params is None:
-            return False
-        planned = h.ctx.pipeline.relay_step(h.identity, entry.query, params, h.branch,  # type: ignore[arg-type]
-                                            entry.statement)
+        planned = self._plan_bind(bind, self.handler.io.queued(3), take_idle=False)
         if planned is None:
             return False
-        step, login = planned
-        conn, pool = await self._connection(login)
-        if conn is None:
+        job, entry, describe = planned
+        if await self._acquire(job) is None:
             return False
-        h.io.discard(3 if describe else 2)
-        if entry.name:
-            key = (entry.query, entry.parameter_types)
-            name, fresh = conn.statement_for(key)
-        else:  # the client's unnamed statement stays unnamed: planned afresh each time, as it would be
-            key, name, fresh = None, b"", True
-        bind_rest = body[body.index(b"\x00", body.index(b"\x00") + 1) + 1:]  # after the portal and statement names
-        messages = ((parse_statement(name, entry.query, entry.parameter_types) if fresh else b"")
-                    + message(b"B", b"\x00" + name + b"\x00" + bind_rest)
-                    + (_DESCRIBE if describe else b"") + _EXECUTE + SYNC)
-        exchange = await self._run(step, conn, pool, messages, 1 if fresh else 0)
-        if key is not None and fresh and exchange is not None and exchange.parsed:
-            conn.remember(key, name)
+        self.handler.io.discard(3 if describe else 2)
+        messages, swallow = self._bind_messages(job, entry, body, describe)
+        await self._wait(job, messages, swallow)
         return True
+
+    async def _acquire(self, job: _Job | None) -> _Job | None:
+        if job is not None and job.conn is None:
+            job.conn = await job.pool.acquire()  # type: ignore[assignment]
+            if job.conn is None:
+                return None
+        return job
+
+    async def _wait(self, job: _Job, messages: bytes, swallow: int) -> None:
+        job.waiter = asyncio.get_running_loop().create_future()
+        self._start(job, messages, swallow)
+        await job.waiter
+
+    # --- planning -----------------------------------------------------------------
+
+    def _plan_simple(self, sql: str, take_idle: bool) -> _Job | None:
+        if not self._open():
+            return None
+        h = self.handler
+        planned = h.ctx.pipeline.relay_step(h.identity, sql, None, h.branch)  # type: ignore[arg-type]
+        return self._job(planned, take_idle) if planned is not None else None
+
+    def _job(self, planned: tuple[Step, Any], take_idle: bool) -> _Job | None:
+        step, login = planned
+        pool = self.pools.get(login)
+        if pool is None:
+            return None
+        conn = pool.take_idle() if take_idle else None
+        if take_idle and conn is None:
+            return None  # the handler task will wait for one
+        return _Job(step, pool, conn)  # type: ignore[arg-type]
+
+    def _plan_bind(self, bind: ext.Bind, following: list[Any],
+                   take_idle: bool) -> tuple[_Job, st.PreparedStatement, bool] | None:
+        """`following`: the messages the client sent after the Bind, already received."""
+        h = self.handler
+        if bind.portal or not self._open():
+            return None
+        describe = len(following) >= 1 and following[0] == _DESCRIBE_PORTAL
+        rest = following[1:] if describe else following
+        if len(rest) < 2 or rest[0] != _EXECUTE_ALL or rest[1][0] != b"S":
+            return None
+        entry = h.state.statements.get(bind.statement)
+        if entry is None or not entry.statement.parts:
+            return None
+        params = self._parameters(bind, entry)
+        if params is None:
+            return None
+        planned = h.ctx.pipeline.relay_step(h.identity, entry.query, params, h.branch,  # type: ignore[arg-type]
+                                            entry.statement)
+        job = self._job(planned, take_idle) if planned is not None else None
+        return (job, entry, describe) if job is not None else None
+
+    def _start_bind(self, bind: ext.Bind, body: bytes) -> bool:
+        """From `pump`: the Bind is still first in the inbox, its followers behind it."""
+        planned = self._plan_bind(bind, self.handler.io.queued(4)[1:], take_idle=True)
+        if planned is None:
+            return False
+        job, entry, describe = planned
+        self.handler.io.discard(4 if describe else 3)
+        messages, swallow = self._bind_messages(job, entry, body, describe)
+        self._start(job, messages, swallow)
+        return True
+
+    def _bind_messages(self, job: _Job, entry: st.PreparedStatement, body: bytes, describe: bool) -> tuple[bytes, int]:
+        if entry.name:
+            job.key = (entry.query, entry.parameter_types)
+            job.name, job.fresh = job.conn.statement_for(job.key)
+        # else the client's unnamed statement stays unnamed: planned afresh each time, as it would be
+        bind_rest = body[body.index(b"\x00", body.index(b"\x00") + 1) + 1:]  # after the portal and statement names
+        messages = ((parse_statement(job.name, entry.query, entry.parameter_types) if job.fresh else b"")
+                    + message(b"B", b"\x00" + job.name + b"\x00" + bind_rest)
+                    + (_DESCRIBE if describe else b"") + _EXECUTE + SYNC)
+        return messages, 1 if job.fresh else 0
 
     def _parameters(self, bind: ext.Bind, entry: st.PreparedStatement) -> tuple[str | None, ...] | None:
         """The parameters as text, for the trace; None if that needs a Describe first."""
@@ -123,32 +221,39 @@ class WireRelay:
         except errors.SqlgateError:
             return None
 
-    async def _connection(self, login: Any) -> tuple[Any, Any]:
-        pool = self.pools.get(login)
-        return (await pool.acquire() if pool is not None else None), pool
+    # --- running ------------------------------------------------------------------
 
-    async def _run(self, step: Any, conn: Any, pool: Any, messages: bytes, swallow: int) -> Exchange | None:
-        """Send, stream the answer to the client, trace, answer ReadyForQuery."""
+    def _start(self, job: _Job, messages: bytes, swallow: int) -> None:
+        self.running = job.conn
+        job.started = time.perf_counter()
+        job.conn.start(messages, Exchange(self.handler.io.send, _translate,
+                                          lambda exchange, problem: self._done(job, exchange, problem), swallow))
+
+    def _done(self, job: _Job, exchange: Exchange, problem: BaseException | None) -> None:
+        """The answer is through (or the backend went): trace, ReadyForQuery, go on."""
         h = self.handler
-        exchange = Exchange(h.io.send, _translate, swallow)
-        started = time.perf_counter()
-        self.running = conn
+        self.running = None
         try:
-            conn.start(messages, exchange)
-            await exchange.done
-        except BackendGone:
-            error = errors.backend_unavailable("the connection to PostgreSQL was lost")
-            h.ctx.pipeline.relayed(step, started, "", error)
-            h.io.send(qm.ErrorResponse(error.wire_fields()))
-            return None
-        else:
-            h.ctx.pipeline.relayed(step, started, exchange.tag.decode(), exchange.error)
-            return exchange
-        finally:
-            self.running = None
-            pool.release(conn)
-            h.state.skipping = False
+            pipeline = h.ctx.pipeline
+            if problem is None:
+                pipeline.relayed(job.step, job.started, exchange.tag.decode(), exchange.error)
+                if job.key is not None and job.fresh and exchange.parsed:
+                    job.conn.remember(job.key, job.name)
+            else:
+                error = errors.backend_unavailable(f"the connection to PostgreSQL was lost ({problem})")
+                pipeline.relayed(job.step, job.started, "", error)
+                h.io.send(qm.ErrorResponse(error.wire_fields()))
+            job.pool.release(job.conn)
             h.ready()
+        except Exception:  # noqa: BLE001 - from a protocol callback: end this client only
+            log.exception("wire relay failed")
+            h.terminate("XX000", "internal error in sqlgate; the connection is closed")
+            return
+        if job.waiter is not None:
+            if not job.waiter.done():
+                job.waiter.set_result(None)
+        else:
+            h.io.relay_finished()
 
     async def cancel(self) -> bool:
         conn = self.running

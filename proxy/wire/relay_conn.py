@@ -31,20 +31,26 @@ class BackendGone(Exception):
 
 
 class Exchange:
-    """One request's answer: bytes go to `sink` as they arrive; the exchange
-    ends at ReadyForQuery."""
+    """One request's answer: bytes go to `sink` as they arrive; at ReadyForQuery
+    (or when the connection breaks) `on_done` is called, from the protocol callback."""
 
-    __slots__ = ("sink", "on_error", "swallow", "parsed", "tag", "error", "done")
+    __slots__ = ("sink", "on_error", "on_done", "swallow", "parsed", "tag", "error", "finished")
 
     def __init__(self, sink: Callable[[bytes], None], on_error: Callable[[dict[str, str]], tuple[Any, bytes]],
-                 swallow: int) -> None:
+                 on_done: Callable[[Exchange, BaseException | None], None], swallow: int) -> None:
         self.sink = sink
         self.on_error = on_error  # backend error fields -> (sqlgate's error, the bytes to send instead)
+        self.on_done = on_done
         self.swallow = swallow  # ParseComplete/CloseComplete answers to messages the relay added
         self.parsed = 0  # of those, how many were ParseComplete
         self.tag = b""
         self.error: Any = None
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.finished = False
+
+    def finish(self, problem: BaseException | None) -> None:
+        if not self.finished:
+            self.finished = True
+            self.on_done(self, problem)
 
 
 class RelayConnection(asyncio.Protocol):
@@ -71,8 +77,8 @@ class RelayConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         exchange, self.exchange = self.exchange, None
-        if exchange is not None and not exchange.done.done():
-            exchange.done.set_exception(BackendGone("the connection to PostgreSQL was lost"))
+        if exchange is not None:
+            exchange.finish(BackendGone("the connection to PostgreSQL was lost"))
         self._wake()
 
     def data_received(self, data: bytes) -> None:
@@ -151,9 +157,9 @@ class RelayConnection(asyncio.Protocol):
                 if pos > start:
                     sink(data[start:pos])
                 self.exchange = None
-                if not exchange.done.done():
-                    exchange.done.set_result(None)
-                return self._queue(data[end:]) if end < n else b""
+                rest = self._queue(data[end:]) if end < n else b""
+                exchange.finish(None)
+                return rest
             elif kind in (PARSED, CLOSED) and exchange.swallow:
                 if pos > start:
                     sink(data[start:pos])

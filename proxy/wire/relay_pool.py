@@ -52,11 +52,9 @@ class RelayPool:
     async def acquire(self) -> RelayConnection | None:
         """A connection, or None when the relay should not be used now."""
         while True:
-            while self.idle:
-                conn = self.idle.pop()
-                if not conn.closed:
-                    return conn
-                self.open -= 1
+            idle = self.take_idle()
+            if idle is not None:
+                return idle
             if time.monotonic() < self.resting_until:
                 return None
             if self.open < self.size:
@@ -77,6 +75,15 @@ class RelayPool:
             conn = await waiter
             if conn is not None:
                 return conn  # handed over by release(); else a slot freed up: try again
+
+    def take_idle(self) -> RelayConnection | None:
+        """An idle connection at once, or None (never waits, never connects)."""
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn
+            self.open -= 1
+        return None
 
     def release(self, conn: RelayConnection) -> None:
         """Give a connection back; a broken or busy one is closed instead."""

@@ -66,7 +66,22 @@ class WireProtocol(asyncio.Protocol):
         if len(self.inbox) > MAX_QUEUED_MESSAGES and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+        relay = self.handler.relay if self.handler is not None else None
+        if (relay is not None and self.waiting and self.violation is None
+                and (relay.running is not None or not relay.pump(self.inbox))):
+            return  # the relay has it; the handler sleeps on
         self._wake()
+
+    def relay_finished(self) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
+        if self.closed:
+            return
+        relay = self.handler.relay if self.handler is not None else None
+        if self.inbox and relay is not None and relay.pump(self.inbox):
+            self._wake()  # a message only the handler can answer
+        if self.paused and len(self.inbox) < MAX_QUEUED_MESSAGES // 2:
+            self.paused = False
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         self.closed = True
@@ -205,5 +220,7 @@ class WireServer:
             await asyncio.sleep(interval)
             now = loop.time()
             for proto in list(self.protocols):
-                if proto.waiting and now - proto.last_activity > self.idle_timeout_s and proto.handler is not None:
-                    proto.handler.terminate("57P05", "terminating connection due to idle-session timeout")
+                handler = proto.handler
+                if (proto.waiting and now - proto.last_activity > self.idle_timeout_s and handler is not None
+                        and (handler.relay is None or handler.relay.running is None)):
+                    handler.terminate("57P05", "terminating connection due to idle-session timeout")
