@@ -6,6 +6,7 @@ SQL, and traces recorded as over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import struct
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 
 from tests.support.wire import Wire
+from tests.support.wire_raw import msg, scram_login
 
 LONG_QUERY = {
     "postgres": "SELECT pg_sleep(20)",
@@ -165,3 +167,30 @@ def test_a_client_gone_mid_transaction_leaves_its_statements_traced(wire: Wire) 
     with wire.server.client() as http:
         rows = http.post("/sql", json={"query": f"SELECT count(*)::int AS n FROM {table}"}).json()["rows"]
     assert rows == [{"n": 0}]
+
+
+@pytest.mark.parametrize("statement, shape", [
+    ("INSERT INTO {t} VALUES (1)", [b"1", b"2", b"n", b"Z"]),  # no rows: NoData
+    ("SELECT count(*) AS n FROM {t}", [b"1", b"2", b"T", b"Z"]),
+])
+def test_describing_a_portal_does_not_run_it(wire: Wire, statement: str, shape: list[bytes]) -> None:
+    """Bind + Describe portal + Sync with no Execute: PostgreSQL describes the rows
+    the portal would return and runs nothing; so must sqlgate."""
+    table = f"described_{len(shape)}_{'ins' if 'INSERT' in statement else 'sel'}"
+    with psycopg.connect(wire.dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"CREATE TABLE {table} (a int)")
+    c, _ = scram_login(wire, wire.server.admin_token)
+    while c.message()[0] != b"Z":
+        pass
+    sql = statement.format(t=table).encode()
+    c.sock.sendall(msg(b"P", b"\0" + sql + b"\0" + struct.pack("!h", 0))
+                   + msg(b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0))
+                   + msg(b"D", b"P\0") + msg(b"S", b""))
+    kinds = []
+    while not kinds or kinds[-1] != b"Z":
+        kinds.append(c.message()[0])
+    c.sock.close()
+    assert kinds == shape
+    with psycopg.connect(wire.dsn(), autocommit=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)

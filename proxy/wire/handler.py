@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Protocol
 
+from sqlglot import exp
+
 from policy.classify import classify_cached
 from policy.identity import Identity
 from proxy import errors
@@ -378,10 +380,13 @@ class WireConnection:
                 self.io.send(st.row_description(fields) if fields else ext.NoData())
             else:
                 portal = state.portal(message.name)
-                result = await self.run_portal(portal)
-                if result.fields:
-                    st.check_formats(result.fields, portal.result_formats)
-                    self.io.send(st.row_description(result.fields, portal.result_formats))
+                if portal.result is None and self._describable(portal.statement):
+                    fields = (await self.describe_statement(portal.statement))[1]
+                else:  # DuckDB cannot describe a write's RETURNING rows: the portal runs now
+                    fields = (await self.run_portal(portal)).fields
+                if fields:
+                    st.check_formats(fields, portal.result_formats)
+                    self.io.send(st.row_description(fields, portal.result_formats))
                 else:
                     self.io.send(ext.NoData())
         elif isinstance(message, ext.Execute):
@@ -406,6 +411,16 @@ class WireConnection:
             self.io.send(ext.CloseComplete())
         else:
             raise ProtocolViolation(f"unexpected message {type(message).__name__}")
+
+    def _describable(self, entry: st.PreparedStatement) -> bool:
+        """Whether Describe can tell a portal's row shape without running it (as
+        PostgreSQL does): always on PostgreSQL; on DuckDB for reads, and for
+        writes with no RETURNING (they have no rows)."""
+        parts = entry.statement.parts
+        if self.dialect == "postgres" or not parts or parts[0].klass is C.READ:
+            return True
+        tree = parts[0].tree
+        return tree is not None and tree.find(exp.Returning) is None
 
     def parse(self, message: ext.Parse) -> None:
         """Parse is answered here, classified but not sent to the database (the
