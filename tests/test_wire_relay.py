@@ -9,6 +9,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -231,3 +232,32 @@ def test_a_client_gone_mid_read_leaves_the_relay_usable(servers: tuple[Wire, Wir
     c.sock.close()  # before the answer is read
     for _ in range(20):  # every relay connection still answers
         assert answer(on, query("SELECT 5"))[-2][0] == b"C"
+
+
+def _rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+def test_a_big_answer_to_a_slow_reader_stays_out_of_memory(servers: tuple[Wire, Wire]) -> None:
+    """About 300 MB of rows to a client that does not read for a while: the relay
+    stops reading PostgreSQL instead of buffering, then streams all of it."""
+    on, _ = servers
+    pid = on.server.process.pid  # type: ignore[union-attr]
+    c, _ = scram_login(on, on.server.admin_token)
+    while c.message()[0] != b"Z":
+        pass
+    before = _rss_kb(pid)
+    c.sock.sendall(query("SELECT g, repeat('x', 1000) FROM generate_series(1, 300000) g"))
+    time.sleep(3)  # PostgreSQL could have sent everything by now
+    grown_mb = (_rss_kb(pid) - before) / 1024
+    rows, total = 0, 0
+    while True:
+        kind, body = c.message()
+        total += len(body)
+        rows += kind == b"D"
+        if kind == b"Z":
+            break
+    c.sock.close()
+    assert rows == 300000 and total > 300_000_000
+    assert grown_mb < 64, f"sqlgate grew by {grown_mb:.0f} MB while the client was not reading"

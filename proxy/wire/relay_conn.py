@@ -64,7 +64,8 @@ class RelayConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.prepared: OrderedDict[tuple[str, tuple[int, ...]], bytes] = OrderedDict()
         self._names = 0
-        self.closing: list[bytes] = []  # Close of evicted statements, sent ahead of the next exchange
+        self.closing: list[bytes] = []
+        self.paused = False  # Close of evicted statements, sent ahead of the next exchange
         # Before the relay starts (start-up and authentication), messages queue here.
         self._setup: deque[tuple[int, bytes]] | None = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -131,6 +132,7 @@ class RelayConnection(asyncio.Protocol):
 
     def start(self, messages: bytes, exchange: Exchange) -> None:
         self.exchange = exchange
+        self.throttle(False)
         if self.closing:
             exchange.swallow += len(self.closing)
             messages = b"".join(self.closing) + messages
@@ -170,6 +172,16 @@ class RelayConnection(asyncio.Protocol):
         if pos > start:
             sink(data if start == 0 and pos == n else data[start:pos])
         return data[pos:]
+
+    def throttle(self, paused: bool) -> None:
+        """Stop reading PostgreSQL's answer while the client cannot take more
+        (its socket buffer is full), so a big result never piles up in memory."""
+        if paused != self.paused and self.transport is not None and not self.closed:
+            self.paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     # --- server-side prepared statements ------------------------------------------
 

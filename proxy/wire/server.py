@@ -83,6 +83,17 @@ class WireProtocol(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
 
+    def pause_writing(self) -> None:
+        self._throttle_relay(True)
+
+    def resume_writing(self) -> None:
+        self._throttle_relay(False)
+
+    def _throttle_relay(self, paused: bool) -> None:
+        relay = self.handler.relay if self.handler is not None else None
+        if relay is not None and relay.running is not None:
+            relay.running.throttle(paused)
+
     def eof_received(self) -> bool | None:
         self.closed = True
         self._wake()
@@ -90,6 +101,7 @@ class WireProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._throttle_relay(False)  # a relayed answer drains (to nowhere) and its connection is reused
         self._wake()
 
     def _wake(self) -> None:
