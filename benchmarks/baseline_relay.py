@@ -2,13 +2,12 @@
 asyncio.Protocol byte pipe on uvloop, one PostgreSQL connection per client,
 no parsing, no pooling, no tracing. The floor for any Python wire proxy.
 
-    python -m benchmarks.baseline_relay LISTEN_PORT TARGET_PORT
+    python -m benchmarks baseline_relay LISTEN_PORT TARGET_PORT
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 
@@ -65,9 +64,16 @@ async def serve(listen_port: int, target_port: int) -> None:
 
 
 def main() -> None:
+    import argparse
+
     import uvloop
 
-    uvloop.run(serve(int(sys.argv[1]), int(sys.argv[2])))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks baseline_relay",
+                                     description="a bare byte relay to PostgreSQL, for wire_overhead's baseline")
+    parser.add_argument("listen_port", type=int)
+    parser.add_argument("target_port", type=int, help="PostgreSQL's port on 127.0.0.1")
+    args = parser.parse_args()
+    uvloop.run(serve(args.listen_port, args.target_port))
 
 
 if __name__ == "__main__":
