@@ -136,12 +136,24 @@ def scan(acc: Acc, tree: exp.Expression, executed: bool) -> None:
         elif k == _DML:
             klass, action = DML[t]
             acc.raise_to(klass, "" if klass < C.DESTRUCTIVE_DML else f"{action.upper()} changes existing rows")
+            if t is exp.Insert and _overwrites(node):
+                action = "upsert"  # still `write` (the corpus contract), but checkpointed: it can overwrite rows
+                acc.raise_to(klass, "the upsert may overwrite existing rows")
             target = node.this
             if target is not None:
                 acc.target("table", table_name(target), action)
         elif node.parent is not None and isinstance(node.parent, exp.Select):  # _INTO
             acc.raise_to(C.SAFE_DDL)
             acc.target("table", table_name(node.this), "create", detail="select into")
+
+
+def _overwrites(node: exp.Expression) -> bool:
+    """INSERT ... ON CONFLICT DO UPDATE or INSERT OR REPLACE (not DO NOTHING / INSERT OR IGNORE)."""
+    if str(node.args.get("alternative") or "").upper() == "REPLACE":
+        return True
+    conflict = node.args.get("conflict")
+    action = conflict.args.get("action") if conflict is not None else None
+    return action is not None and "UPDATE" in str(action.this).upper()
 
 
 def _func(acc: Acc, f: exp.Func, executed: bool) -> None:
@@ -169,7 +181,7 @@ def classify_tree(tree: exp.Expression, stype: str, text: str) -> Acc:
         if acc.klass == C.READ and stype not in allowed:
             acc.raise_to(C.DANGEROUS, f"sqlglot and DuckDB disagree about this statement ({stype})")
         return acc
-    for cls, (klass, action) in DML.items():
+    for cls, (_klass, action) in DML.items():
         if isinstance(tree, cls):
             acc.command = action.upper()
             scan(acc, tree, executed=True)

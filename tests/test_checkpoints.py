@@ -271,6 +271,9 @@ def test_drop_last_column_then_rollback(sqlgate: SqlgateServer, writer: str, tab
 def test_drop_column_that_cannot_be_put_back_is_refused(sqlgate: SqlgateServer, writer: str) -> None:
     p = fresh()
     make_tables(sqlgate, p, writer)
+    if sqlgate.backend == "duckdb":  # DuckDB itself refuses ALTER on a table with an index
+        refused_unchanged(sqlgate, writer, p, f"ALTER TABLE {p}_t DROP COLUMN price")
+        return
     before = snapshot(sqlgate, p)
     r = sqlgate.sql(f"ALTER TABLE {p}_t DROP COLUMN price", token=writer)  # not the last column
     assert r.status_code in (400, 403) and r.json()["code"] == "0A000", r.text
@@ -409,7 +412,8 @@ def test_checkpoints_are_listed_with_size_age_expiry_and_traced(sqlgate: Sqlgate
 
 
 def test_merge_and_data_modifying_cte(sqlgate: SqlgateServer, writer: str) -> None:
-    """PostgreSQL: the capture triggers see any DML, whatever its form. DuckDB: refused until kept."""
+    """PostgreSQL: the capture triggers see any DML, whatever its form. DuckDB: the rows
+    the statement may change are kept before it runs."""
     p = fresh()
     make_tables(sqlgate, p, writer)
     statements = [
@@ -419,11 +423,9 @@ def test_merge_and_data_modifying_cte(sqlgate: SqlgateServer, writer: str) -> No
         f" WHEN MATCHED AND c.id % 2 = 0 THEN DELETE WHEN MATCHED THEN UPDATE SET note = 'merged'"
         f" WHEN NOT MATCHED THEN INSERT VALUES (s.id, 41, 'new')",
     ]
+    if sqlgate.backend == "duckdb":  # DuckDB refuses to update a row still referenced (its FK limitation)
+        refused_unchanged(sqlgate, writer, p, statements.pop(0))
     for statement in statements:
-        if sqlgate.backend == "duckdb":
-            r = sqlgate.sql(statement, token=writer)
-            assert r.status_code in (400, 403), r.text
-            continue
         destroy_and_restore(sqlgate, writer, p, statement, None, None)
 
 
@@ -469,12 +471,19 @@ def test_drop_sequence_then_rollback(sqlgate: SqlgateServer, writer: str) -> Non
 def test_definition_changes_are_refused_where_not_kept(sqlgate: SqlgateServer, writer: str) -> None:
     p = fresh()
     make_tables(sqlgate, p, writer)
+    if sqlgate.backend == "duckdb":  # a schema holding a macro: its definition is not kept
+        ok(sqlgate.sql(f"CREATE SCHEMA {p}_m", token=writer))
+        ok(sqlgate.sql(f"CREATE MACRO {p}_m.plus_one(x) AS x + 1", token=writer))
+        statements = [f"DROP SCHEMA {p}_m CASCADE"]
+    else:
+        statements = [f"DROP SCHEMA {p}_nowhere CASCADE"]
     before = snapshot(sqlgate, p)
-    statements = [f"DROP SCHEMA {p}_nowhere CASCADE"]
     for statement in statements:
         r = sqlgate.sql(statement, token=writer)
         assert r.status_code == 403 and r.json()["reason"] == "checkpoint.unavailable", r.text
     assert snapshot(sqlgate, p) == before
+    if sqlgate.backend == "duckdb":
+        assert num(sqlgate, f"SELECT {p}_m.plus_one(1) AS n") == 2
 
 
 def test_a_session_cannot_file_its_changes_under_another_checkpoint(sqlgate: SqlgateServer, writer: str) -> None:

@@ -41,11 +41,14 @@ _TYPE_CASE = ("CASE " + " ".join(f"WHEN data_type = '{d}' THEN '{p}'" for d, p i
               + " THEN replace(replace(lower(data_type), 'decimal', 'numeric'), ' ', '')"
               + " ELSE lower(data_type) END")
 
-# Every relation psql may list, as (oid, schema, name, relkind, type label, table it belongs to).
+# Every relation psql may list, as (oid, schema, name, relkind, type label, table it belongs to). Tables a
+# DROP TABLE renamed aside for its checkpoint (`__sqlgate_cp_..`) are dropped as far as users know: DuckDB
+# cannot move a table to another schema, so they stay beside the others and are left out here.
 _OBJECTS = """(
   SELECT table_oid AS oid, schema_name AS nspname, table_name AS relname, 'r' AS relkind, 'table' AS kind,
          NULL AS tablename, has_primary_key OR index_count > 0 AS hasindex
     FROM duckdb_tables() WHERE NOT internal AND database_name = current_database()
+         AND NOT starts_with(table_name, '__sqlgate_')
   UNION ALL
   SELECT view_oid, schema_name, view_name, 'v', 'view', NULL, false
     FROM duckdb_views() WHERE NOT internal AND database_name = current_database()

@@ -1,0 +1,73 @@
+"""DuckDB checkpoints for changes of definition: a table's columns (RENAME,
+DROP DEFAULT / NOT NULL, ALTER TYPE with its old values), an index, sequence
+or view definition, and DROP COLUMN (the column's values only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from branching.duck_sql import ROWID, Cursor, Take, q, split
+
+
+def keep_definition(take: Take, cur: Cursor, name: str, type_column: str | None) -> None:
+    schema, table = split(cur, name)
+    row = cur.execute("SELECT table_oid FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
+                      " AND database_name = current_database()", [schema, table]).fetchone()
+    if row is None:
+        return  # the statement itself reports the missing table
+    cols = cur.execute(
+        "SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
+        " WHERE table_oid = ? ORDER BY column_index", [row[0]]).fetchall()
+    obj: dict[str, Any] = {"kind": "definition", "schema": schema, "name": table, "oid": row[0],
+                           "columns": [list(c) for c in cols]}
+    if type_column is not None:
+        keep = f"sqlgate.{q('typ_' + take.cp_id)}"
+        cur.execute(f"CREATE TABLE {keep} AS SELECT rowid AS {ROWID}, {q(type_column)} FROM {q(schema)}.{q(table)}")
+        obj.update(keep=keep, type_column=type_column)
+    take.record(cur, "definition", [name], [obj])
+
+
+def keep_object(take: Take, cur: Cursor, kind: str, name: str) -> None:
+    schema, obj_name = split(cur, name)
+    source, column = {"index": ("duckdb_indexes()", "index_name"),
+                      "sequence": ("duckdb_sequences()", "sequence_name"),
+                      "view": ("duckdb_views()", "view_name")}[kind]
+    row = cur.execute(f"SELECT sql FROM {source} WHERE schema_name = ? AND {column} = ?"
+                      " AND database_name = current_database()", [schema, obj_name]).fetchone()
+    objects = [] if row is None else [{"kind": f"{kind}def", "schema": schema, "name": obj_name, "sql": row[0]}]
+    take.record(cur, "definition", [name], objects)
+
+
+def drop_column_runner(take: Take, name: str, column: str) -> Any:
+    """Keeps the column's values by row id. A last column without constraints is added back in place;
+    any other is put back by rebuilding the table from its kept definition (DuckDB cannot add a column
+    between others), so its definition and index definitions are kept too."""
+
+    def keep(cur: Cursor) -> None:
+        schema, table = split(cur, name)
+        cols = cur.execute(
+            "SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
+            " WHERE schema_name = ? AND table_name = ? AND database_name = current_database()"
+            " ORDER BY column_index", [schema, table]).fetchall()
+        found = [c for c in cols if c[0] == column]
+        if not found:
+            return  # the statement itself reports the missing column
+        table_sql, indexes, constrained = cur.execute(
+            "SELECT (SELECT sql FROM duckdb_tables() WHERE schema_name = $1 AND table_name = $2"
+            "        AND database_name = current_database()),"
+            " (SELECT list(sql) FROM duckdb_indexes() WHERE schema_name = $1 AND table_name = $2"
+            "        AND database_name = current_database()),"
+            " (SELECT count(*) FROM duckdb_constraints() WHERE schema_name = $1 AND table_name = $2"
+            "        AND database_name = current_database() AND constraint_type NOT IN ('NOT NULL')"
+            "        AND list_contains(constraint_column_names, $3))", [schema, table, column]).fetchone()  # type: ignore[misc]
+        kept = f"sqlgate.{q('col_' + take.cp_id)}"
+        cur.execute(f"CREATE TABLE {kept} AS SELECT rowid AS {ROWID}, {q(column)} FROM {q(schema)}.{q(table)}")
+        _, data_type, default, nullable = found[0]
+        obj = {"kind": "column", "schema": schema, "name": table, "column": column, "type": data_type,
+               "default": default, "notnull": not nullable, "keep": kept}
+        if cols[-1][0] != column or constrained:
+            obj.update(rebuild=True, table_sql=table_sql, indexes=[i for i in indexes or [] if i],
+                       columns=[c[0] for c in cols])
+        take.record(cur, "column", [name], [obj])
+
+    return take.keep_runner(keep)

@@ -1,0 +1,130 @@
+"""Rollback on DuckDB, objects: bring back what a checkpoint kept of
+relations and definitions (tables renamed aside or copied, views, columns,
+index / sequence / view definitions, a table's column definitions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from branching import common
+from branching.duck_schema import restore_schema
+from branching.duck_sql import NAME_TAKEN, ROWID, Cursor, columns, exists, q, relation_exists
+
+
+def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any]) -> str | None:
+    """Puts one kept object back; answers its name for the outcome (None: not an object kind)."""
+    kind = o["kind"]
+    here = f"{o['schema']}.{o['name']}"
+    if kind == "relation":
+        if relation_exists(cur, o["schema"], o["name"]):
+            if mode == "statement":
+                raise common.conflicts_error(cp_id, [{"table": here, "conflict": NAME_TAKEN}])
+            raise common.rollback_failed(f"{here} exists again; drop it first")
+        cur.execute(f"ALTER TABLE {q(o['schema'])}.{q(o['trash'])} RENAME TO {q(o['name'])}")
+        for index_sql in o.get("indexes", []):
+            cur.execute(index_sql)
+    elif kind == "copy":
+        if relation_exists(cur, o["schema"], o["name"]):
+            raise common.conflicts_error(cp_id, [{"table": here, "conflict": NAME_TAKEN}])
+        cur.execute(f"SET schema = {q(o['schema'])}")
+        cur.execute(o["sql"])
+        cur.execute(f"INSERT INTO {q(o['schema'])}.{q(o['name'])} SELECT * FROM {o['keep']}")
+        for index_sql in o.get("indexes", []):
+            cur.execute(index_sql)
+        cur.execute(f"DROP TABLE {o['keep']}")
+    elif kind == "column":
+        restore_column(cur, cp_id, o)
+        return f"{here}.{o['column']}"
+    elif kind == "definition":
+        restore_definition(cur, o)
+    elif kind in ("indexdef", "sequencedef", "viewdef"):
+        cur.execute(f"SET schema = {q(o['schema'])}")
+        statement = o["sql"]
+        if kind == "viewdef":
+            statement = statement.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1)
+        elif exists(cur, o["schema"], o["name"]) or cur.execute(
+                "SELECT count(*) FROM duckdb_indexes() WHERE schema_name = ? AND index_name = ?",
+                [o["schema"], o["name"]]).fetchone()[0]:  # type: ignore[index]
+            raise common.conflicts_error(cp_id, [{"object": o["name"], "conflict": NAME_TAKEN}])
+        cur.execute(statement)
+    elif kind == "schema":
+        restore_schema(cur, cp_id, o)
+    elif kind == "view":
+        if relation_exists(cur, o["schema"], o["name"]):
+            raise common.conflicts_error(cp_id, [{"view": here, "conflict": NAME_TAKEN}])
+        cur.execute(f"SET schema = {q(o['schema'])}")
+        cur.execute(o["sql"])
+    else:
+        return None
+    return here
+
+
+def restore_column(cur: Cursor, cp_id: str, o: dict[str, Any]) -> None:
+    qualified = f"{q(o['schema'])}.{q(o['name'])}"
+    if o["column"] in columns(cur, o["schema"], o["name"]):
+        raise common.conflicts_error(cp_id, [{"column": o["column"],
+                                              "conflict": "a column with this name was added since"}])
+    if o.get("rebuild"):
+        rebuild_with_column(cur, cp_id, o)
+        return
+    default = f" DEFAULT {o['default']}" if o.get("default") is not None else ""
+    cur.execute(f"ALTER TABLE {qualified} ADD COLUMN {q(o['column'])} {o['type']}{default}")
+    cur.execute(f"UPDATE {qualified} SET {q(o['column'])} = k.{q(o['column'])} FROM {o['keep']} k"
+                f" WHERE {qualified}.rowid = k.{ROWID}")
+    if o.get("notnull"):
+        cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(o['column'])} SET NOT NULL")
+    cur.execute(f"DROP TABLE {o['keep']}")
+
+
+def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any]) -> None:
+    """The table again from its kept definition, rows in row-id order with the column's kept values
+    (DuckDB cannot add a column between others). Its row ids are renumbered."""
+    schema, name, column = o["schema"], o["name"], o["column"]
+    qualified = f"{q(schema)}.{q(name)}"
+    if columns(cur, schema, name) != [c for c in o["columns"] if c != column]:
+        raise common.conflicts_error(cp_id, [{"table": f"{schema}.{name}", "conflict": "its columns changed since"}])
+    scratch = f"sqlgate.{q('rebuild_' + cp_id)}"
+    select = ", ".join(f"k.{q(c)}" if c == column else f"t.{q(c)}" for c in o["columns"])
+    cur.execute(f"CREATE TABLE {scratch} AS SELECT {select} FROM {qualified} t LEFT JOIN {o['keep']} k"
+                f" ON t.rowid = k.{ROWID} ORDER BY t.rowid")
+    for (index,) in cur.execute("SELECT index_name FROM duckdb_indexes() WHERE schema_name = ? AND table_name = ?"
+                                " AND database_name = current_database()", [schema, name]).fetchall():
+        cur.execute(f"DROP INDEX {q(schema)}.{q(index)}")
+    cur.execute(f"DROP TABLE {qualified}")
+    cur.execute(f"SET schema = {q(schema)}")  # the kept definition names no schema for tables in main
+    cur.execute(o["table_sql"])
+    cur.execute(f"INSERT INTO {qualified} SELECT * FROM {scratch}")
+    for index_sql in o.get("indexes", []):
+        cur.execute(index_sql)
+    cur.execute(f"DROP TABLE {scratch}")
+    cur.execute(f"DROP TABLE {o['keep']}")
+
+
+def restore_definition(cur: Cursor, o: dict[str, Any]) -> None:
+    row = cur.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE table_oid = ?",
+                      [o["oid"]]).fetchone()
+    if row is None:
+        raise common.rollback_failed(f"table {o['schema']}.{o['name']} is gone")
+    if row[1] != o["name"]:
+        cur.execute(f"ALTER TABLE {q(row[0])}.{q(row[1])} RENAME TO {q(o['name'])}")
+    qualified = f"{q(o['schema'])}.{q(o['name'])}"
+    now = cur.execute("SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
+                      " WHERE table_oid = ? ORDER BY column_index", [o["oid"]]).fetchall()
+    for (name, type_, default, nullable), current in zip(o["columns"], now, strict=False):
+        col = q(name)
+        if current[0] != name:
+            cur.execute(f"ALTER TABLE {qualified} RENAME COLUMN {q(current[0])} TO {col}")
+        kept = o.get("type_column") == name and o.get("keep")
+        if current[1] != type_:
+            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {type_}"
+                        f" USING {'NULL' if kept else f'CAST({col} AS {type_})'}")
+        if kept:  # even when the type reads the same (VARCHAR(4) is VARCHAR), USING may have changed values
+            cur.execute(f"UPDATE {qualified} SET {col} = k.{col} FROM {o['keep']} k"
+                        f" WHERE {qualified}.rowid = k.{ROWID}")
+        if current[2] != default:
+            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} "
+                        + ("DROP DEFAULT" if default is None else f"SET DEFAULT {default}"))
+        if current[3] != nullable:
+            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} {'DROP' if nullable else 'SET'} NOT NULL")
+    if o.get("keep"):
+        cur.execute(f"DROP TABLE {o['keep']}")

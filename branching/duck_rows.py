@@ -1,0 +1,100 @@
+"""DuckDB row checkpoints for DELETE, UPDATE and TRUNCATE: the rows a
+statement removes (with their row ids) and, for UPDATE, the rows it writes,
+kept in tables of schema `sqlgate` in the statement's own transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlglot import exp
+
+from branching import common
+from branching.duck_sql import ROWID, Cursor, Take, q, split, watermark
+from proxy.result import Result
+
+
+def rowid_select(tree: exp.Expression) -> str:
+    """SELECT the target's rowids with the statement's own FROM/USING/WHERE."""
+    target = tree.this
+    if not isinstance(target, exp.Table):
+        raise ValueError("target is not a table")
+    ref = target.alias_or_name
+    select = exp.select(exp.column("rowid", table=ref, quoted=True)).from_(target.copy())
+    extra = tree.args.get("using") or tree.args.get("tables") or []
+    from_ = tree.args.get("from") or tree.args.get("from_")
+    if from_ is not None:
+        extra = [*extra, from_.this, *[j.this for j in (tree.args.get("joins") or [])]]
+        for join in from_.args.get("joins") or []:
+            extra.append(join)
+    for other in extra:
+        if isinstance(other, exp.Join):
+            select = select.join(other.copy())
+        else:
+            select = select.join(other.copy(), join_type="cross")
+    where = tree.args.get("where")
+    if where is not None:
+        select = select.where(where.this.copy())
+    with_ = tree.args.get("with") or tree.args.get("with_")
+    if with_ is not None:
+        select.set("with", with_.copy())
+    return select.sql(dialect="duckdb")
+
+
+def rows_object(cur: Cursor, schema: str, table: str, old: str, new: str | None = None) -> dict[str, Any]:
+    """A kept-rows object, with the table's watermark taken now (before the statement)."""
+    return {"kind": "rows", "schema": schema, "name": table, "old": old, "new": new,
+            "watermark": watermark(cur, schema, table)}
+
+
+def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
+    """DELETE: one pass, its own RETURNING feeds the kept rows. UPDATE: old rows by the statement's
+    own FROM/WHERE (row ids), new rows by RETURNING, which then also runs the statement."""
+    part = take.part
+    is_update = isinstance(tree, exp.Update)
+    own_with = tree.args.get("with") is not None or tree.args.get("with_") is not None
+    own_returning = tree.args.get("returning") is not None
+    rowids = rowid_select(tree) if (is_update or own_returning) else None
+    if is_update and own_returning:
+        raise common.unavailable(part, "UPDATE ... RETURNING on DuckDB")
+
+    def capture(cur: Cursor, args: list[Any] | None) -> Result | None:
+        schema, table = split(cur, name)
+        qualified = f"{q(schema)}.{q(table)}"
+        old = take.kept("cpd")
+        obj = rows_object(cur, schema, table, old)
+        result: Result | None = None
+        if rowids is None and not own_with:
+            row = cur.execute(f"CREATE TABLE {old} AS WITH __sqlgate_d AS ({part.sql}\n"
+                              f"RETURNING rowid AS {ROWID}, *) SELECT * FROM __sqlgate_d", args).fetchone()
+            result = Result(command_tag=f"DELETE {row[0] if row else 0}")
+        else:
+            if rowids is None:
+                raise common.unavailable(part, "DELETE with its own WITH clause on DuckDB")
+            cur.execute(f"CREATE TABLE {old} AS SELECT rowid AS {ROWID}, * FROM {qualified}"
+                        f" WHERE rowid IN ({rowids})", args)
+        if is_update:
+            if own_with:
+                raise common.unavailable(part, "UPDATE with its own WITH clause on DuckDB")
+            new = take.kept("cpi")
+            row = cur.execute(f"CREATE TABLE {new} AS WITH __sqlgate_u AS ({part.sql}\nRETURNING *)"
+                              " SELECT * FROM __sqlgate_u", args).fetchone()
+            obj["new"] = new
+            result = Result(command_tag=f"UPDATE {row[0] if row else 0}")
+        take.record(cur, "rows", [name], [obj])
+        return result
+
+    return take.replace_runner(capture)
+
+
+def truncate_runner(take: Take, names: list[str]) -> Any:
+    def capture(cur: Cursor) -> None:
+        objects = []
+        for i, name in enumerate(names):
+            schema, table = split(cur, name)
+            old = take.kept("cpd", i)
+            obj = rows_object(cur, schema, table, old)
+            cur.execute(f"CREATE TABLE {old} AS SELECT rowid AS {ROWID}, * FROM {q(schema)}.{q(table)}")
+            objects.append(obj)
+        take.record(cur, "rows", names, objects)
+
+    return take.keep_runner(capture)
