@@ -93,6 +93,11 @@ def test_asyncpg(wire: Wire) -> None:
             async with conn.transaction():
                 await conn.execute("INSERT INTO drv_apg VALUES (3, 'c', 0)")
             assert await conn.fetchval("SELECT count(*) FROM drv_apg") == 3
+            # Arrays make asyncpg look their types up in pg_type (and pg_range) first.
+            assert await conn.fetchval("SELECT ARRAY[1, 2, 3]::int[]") == [1, 2, 3]
+            assert await conn.fetchval("SELECT $1::int[]", [4, None, 6]) == [4, None, 6]
+            assert await conn.fetchval("SELECT $1::text[]", ["x", "y"]) == ["x", "y"]
+            assert await conn.fetchval("SELECT ARRAY[1.5, 2.25]::float8[]") == [1.5, 2.25]
             with pytest.raises(asyncpg.PostgresError) as info:
                 await conn.fetch("SELECT * FROM drv_apg_missing")
             assert info.value.sqlstate == "42P01"

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.pgtypes import pg_type_for_duckdb  # noqa: F401 - documents where the type names come from
+from proxy.pgtypes import ARRAY_OF, pg_type_for_duckdb  # noqa: F401 - documents where the type names come from
 
 _CATALOG = frozenset({
     "pg_class", "pg_namespace", "pg_am", "pg_attribute", "pg_attrdef", "pg_index", "pg_constraint", "pg_database",
@@ -178,9 +178,12 @@ def _name_filter(shape: _Shape) -> str:
 
 
 def rewrite(sql: str) -> str | None:
-    """A DuckDB query answering psql's catalog query `sql`, or None if not one of those."""
+    """A DuckDB query answering psql's catalog query `sql` (or asyncpg's type
+    lookup), or None if not one of those."""
     if "pg_" not in sql:
         return None
+    if "typeinfo_tree" in sql and "rngsubtype" in sql:
+        return _ASYNCPG_TYPES
     shape = _shape(sql)
     if shape is None or not shape.relations & _CATALOG:
         return None
@@ -241,6 +244,36 @@ def rewrite(sql: str) -> str | None:
         return _select(shape, {"oid": "oid", "nspname": "nspname", "relname": "relname"}, _OBJECTS,
                        _name_filter(shape), "2, 3")
     return None
+
+
+# asyncpg learns array types (and any type it has no codec for) by a recursive
+# query over pg_type and pg_range; DuckDB's pg_catalog has no pg_range. The
+# answer, for every array type sqlgate reports, is a fixed table: the array
+# (depth 0) and its element (depth 1), requested by $1, the OIDs asyncpg wants.
+# Every column and the parameter must have a type asyncpg decodes without a
+# lookup of its own (text[], oid[], int4), or the lookup would look itself up.
+_PG_TYPE_NAMES = {
+    16: "bool", 17: "bytea", 18: "char", 19: "name", 20: "int8", 21: "int2", 23: "int4", 25: "text", 26: "oid",
+    114: "json", 142: "xml", 700: "float4", 701: "float8", 1042: "bpchar", 1043: "varchar", 1082: "date",
+    1083: "time", 1114: "timestamp", 1184: "timestamptz", 1186: "interval", 1266: "timetz", 1560: "bit",
+    1562: "varbit", 1700: "numeric", 2950: "uuid", 3802: "jsonb",
+}
+_TYPE_ROWS = ", ".join(
+    f"({array}, {array}, '_{_PG_TYPE_NAMES[elem]}', {elem}, ',', 0, '{_PG_TYPE_NAMES[elem]}'), "
+    f"({array}, {elem}, '{_PG_TYPE_NAMES[elem]}', NULL, NULL, 1, NULL)"
+    for elem, array in ARRAY_OF.items()
+)
+_ASYNCPG_TYPES = f"""SELECT DISTINCT oid, 'pg_catalog' AS ns, name, 'b' AS kind, NULL::INTEGER AS basetype, elemtype,
+       elemdelim, NULL::INTEGER AS range_subtype, NULL::VARCHAR[] AS attrtypoids, NULL::VARCHAR[] AS attrnames,
+       depth, NULL::VARCHAR AS basetype_name, elemtype_name, NULL::VARCHAR AS range_subtype_name
+  FROM (VALUES {_TYPE_ROWS}) AS t(wanted_by, oid, name, elemtype, elemdelim, depth, elemtype_name)
+ WHERE list_contains($1::INTEGER[], wanted_by) OR list_contains($1::INTEGER[], oid)
+ ORDER BY depth DESC"""
+
+
+def parameter_types(query: str) -> tuple[int, ...] | None:
+    """Parameter types to describe for a rewritten query whose casts DuckDB cannot spell."""
+    return (ARRAY_OF[26],) if query is _ASYNCPG_TYPES else None  # $1 is oid[], as in PostgreSQL
 
 
 # PostgreSQL-only settings drivers set on connect (pgJDBC: extra_float_digits,

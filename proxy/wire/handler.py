@@ -425,15 +425,18 @@ class WireConnection:
     def parse(self, message: ext.Parse) -> None:
         """Parse is answered here, classified but not sent to the database (the
         relay's `pump` calls it too, so it never awaits)."""
-        statement = classify_cached(message.query, self.dialect)
+        query, types = message.query, message.parameter_types
+        if self.dialect == "duckdb":  # a driver's catalog lookup, answered from DuckDB's catalog
+            query = catalog_duckdb.rewrite(query) or query
+            types = catalog_duckdb.parameter_types(query) or types
+        statement = classify_cached(query, self.dialect)
         if statement.klass is C.UNPARSEABLE:
             raise errors.unparseable(statement.error or "invalid SQL", statement.error_position)
         if len(statement.parts) > 1:
             raise errors.prepared_multiple_statements()
         if not message.name:
             self.state.statements.pop("", None)
-        self.state.add_statement(st.PreparedStatement(message.name, message.query, message.parameter_types,
-                                                      statement))
+        self.state.add_statement(st.PreparedStatement(message.name, query, types, statement))
         self.io.send(ext.ParseComplete())
 
     async def run_portal(self, portal: st.Portal) -> Result:
