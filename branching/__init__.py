@@ -1,5 +1,5 @@
 """Checkpoints, rollback and branches: what makes destructive statements
-undoable. One adapter per backend (pg.py, duck.py); the pipeline only sees `Checkpointer`.
+undoable. One adapter per backend (pg.py, duck.py and the modules beside them); the pipeline only sees `Checkpointer`.
 
 Design (issue #3). A checkpoint is taken inside the statement's transaction, so ROLLBACK, a failure or
 kill -9 leaves none behind; its metadata is in the backend (sqlgate.checkpoints), never in proxy memory.
@@ -23,15 +23,25 @@ PostgreSQL (pg.py, pg_sql.py; everything privileged is SECURITY DEFINER, owned b
 - DROP/SET DEFAULT, DROP NOT NULL, DROP CONSTRAINT, RENAME (table, column), ALTER COLUMN TYPE: the
   table's definition by OID/attnum (+ key and values for a type change); DROP INDEX, CREATE OR
   REPLACE VIEW: the definition. Rollback re-applies what differs.
-DuckDB (duck.py): no triggers, roles or SET SCHEMA.
+DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
 - DELETE: `CREATE TABLE sqlgate.cpd_.. AS WITH d AS (<DELETE> RETURNING rowid, *) SELECT * FROM d` (one
   pass). UPDATE: old rows by the statement's own FROM/WHERE (rowids, from the sqlglot tree), new rows
   by RETURNING. TRUNCATE copies. The table's row-slot count (duckdb_tables().estimated_size, O(1)) is
   the watermark: mode 'all' removes rows with higher rowids and puts back the first kept version of
   every older row a later statement touched. Assumes rowids are stable (no renumbering by DuckDB).
+- Upsert (ON CONFLICT DO UPDATE, INSERT OR REPLACE; classed write), MERGE, data-modifying CTEs: the
+  rows whose key matches an incoming row (MERGE: its ON condition; a CTE: every row of each table it
+  changes) are kept with their rowids before the statement runs as sent; afterwards only the rows
+  that changed stay in the checkpoint (duck_images, duck_candidates).
 - DROP TABLE: renamed aside (indexes dropped and re-created on rollback, as DuckDB forbids renaming
-  an indexed table); a table with foreign keys is copied (DuckDB forbids renaming it): O(table).
-- DROP COLUMN (last column, no constraint on it): rowid + values. RENAME, DROP DEFAULT/NOT NULL,
-  ALTER TYPE (+ rowid/values), DROP INDEX/SEQUENCE, CREATE OR REPLACE VIEW: definitions.
+  an indexed table); a table with foreign keys is copied (DuckDB forbids renaming it): O(table). The
+  `__sqlgate_*` tables stay in their schema (DuckDB cannot move a table) and psql's \d leaves them out.
+- DROP SCHEMA: its tables are copied (DuckDB can neither rename a schema nor move a table), and
+  sequences (current values), tables, indexes and views are recreated in creation order; a schema
+  holding macros or types is refused.
+- DROP COLUMN (any column, CASCADE too): rowid + values; when not last or constrained, the table and
+  index definitions too, and rollback rebuilds the table in its column order (which renumbers rowids:
+  an older row checkpoint of that table is then no longer safe to roll back). RENAME, DROP DEFAULT/
+  NOT NULL, ALTER TYPE (+ rowid/values), DROP INDEX/SEQUENCE, CREATE OR REPLACE VIEW: definitions.
 Anything else destructive is refused (checkpoint.unavailable): sqlgate never runs what it cannot undo.
 """
