@@ -51,3 +51,13 @@ def wire_pg(pg_server: PgServer) -> Iterator[Wire]:
         yield w
     finally:
         w.server.stop()
+
+
+@pytest.fixture(scope="session")
+def duck(pg_server: PgServer) -> Iterator[SqlgateServer]:
+    """A sqlgate on its own DuckDB file, for DuckDB-only tests."""
+    server = start_sqlgate("duckdb", pg_server, "unused")
+    try:
+        yield server
+    finally:
+        server.stop()

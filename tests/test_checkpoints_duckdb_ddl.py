@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.support.pgserver import PgServer
-from tests.support.sqlgate_server import SqlgateServer, start_sqlgate
+from tests.support.sqlgate_server import SqlgateServer
 from tests.support.wire import PSQL
 from tests.test_checkpoints import destroy_and_restore, fresh, num, ok, rollback, rows, snapshot
 
@@ -28,15 +26,6 @@ UNION ALL SELECT 'rel', table_name, 'table' FROM duckdb_tables() WHERE schema_na
 UNION ALL SELECT 'seq', sequence_name, sql FROM duckdb_sequences() WHERE schema_name = '{s}'
 UNION ALL SELECT 'schema', schema_name, '' FROM duckdb_schemas() WHERE schema_name = '{s}'
 """
-
-
-@pytest.fixture(scope="module")
-def duck(pg_server: PgServer) -> Iterator[SqlgateServer]:
-    server = start_sqlgate("duckdb", pg_server, "unused")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,12 @@ file: run it, check it happened, roll back (both modes), compare exactly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from policy.classify import classify
 from proxy.statement import Target
-from tests.support.pgserver import PgServer
-from tests.support.sqlgate_server import SqlgateServer, start_sqlgate
+from tests.support.sqlgate_server import SqlgateServer
 from tests.test_checkpoints import destroy_and_restore, fresh, num, ok, rollback, rows, snapshot
-
-
-@pytest.fixture(scope="module")
-def duck(pg_server: PgServer) -> Iterator[SqlgateServer]:
-    server = start_sqlgate("duckdb", pg_server, "unused")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
