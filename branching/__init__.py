@@ -1,5 +1,6 @@
 """Checkpoints, rollback and branches: what makes destructive statements
-undoable. One adapter per backend (pg.py, duck.py and the modules beside them); the pipeline only sees `Checkpointer`.
+undoable. One adapter per backend (pg.py, duck.py and the modules beside them); the pipeline
+only sees `Checkpointer`.
 
 Design (issue #3). A checkpoint is taken inside the statement's transaction, so ROLLBACK, a failure or
 kill -9 leaves none behind; its metadata is in the backend (sqlgate.checkpoints), never in proxy memory.
@@ -35,7 +36,7 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   that changed stay in the checkpoint (duck_images, duck_candidates).
 - DROP TABLE: renamed aside (indexes dropped and re-created on rollback, as DuckDB forbids renaming
   an indexed table); a table with foreign keys is copied (DuckDB forbids renaming it): O(table). The
-  `__sqlgate_*` tables stay in their schema (DuckDB cannot move a table) and psql's \d leaves them out.
+  `__sqlgate_*` tables stay in their schema (DuckDB cannot move a table) and psql's catalog answers leave them out.
 - DROP SCHEMA: its tables are copied (DuckDB can neither rename a schema nor move a table), and
   sequences (current values), tables, indexes and views are recreated in creation order; a schema
   holding macros or types is refused.

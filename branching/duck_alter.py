@@ -32,9 +32,11 @@ def keep_object(take: Take, cur: Cursor, kind: str, name: str) -> None:
     source, column = {"index": ("duckdb_indexes()", "index_name"),
                       "sequence": ("duckdb_sequences()", "sequence_name"),
                       "view": ("duckdb_views()", "view_name")}[kind]
-    row = cur.execute(f"SELECT sql FROM {source} WHERE schema_name = ? AND {column} = ?"
+    value = ", last_value" if kind == "sequence" else ", NULL"  # the sequence's DDL names its next value only
+    row = cur.execute(f"SELECT sql{value} FROM {source} WHERE schema_name = ? AND {column} = ?"
                       " AND database_name = current_database()", [schema, obj_name]).fetchone()
-    objects = [] if row is None else [{"kind": f"{kind}def", "schema": schema, "name": obj_name, "sql": row[0]}]
+    objects = [] if row is None else [{"kind": f"{kind}def", "schema": schema, "name": obj_name, "sql": row[0],
+                                       "last_value": row[1]}]
     take.record(cur, "definition", [name], objects)
 
 

@@ -47,6 +47,8 @@ def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any]) -> str
                 [o["schema"], o["name"]]).fetchone()[0]:  # type: ignore[index]
             raise common.conflicts_error(cp_id, [{"object": o["name"], "conflict": NAME_TAKEN}])
         cur.execute(statement)
+        if o.get("last_value") is not None:
+            cur.execute("SELECT setval(?, ?)", [f"{o['schema']}.{o['name']}", o["last_value"]])
     elif kind == "schema":
         restore_schema(cur, cp_id, o)
     elif kind == "view":

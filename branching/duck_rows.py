@@ -9,7 +9,7 @@ from typing import Any
 from sqlglot import exp
 
 from branching import common
-from branching.duck_sql import ROWID, Cursor, Take, q, split, watermark
+from branching.duck_sql import ROWID, Cursor, Take, q, split, table_mark
 from proxy.result import Result
 
 
@@ -42,8 +42,9 @@ def rowid_select(tree: exp.Expression) -> str:
 
 def rows_object(cur: Cursor, schema: str, table: str, old: str, new: str | None = None) -> dict[str, Any]:
     """A kept-rows object, with the table's watermark taken now (before the statement)."""
-    return {"kind": "rows", "schema": schema, "name": table, "old": old, "new": new,
-            "watermark": watermark(cur, schema, table)}
+    mark, sequences = table_mark(cur, schema, table)
+    return {"kind": "rows", "schema": schema, "name": table, "old": old, "new": new, "watermark": mark,
+            "sequences": sequences}
 
 
 def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:

@@ -43,8 +43,9 @@ def drop_schema_runner(take: Take, schema: str, if_exists: bool, cascade: bool) 
 
 def _keep_schema(take: Take, cur: Cursor, schema: str) -> dict[str, Any]:
     where = "WHERE schema_name = ? AND database_name = current_database()"
-    sequences = [r[0] for r in cur.execute(f"SELECT sql FROM duckdb_sequences() {where} ORDER BY sequence_oid",
-                                           [schema]).fetchall()]
+    sequences = [list(r) for r in cur.execute(
+        f"SELECT sql, sequence_name, last_value FROM duckdb_sequences() {where} ORDER BY sequence_oid",
+        [schema]).fetchall()]
     tables = []
     for i, (name, sql) in enumerate(cur.execute(
             f"SELECT table_name, sql FROM duckdb_tables() {where} ORDER BY table_oid", [schema]).fetchall()):
@@ -66,8 +67,10 @@ def restore_schema(cur: Cursor, cp_id: str, o: dict[str, Any]) -> None:
         raise common.conflicts_error(cp_id, [{"schema": schema, "conflict": "a schema with this name exists again"}])
     cur.execute(f"CREATE SCHEMA {q(schema)}")
     cur.execute(f"SET schema = {q(schema)}")  # sequence definitions name no schema
-    for sql in o.get("sequences", []):
+    for sql, name, last_value in o.get("sequences", []):
         cur.execute(sql)
+        if last_value is not None:  # the DDL names the next value; currval comes back too
+            cur.execute("SELECT setval(?, ?)", [f"{schema}.{name}", last_value])
     for t in o.get("tables", []):
         cur.execute(t["sql"])
         cur.execute(f"INSERT INTO {q(schema)}.{q(t['name'])} SELECT * FROM {t['keep']}")

@@ -5,6 +5,7 @@ checkpoint being taken: its id, who for, and how it is recorded)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,6 +69,37 @@ def columns(cur: Cursor, schema: str, name: str) -> list[str]:
     rows = cur.execute("SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?"
                        " AND database_name = current_database() ORDER BY column_index", [schema, name]).fetchall()
     return [r[0] for r in rows]
+
+
+def table_mark(cur: Cursor, schema: str, table: str) -> tuple[int, dict[str, int | None]]:
+    """The watermark and, in the same catalog read, every sequence's last value (rollback mode 'all'
+    puts back those the table's defaults draw from; which ones is looked up then, not now)."""
+    row = cur.execute(
+        "SELECT (SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
+        " AND database_name = current_database()), (SELECT list((schema_name || '.' || sequence_name, last_value))"
+        " FROM duckdb_sequences() WHERE database_name = current_database())", [schema, table]).fetchone()
+    size, sequences = row if row else (None, None)
+    values = {name: value for name, value in sequences or []}
+    return (int(size) - 1 if size is not None else -1), values
+
+
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'")
+
+
+def restore_sequences(cur: Cursor, schema: str, table: str, values: dict[str, int | None]) -> None:
+    """Set the sequences the table's column defaults draw from back to their kept values. DuckDB has
+    no setval(..., is_called => false): a sequence never used at the checkpoint cannot go back."""
+    defaults = cur.execute("SELECT column_default FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?"
+                           " AND database_name = current_database() AND column_default LIKE 'nextval(%'",
+                           [schema, table]).fetchall()
+    for (default,) in defaults:
+        match = _NEXTVAL.search(default)
+        if match is None:
+            continue
+        name = match.group(1).replace("''", "'")
+        key = name if "." in name else f"{schema}.{name}"
+        if values.get(key) is not None:
+            cur.execute("SELECT setval(?, ?)", [key, values[key]])
 
 
 def watermark(cur: Cursor, schema: str, table: str) -> int:

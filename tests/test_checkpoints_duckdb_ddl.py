@@ -23,7 +23,8 @@ UNION ALL SELECT 'con', table_name, constraint_type || ' ' || constraint_text FR
 UNION ALL SELECT 'idx', table_name, sql FROM duckdb_indexes() WHERE schema_name = '{s}'
 UNION ALL SELECT 'view', view_name, sql FROM duckdb_views() WHERE schema_name = '{s}'
 UNION ALL SELECT 'rel', table_name, 'table' FROM duckdb_tables() WHERE schema_name = '{s}'
-UNION ALL SELECT 'seq', sequence_name, sql FROM duckdb_sequences() WHERE schema_name = '{s}'
+UNION ALL SELECT 'seq', sequence_name, sql || ':' || coalesce(last_value::VARCHAR, 'null') FROM duckdb_sequences()
+          WHERE schema_name = '{s}'
 UNION ALL SELECT 'schema', schema_name, '' FROM duckdb_schemas() WHERE schema_name = '{s}'
 """
 
