@@ -30,6 +30,8 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   by RETURNING. TRUNCATE copies. The table's row-slot count (duckdb_tables().estimated_size, O(1)) is
   the watermark: mode 'all' removes rows with higher rowids and puts back the first kept version of
   every older row a later statement touched. Assumes rowids are stable (no renumbering by DuckDB).
+  The same catalog read keeps every sequence's last value; mode 'all' sets back (setval) those the
+  table's defaults draw from. A sequence never used before the checkpoint cannot go back (no is_called).
 - Upsert (ON CONFLICT DO UPDATE, INSERT OR REPLACE; classed write), MERGE, data-modifying CTEs: the
   rows whose key matches an incoming row (MERGE: its ON condition; a CTE: every row of each table it
   changes) are kept with their rowids before the statement runs as sent; afterwards only the rows
