@@ -4,6 +4,7 @@ checkpoint being taken: its id, who for, and how it is recorded)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -72,34 +73,38 @@ def columns(cur: Cursor, schema: str, name: str) -> list[str]:
 
 
 def table_mark(cur: Cursor, schema: str, table: str) -> tuple[int, dict[str, int | None]]:
-    """The watermark and, in the same catalog read, every sequence's last value (rollback mode 'all'
-    puts back those the table's defaults draw from; which ones is looked up then, not now)."""
-    row = cur.execute(
-        "SELECT (SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
-        " AND database_name = current_database()), (SELECT list((schema_name || '.' || sequence_name, last_value))"
-        " FROM duckdb_sequences() WHERE database_name = current_database())", [schema, table]).fetchone()
-    size, sequences = row if row else (None, None)
-    values = {name: value for name, value in sequences or []}
-    return (int(size) - 1 if size is not None else -1), values
+    """The watermark and the last value of each sequence the table's defaults draw from (rollback mode
+    'all' sets those back). The sequences are read off the table's DDL from the same catalog row, so a
+    table without such defaults costs no second catalog read."""
+    row = cur.execute("SELECT estimated_size, sql FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
+                      " AND database_name = current_database()", [schema, table]).fetchone()
+    if row is None:
+        return -1, {}
+    names = _sequences_used(row[1] or "", schema)
+    values: dict[str, int | None] = {}
+    if names:
+        values = dict(cur.execute(
+            "SELECT schema_name || '.' || sequence_name, last_value FROM duckdb_sequences()"
+            f" WHERE database_name = current_database() AND schema_name || '.' || sequence_name"
+            f" IN ({', '.join('?' * len(names))})", list(names)).fetchall())
+    return (int(row[0]) - 1 if row[0] is not None else -1), values
 
 
 _NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'")
 
 
-def restore_sequences(cur: Cursor, schema: str, table: str, values: dict[str, int | None]) -> None:
-    """Set the sequences the table's column defaults draw from back to their kept values. DuckDB has
-    no setval(..., is_called => false): a sequence never used at the checkpoint cannot go back."""
-    defaults = cur.execute("SELECT column_default FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?"
-                           " AND database_name = current_database() AND column_default LIKE 'nextval(%'",
-                           [schema, table]).fetchall()
-    for (default,) in defaults:
-        match = _NEXTVAL.search(default)
-        if match is None:
-            continue
-        name = match.group(1).replace("''", "'")
-        key = name if "." in name else f"{schema}.{name}"
-        if values.get(key) is not None:
-            cur.execute("SELECT setval(?, ?)", [key, values[key]])
+@functools.lru_cache(maxsize=256)
+def _sequences_used(ddl: str, schema: str) -> tuple[str, ...]:
+    names = (m.group(1).replace("''", "'") for m in _NEXTVAL.finditer(ddl))
+    return tuple(sorted({n if "." in n else f"{schema}.{n}" for n in names}))
+
+
+def restore_sequences(cur: Cursor, values: dict[str, int | None]) -> None:
+    """Set sequences back to their kept last values. DuckDB's setval has no is_called: a sequence
+    never used before the checkpoint cannot go back, and is left as it is."""
+    for name, value in values.items():
+        if value is not None:
+            cur.execute("SELECT setval(?, ?)", [name, value])
 
 
 def watermark(cur: Cursor, schema: str, table: str) -> int:

@@ -74,6 +74,6 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[dict[str, Any]], 
     cur.execute(f"CREATE TABLE {added_new} AS SELECT {collist} FROM ({olds})"
                 f" QUALIFY row_number() OVER (PARTITION BY {ROWID} ORDER BY __o) = 1")
     outcome.rows_restored += count(cur, f"INSERT INTO {qualified} ({collist}) SELECT {collist} FROM {added_new}")
-    restore_sequences(cur, schema, name, pieces[0].get("sequences") or {})
+    restore_sequences(cur, pieces[0].get("sequences") or {})
     return {"kind": "rows", "schema": schema, "name": name, "old": removed_old, "new": added_new,
             "watermark": now_mark}
