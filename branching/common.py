@@ -67,6 +67,17 @@ def bad_mode(mode: object) -> errors.SqlgateError:
     )
 
 
+def rollback_busy(checkpoint_id: str, message: str) -> errors.SqlgateError:
+    return errors.SqlgateError(
+        "branching.rollback_busy", "55P03",
+        f"cannot roll back checkpoint {checkpoint_id} now: another session kept writing its tables; nothing was"
+        f" changed ({message})",
+        "A rollback waits for open transactions on the tables it restores, up to 10 seconds, then gives up whole.",
+        f'retry POST /rollback with {{"checkpoint": "{checkpoint_id}"}} once that transaction has ended',
+        status=409,
+    )
+
+
 def rollback_failed(message: str) -> errors.SqlgateError:
     return errors.SqlgateError(
         "branching.rollback_failed", "XX000", f"rollback failed and changed nothing: {message}",

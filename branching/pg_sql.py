@@ -12,9 +12,21 @@ ALTER TABLE sqlgate.checkpoints ADD COLUMN IF NOT EXISTS xid bigint;
 CREATE INDEX IF NOT EXISTS checkpoints_created ON sqlgate.checkpoints (created_at);
 CREATE SEQUENCE IF NOT EXISTS sqlgate.change_seq;
 -- One row per statement and table and direction: the rows it removed (D) or added (I), as a jsonb array.
+-- json, not jsonb: building json costs a statement far less (it is text); a rollback parses it once.
 CREATE TABLE IF NOT EXISTS sqlgate.changes (
     seq bigint NOT NULL DEFAULT nextval('sqlgate.change_seq'), cp text, tbl oid NOT NULL,
-    op "char" NOT NULL, rows jsonb NOT NULL);
+    op "char" NOT NULL, rows json NOT NULL);
+DO $$ BEGIN
+    IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'sqlgate.changes'::regclass AND attname = 'rows')
+       = 'jsonb'::regtype THEN
+        ALTER TABLE sqlgate.changes ALTER COLUMN rows TYPE json USING rows::json;
+    END IF;
+END $$;
+-- lz4 where the server has it: compressing each captured statement's rows costs a third of pglz.
+DO $$ BEGIN
+    ALTER TABLE sqlgate.changes ALTER COLUMN rows SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN NULL;
+END $$;
 CREATE INDEX IF NOT EXISTS changes_cp ON sqlgate.changes (cp);
 CREATE INDEX IF NOT EXISTS changes_tbl_seq ON sqlgate.changes (tbl, seq);
 
@@ -25,11 +37,14 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT c.id FROM sqlgate.checkpoints c
     WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current() $$;
 
+-- The checkpoint is looked up inline (not through current_checkpoint()): this runs on every captured statement.
 CREATE OR REPLACE FUNCTION sqlgate.capture_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
-    SELECT sqlgate.current_checkpoint(), TG_RELID, 'D', jsonb_agg(to_jsonb(o))
+    SELECT (SELECT c.id FROM sqlgate.checkpoints c
+            WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current()),
+           TG_RELID, 'D', json_agg(o)
     FROM sqlgate_old o HAVING count(*) > 0;
     RETURN NULL;
 END $$;
@@ -37,7 +52,9 @@ CREATE OR REPLACE FUNCTION sqlgate.capture_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
-    SELECT sqlgate.current_checkpoint(), TG_RELID, 'I', jsonb_agg(to_jsonb(n))
+    SELECT (SELECT c.id FROM sqlgate.checkpoints c
+            WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current()),
+           TG_RELID, 'I', json_agg(n)
     FROM sqlgate_new n HAVING count(*) > 0;
     RETURN NULL;
 END $$;
@@ -46,15 +63,15 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE cp text := sqlgate.current_checkpoint();
 BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
-    SELECT cp, TG_RELID, 'D', jsonb_agg(to_jsonb(o)) FROM sqlgate_old o HAVING count(*) > 0;
+    SELECT cp, TG_RELID, 'D', json_agg(o) FROM sqlgate_old o HAVING count(*) > 0;
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
-    SELECT cp, TG_RELID, 'I', jsonb_agg(to_jsonb(n)) FROM sqlgate_new n HAVING count(*) > 0;
+    SELECT cp, TG_RELID, 'I', json_agg(n) FROM sqlgate_new n HAVING count(*) > 0;
     RETURN NULL;
 END $$;
 CREATE OR REPLACE FUNCTION sqlgate.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE format('INSERT INTO sqlgate.changes (cp, tbl, op, rows) SELECT $1, $2, ''D'', jsonb_agg(to_jsonb(x))'
+    EXECUTE format('INSERT INTO sqlgate.changes (cp, tbl, op, rows) SELECT $1, $2, ''D'', json_agg(x)'
                    ' FROM %s x HAVING count(*) > 0',
                    TG_RELID::regclass)
         USING sqlgate.current_checkpoint(), TG_RELID;
@@ -93,8 +110,10 @@ CREATE OR REPLACE FUNCTION sqlgate.owned_sequences(r regclass) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE s oid; out jsonb := '{}'; v bigint;
 BEGIN
+    -- refclassid lets pg_depend's index answer: this runs on every checkpoint of rows.
     FOR s IN SELECT d.objid FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
-             WHERE d.refobjid = r AND d.classid = 'pg_class'::regclass AND c.relkind = 'S' LOOP
+             WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = r AND d.classid = 'pg_class'::regclass
+               AND c.relkind = 'S' LOOP
         v := pg_sequence_last_value(s);
         out := out || jsonb_build_object(s::text, v);
     END LOOP;
@@ -117,8 +136,12 @@ BEGIN
                 SELECT c.conrelid FROM pg_constraint c JOIN reach ON c.confrelid = reach.rel
                 WHERE c.contype = 'f' AND c.conrelid <> c.confrelid
             ) SELECT rel FROM reach) found;
-        FOREACH r IN ARRAY p_rels LOOP
+        -- Capture triggers are installed at a table's first checkpoint; later ones only look.
+        FOR r IN SELECT x FROM unnest(p_rels) x
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = x AND tgname = 'sqlgate_capture_d') LOOP
             PERFORM sqlgate.ensure_capture(r);
+        END LOOP;
+        FOREACH r IN ARRAY p_rels LOOP
             seqs := seqs || sqlgate.owned_sequences(r);
         END LOOP;
     END IF;

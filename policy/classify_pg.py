@@ -35,7 +35,8 @@ def scan(acc: Acc, tree, executed: bool) -> None:
     data-modifying statements, sequence advances and set_config effects."""
     for key, val in walk(tree):
         if isinstance(val, list):
-            if val and sval(val[0]) == META and (len(val) > 1 or key == "objects") or key == "objects" and any(sval(v) == META for v in val):
+            qualified = bool(val) and sval(val[0]) == META and (len(val) > 1 or key == "objects")
+            if qualified or (key == "objects" and any(sval(v) == META for v in val)):
                 acc.meta = True
             continue
         if val.get("schemaname") == META or val.get("newschema") == META:
@@ -56,6 +57,9 @@ def scan(acc: Acc, tree, executed: bool) -> None:
             klass, action, _ = DML[key]
             rel = val.get("relation") or {}
             acc.raise_to(klass, "" if klass < C.DESTRUCTIVE_DML else f"{action.upper()} changes existing rows")
+            if (val.get("onConflictClause") or {}).get("action") == "ONCONFLICT_UPDATE":
+                action = "upsert"  # still `write` (the corpus contract), but checkpointed: it can overwrite rows
+                acc.raise_to(klass, "the upsert may overwrite existing rows")
             if rel:
                 acc.later(rel.get("location", 0), _t("table", rv_name(rel), action))
         elif executed and key == "ExecuteStmt":

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback address without TLS")
     serve.add_argument("--statement-timeout", type=float, default=30.0, help="seconds (default 30)")
-    serve.add_argument("--pool-size", type=int, default=10, help="backend connections per login (default 10; the wire relay keeps as many again)")
+    serve.add_argument("--pool-size", type=int, default=10,
+                       help="backend connections per login (default 10; the wire relay keeps as many again)")
     serve.add_argument("--checkpoint-retention-days", type=float, default=7.0,
                        help="days a checkpoint (and what it kept) can be rolled back to (default 7)")
     serve.add_argument("--pg-idle-timeout", type=float, default=3600.0,

@@ -113,7 +113,8 @@ def method_not_allowed(method: str, path: str) -> SqlgateError:
 def invalid_isolation_level(value: str) -> SqlgateError:
     return bad_request(
         "invalid isolation level",
-        f"Neon-Batch-Isolation-Level was {value!r}; it takes ReadUncommitted, ReadCommitted, RepeatableRead or Serializable.",
+        f"Neon-Batch-Isolation-Level was {value!r};"
+        " it takes ReadUncommitted, ReadCommitted, RepeatableRead or Serializable.",
         "send the header with one of those values, or leave it out",
     )
 

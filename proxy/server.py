@@ -134,7 +134,8 @@ async def serve(settings: Settings) -> None:
         url = f"{scheme}://{settings.http_host}:{settings.http_port}"
         backend_name = "PostgreSQL" if settings.database else f"DuckDB at {settings.duckdb_path}"
         if secret:
-            print(f"sqlgate: admin token (shown once, also in {settings.data_dir / 'admin.token'}): {secret}", flush=True)
+            print(f"sqlgate: admin token (shown once, also in {settings.data_dir / 'admin.token'}): {secret}",
+                  flush=True)
         print(f"sqlgate: serving {backend_name} on {url}", flush=True)
         from proxy.wire.server import WireServer
 

@@ -474,8 +474,9 @@ def test_definition_changes_are_refused_where_not_kept(sqlgate: SqlgateServer, w
         ok(sqlgate.sql(f"CREATE SCHEMA {p}_m", token=writer))
         ok(sqlgate.sql(f"CREATE MACRO {p}_m.plus_one(x) AS x + 1", token=writer))
         statements = [f"DROP SCHEMA {p}_m CASCADE"]
-    else:
-        statements = [f"DROP SCHEMA {p}_nowhere CASCADE"]
+    else:  # a type: its definition (and columns using it) are not kept
+        ok(sqlgate.sql(f"CREATE TYPE {p}_mood AS ENUM ('ok', 'sad')", token=writer))
+        statements = [f"DROP TYPE {p}_mood"]
     before = snapshot(sqlgate, p)
     for statement in statements:
         r = sqlgate.sql(statement, token=writer)
@@ -483,6 +484,8 @@ def test_definition_changes_are_refused_where_not_kept(sqlgate: SqlgateServer, w
     assert snapshot(sqlgate, p) == before
     if sqlgate.backend == "duckdb":
         assert num(sqlgate, f"SELECT {p}_m.plus_one(1) AS n") == 2
+    else:
+        assert num(sqlgate, f"SELECT count(*) AS n FROM pg_type WHERE typname = '{p}_mood'") == 1
 
 
 def test_a_session_cannot_file_its_changes_under_another_checkpoint(sqlgate: SqlgateServer, writer: str) -> None:

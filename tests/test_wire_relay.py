@@ -23,8 +23,9 @@ from tests.support.wire_raw import Conn, msg, scram_login
 SETUP = """
 CREATE TABLE relay_items (id int PRIMARY KEY, name text, price numeric(8,2), tags text[], at timestamptz,
                           doc jsonb, raw bytea);
-INSERT INTO relay_items SELECT g, 'item ' || g, g * 1.25, ARRAY['a', 'b' || g], '2026-01-01'::timestamptz + g * interval '1 hour',
-                               jsonb_build_object('n', g), decode(lpad(to_hex(g), 4, '0'), 'hex')
+INSERT INTO relay_items SELECT g, 'item ' || g, g * 1.25, ARRAY['a', 'b' || g],
+                               '2026-01-01'::timestamptz + g * interval '1 hour', jsonb_build_object('n', g),
+                               decode(lpad(to_hex(g), 4, '0'), 'hex')
 FROM generate_series(1, 50) g;
 CREATE SCHEMA relay_other;
 CREATE TABLE relay_other.relay_items (id int, name text);

@@ -145,7 +145,8 @@ def _grant(conn: psycopg.Connection, logins: AgentLogins) -> None:
         run(sql.SQL(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {}, {}"
         ).format(grantor, write, ddl))
-        run(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT USAGE ON SCHEMAS TO {}, {}").format(grantor, read, write))
+        run(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT USAGE ON SCHEMAS TO {}, {}")
+            .format(grantor, read, write))
     # Existing application schemas: everything but PostgreSQL's own and sqlgate's.
     schemas = [r[0] for r in run(
         "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('sqlgate', 'information_schema')"

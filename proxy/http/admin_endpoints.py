@@ -32,7 +32,8 @@ async def create_token(request: Request) -> Response:
         raise errors.bad_request(f"could not parse the HTTP request body: {exc}", f"Send {TOKEN_SHAPE}.",
                                  f"POST /tokens with {TOKEN_SHAPE}") from None
     if not isinstance(payload, dict):
-        raise errors.bad_request("the body must be a JSON object", f"Send {TOKEN_SHAPE}.", f"POST /tokens with {TOKEN_SHAPE}")
+        raise errors.bad_request("the body must be a JSON object", f"Send {TOKEN_SHAPE}.",
+                                 f"POST /tokens with {TOKEN_SHAPE}")
     try:
         role = Role.parse(str(payload.get("role", "read")))  # least privilege unless asked
     except KeyError:
@@ -45,7 +46,8 @@ async def create_token(request: Request) -> Response:
                                  f"Send {TOKEN_SHAPE}.", f"POST /tokens with {TOKEN_SHAPE}")
     name = payload.get("name") or f"{role.label}-token"
     if not isinstance(name, str) or len(name) > 200:
-        raise errors.bad_request('"name" must be a short string', f"Send {TOKEN_SHAPE}.", f"POST /tokens with {TOKEN_SHAPE}")
+        raise errors.bad_request('"name" must be a short string', f"Send {TOKEN_SHAPE}.",
+                                 f"POST /tokens with {TOKEN_SHAPE}")
     lifetime = timedelta(seconds=expires_in) if expires_in is not None else None
     if lifetime is None and identity.role is not Role.ADMIN:
         raise errors.token_scope("only an admin token can create a token that never expires")

@@ -91,7 +91,8 @@ def array_literal(values: list[Any]) -> str:
 
 def _query(item: Any, where: str) -> tuple[Query, bool | None]:
     if not isinstance(item, dict):
-        raise errors.bad_request(f"{where} must be a JSON object", f"Send {SINGLE_SHAPE}.", f"POST /sql with {SINGLE_SHAPE}")
+        raise errors.bad_request(f"{where} must be a JSON object", f"Send {SINGLE_SHAPE}.",
+                                 f"POST /sql with {SINGLE_SHAPE}")
     sql = item.get("query", item.get("sql"))
     if not isinstance(sql, str):
         raise errors.bad_request(
@@ -100,7 +101,8 @@ def _query(item: Any, where: str) -> tuple[Query, bool | None]:
     params = item.get("params")
     if params is not None and not isinstance(params, list):
         raise errors.bad_request(
-            '"params" must be a JSON array', f"Parameters bind to $1, $2, ... in order: {SINGLE_SHAPE}.", f"POST /sql with {SINGLE_SHAPE}"
+            '"params" must be a JSON array', f"Parameters bind to $1, $2, ... in order: {SINGLE_SHAPE}.",
+            f"POST /sql with {SINGLE_SHAPE}",
         )
     array_mode = item.get("arrayMode")
     return Query(sql, tuple(param_text(p) for p in params) if params else None), (

@@ -1,0 +1,198 @@
+"""Putting back what a PostgreSQL checkpoint kept aside: relations moved into a
+private schema, dropped foreign keys, indexes, view and table definitions, and
+a dropped column with its values. Each function acts inside the rollback's
+transaction and raises a clear error when the object cannot come back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from branching import common
+
+_NAME_TAKEN = "a relation with this name was created since"
+
+
+async def restore_relation(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
+    """A table, view or sequence a DROP moved aside goes back where it was (O(1): SET SCHEMA)."""
+    trash_rel = await (await conn.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname), c.relkind FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", (int(o["relid"]),))).fetchone()
+    if trash_rel is None:
+        raise common.rollback_failed(f"the kept {o['schema']}.{o['name']} is gone")
+    await _check_name_free(conn, cp_id, mode, o)
+    verb = {"v": "VIEW", "S": "SEQUENCE"}.get(trash_rel[1], "TABLE")
+    await conn.execute(sql.SQL("ALTER {} {} SET SCHEMA {}").format(
+        sql.SQL(verb), sql.SQL(trash_rel[0]), sql.Identifier(o["schema"])))
+    await conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(o["trash"])))
+
+
+async def _check_name_free(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
+    clash = await (await conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))",
+                                      (o["schema"], o["name"]))).fetchone()
+    if clash and clash[0] is not None:
+        if mode == "statement":
+            raise common.conflicts_error(cp_id, [{"table": f"{o['schema']}.{o['name']}", "conflict": _NAME_TAKEN}])
+        raise common.rollback_failed(f"{o['schema']}.{o['name']} exists again; drop it first")
+
+
+async def restore_schema(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
+    """A schema DROP SCHEMA renamed aside gets its name, owner and grants back (O(1))."""
+    taken = await (await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (o["name"],))).fetchone()
+    if taken:
+        if mode == "statement":
+            problem = {"schema": o["name"], "conflict": "a schema with this name was created since"}
+            raise common.conflicts_error(cp_id, [problem])
+        raise common.rollback_failed(f"schema {o['name']} exists again; drop it first")
+    kept = await (await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (o["trash"],))).fetchone()
+    if not kept:
+        raise common.rollback_failed(f"the kept schema {o['name']} is gone")
+    name = sql.Identifier(o["name"])
+    await conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(o["trash"]), name))
+    await conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(name, sql.SQL(o["owner"])))
+    for grantee, privilege, grantable in o["acl"]:
+        option = sql.SQL(" WITH GRANT OPTION" if grantable else "")
+        await conn.execute(sql.SQL("GRANT {} ON SCHEMA {} TO {}{}").format(
+            sql.SQL(privilege), name, sql.SQL(grantee), option))
+
+
+async def restore_schema_dependents(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
+    """What DROP SCHEMA ... CASCADE took from other tables: defaults, indexes, constraints."""
+    for d in o["defaults"]:
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+            sql.SQL(await relname(conn, int(d["relid"]))), sql.Identifier(d["column"]), sql.SQL(d["def"])))
+    for index in o["indexes"]:
+        await restore_index_or_view(conn, cp_id, {"kind": "index", **index})
+    for con in o["constraints"]:
+        await restore_foreign_key(conn, con)
+
+async def restore_index_or_view(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
+    """DROP INDEX: re-create it; CREATE OR REPLACE VIEW: the old definition back."""
+    target = sql.SQL("{}.{}").format(sql.Identifier(o["schema"]), sql.Identifier(o["name"]))
+    if o["kind"] == "index":
+        clash = await (await conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))",
+                                          (o["schema"], o["name"]))).fetchone()
+        if clash and clash[0] is not None:
+            raise common.conflicts_error(cp_id, [{"index": o["name"], "conflict": _NAME_TAKEN}])
+        await conn.execute(o["def"])
+    else:
+        await restore_view(conn, target, o)
+
+
+async def restore_foreign_key(conn: Any, o: dict[str, Any]) -> None:
+    """A foreign key (or check constraint) of another table that DROP ... CASCADE removed."""
+    await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+        sql.SQL(await relname(conn, int(o["relid"]))), sql.Identifier(o["name"]), sql.SQL(o["def"])))
+
+
+async def restore_view(conn: Any, target: Any, o: dict[str, Any]) -> None:
+    """CREATE OR REPLACE it back; when the replacement added columns, recreate it (with owner and grants)."""
+    definition = sql.SQL(o["def"].rstrip().rstrip(";"))
+    try:
+        async with conn.transaction():
+            await conn.execute(sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(target, definition))
+        return
+    except psycopg.errors.InvalidTableDefinition:
+        pass
+    await conn.execute(sql.SQL("DROP VIEW {}").format(target))  # RESTRICT: dependents make this fail clearly
+    await conn.execute(sql.SQL("CREATE VIEW {} AS {}").format(target, definition))
+    if o.get("owner"):
+        await conn.execute(sql.SQL("ALTER VIEW {} OWNER TO {}").format(target, sql.SQL(o["owner"])))
+    for grantee, privilege in o.get("grants", []):
+        await conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(privilege), target, sql.SQL(grantee)))
+
+
+async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
+    """Put back names, types, defaults, NOT NULL, constraints and indexes as they were (by OID and attnum)."""
+    relid = int(o["relid"])
+    row = await (await conn.execute("SELECT relname FROM pg_class WHERE oid = %s", (relid,))).fetchone()
+    if row is None:
+        raise common.rollback_failed(f"table {o['schema']}.{o['name']} is gone")
+    if row[0] != o["name"]:
+        await conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            sql.SQL(await relname(conn, relid)), sql.Identifier(o["name"])))
+    rel = sql.SQL(await relname(conn, relid))
+    cur = await conn.execute(
+        "SELECT a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+        " (SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = a.attrelid AND adnum = a.attnum)"
+        " FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped", (relid,))
+    now = {r[0]: r[1:] for r in await cur.fetchall()}
+    for c in o["columns"]:
+        if c["attnum"] not in now:
+            continue  # dropped since: that drop's own checkpoint brings it back
+        name, type_, notnull, default = now[c["attnum"]]
+        col = sql.Identifier(c["name"])
+        if name != c["name"]:
+            await conn.execute(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+                rel, sql.Identifier(name), col))
+        if type_ != c["type"]:
+            await conn.execute(sql.SQL(
+                "ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT, ALTER COLUMN {} DROP NOT NULL").format(rel, col, col))
+            notnull, default = False, None
+            kept = o.get("type_column") == c["name"] and o.get("trash")
+            using = sql.SQL("NULL") if kept else sql.SQL("{}::{}").format(col, sql.SQL(c["type"]))
+            await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}").format(
+                rel, col, sql.SQL(c["type"]), using))
+            if kept:
+                match = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(k)) for k in o["pk"])
+                await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
+                    rel, col, col, sql.Identifier(o["trash"]), match))
+        if default != c["default"]:
+            if c["default"] is None:
+                await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(rel, col))
+            else:
+                await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                    rel, col, sql.SQL(c["default"])))
+        if notnull != c["notnull"]:
+            verb = sql.SQL("SET NOT NULL" if c["notnull"] else "DROP NOT NULL")
+            await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} {}").format(rel, col, verb))
+    cur = await conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s", (relid,))
+    present = {r[0] for r in await cur.fetchall()}
+    for con in o["constraints"]:
+        if con["name"] not in present:
+            await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                rel, sql.Identifier(con["name"]), sql.SQL(con["def"])))
+    cur = await conn.execute("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                             " WHERE i.indrelid = %s", (relid,))
+    present = {r[0] for r in await cur.fetchall()}
+    for index in o["indexes"]:
+        if index["name"] not in present:
+            await conn.execute(index["def"])
+    if o.get("trash"):
+        await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
+
+
+async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
+    rel = sql.SQL(await relname(conn, int(o["relid"])))
+    col = sql.Identifier(o["column"])
+    taken = await (await conn.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
+        (int(o["relid"]), o["column"]))).fetchone()
+    if taken:
+        problem = [{"column": o["column"], "conflict": "a column with this name was added since"}]
+        if mode == "statement":
+            raise common.conflicts_error(cp_id, problem)
+        raise common.rollback_failed(f"column {o['column']} exists again; drop it first")
+    collate = sql.SQL(f" COLLATE {o['collation']}") if o.get("collation") else sql.SQL("")
+    await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}{}").format(rel, col, sql.SQL(o["type"]), collate))
+    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in o["pk"])
+    await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
+        rel, col, col, sql.Identifier(o["trash"]), match))
+    if o.get("default") is not None:
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+            rel, col, sql.SQL(o["default"])))
+    if o.get("notnull"):
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
+    for c in o.get("constraints", []):
+        await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            sql.SQL(await relname(conn, int(c["relid"]))), sql.Identifier(c["name"]), sql.SQL(c["def"])))
+    for index_def in o.get("indexes", []):
+        await conn.execute(index_def)
+    await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
+
+
+async def relname(conn: Any, oid: int) -> str:
+    row = await (await conn.execute("SELECT %s::oid::regclass::text", (oid,))).fetchone()
+    return str(row[0])

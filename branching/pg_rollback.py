@@ -1,0 +1,160 @@
+"""One PostgreSQL rollback, inside the caller's transaction: which checkpoints it
+undoes (mode 'all': every later one on the same relations; 'statement': just
+this one), the kept objects put back (latest first), the row deltas reversed,
+owned sequences reset, and the rollback recorded as a checkpoint of its own."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from psycopg import sql
+
+from branching import common, pg_restore
+from branching.checkpoint import CheckpointContext
+from branching.pg_rows import undo_rows
+from proxy.trace import new_id
+
+
+async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: CheckpointContext | None,
+                      retention_days: float) -> common.RollbackOutcome:
+    cur = await conn.execute(
+        "SELECT id, trace_id, kind, tables, relids, mark, seqs, objects, undone_by, created_at"
+        " FROM sqlgate.checkpoints WHERE id = %s AND expires_at > now() FOR UPDATE", (cp_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise common.not_found(cp_id)
+    _, trace_id, kind, tables, relids, mark, seqs, objects, undone_by, created_at = row
+    if undone_by:
+        raise common.already_undone(cp_id, undone_by)
+    outcome = common.RollbackOutcome(cp_id, mode, dry_run, list(tables))
+    relation_oids = set(relids) | {int(o["relid"]) for o in objects if "relid" in o}
+    # A writer on these tables is waited for (then its committed changes are seen whole), or, past
+    # lock_timeout, the rollback fails with nothing changed: never a delta read before a write lands.
+    await conn.execute("SET LOCAL lock_timeout = '10s'")
+    locked = await _lock_tables(conn, relation_oids, set())
+    if mode == "all":
+        later = await _later_checkpoints(conn, cp_id, mark, relation_oids)
+        while not relation_oids <= locked:  # later checkpoints reach further: lock those too, look again
+            locked = await _lock_tables(conn, relation_oids, locked)
+            later = await _later_checkpoints(conn, cp_id, mark, relation_oids)
+    else:
+        later = [(cp_id, objects)]
+    new_cp = new_id("cp")
+    ctx = context
+    # This rollback is a checkpoint of its own: its changes are captured under it, so it can be undone.
+    await conn.execute(
+        "INSERT INTO sqlgate.checkpoints (id, trace_id, actor, token_id, branch, kind, tables, relids, mark,"
+        " expires_at, undoes, xid) VALUES (%s, %s, %s, %s, %s, 'rollback', %s, %s, nextval('sqlgate.change_seq'),"
+        " now() + make_interval(secs => %s), %s, txid_current())",
+        (new_cp, ctx.trace_id if ctx else None, ctx.actor if ctx else "sqlgate", ctx.token_id if ctx else None,
+         ctx.branch if ctx else "main", json.dumps(list(tables)), list(relids), float(retention_days) * 86400,
+         cp_id))
+    await conn.execute("SELECT set_config('sqlgate.checkpoint', %s, true)", (new_cp,))
+    # 1. Objects kept aside come back (latest first).
+    restored_objects = await _restore_objects(conn, cp_id, mode, later, outcome)
+    # 2. Row deltas: the multiset difference the undone changes made, reversed.
+    if mode == "all":
+        filt, fargs = ("tbl = ANY(%s::oid[]) AND seq > %s AND (cp IS DISTINCT FROM %s)",
+                       [sorted(relation_oids), mark, new_cp])
+    else:
+        filt, fargs = "cp = %s", [cp_id]
+    cur = await conn.execute(f"SELECT DISTINCT tbl FROM sqlgate.changes WHERE {filt}", fargs)
+    conflicts: list[dict[str, Any]] = []
+    for (tbl,) in await cur.fetchall():
+        await undo_rows(conn, tbl, filt, fargs, mode, outcome, conflicts)
+    if conflicts:
+        raise common.conflicts_error(cp_id, conflicts)
+    # 3. Sequences owned by the tables (mode all).
+    if mode == "all":
+        await _restore_sequences(conn, seqs or {})
+    # 4. Bookkeeping: this rollback is a checkpoint of its own.
+    undone = [c for c, _ in later]
+    outcome.undone_checkpoints = undone
+    cur = await conn.execute("SELECT trace_id FROM sqlgate.checkpoints WHERE id = ANY(%s)", (undone,))
+    traces = {r[0] for r in await cur.fetchall() if r[0]}
+    if mode == "all":
+        cur = await conn.execute(
+            "SELECT id FROM sqlgate.traces WHERE at > %s AND outcome = 'ok' AND tables ?| %s::text[]"
+            " AND class IN ('write', 'destructive_dml', 'destructive_ddl', 'safe_ddl')",
+            (created_at, list(tables)))
+        traces |= {r[0] for r in await cur.fetchall()}
+    traces.discard(trace_id)
+    outcome.undone_traces = sorted(traces)
+    rel_oids = sorted(set(relids) | {int(o["relid"]) for o in restored_objects})
+    new_objects = [{"kind": "restored", **o} for o in restored_objects]
+    await conn.execute("UPDATE sqlgate.checkpoints SET relids = %s, objects = %s WHERE id = %s",
+                       (rel_oids, json.dumps(new_objects), new_cp))
+    await conn.execute("UPDATE sqlgate.checkpoints SET undone_by = %s WHERE id = ANY(%s)", (new_cp, undone))
+    outcome.new_checkpoint = None if dry_run else new_cp
+    return outcome
+
+
+async def _lock_tables(conn: Any, oids: set[int], locked: set[int]) -> set[int]:
+    """SHARE ROW EXCLUSIVE on the tables among `oids` not locked yet: writers (and other rollbacks) wait,
+    readers do not. Always in OID order, so two rollbacks cannot deadlock on each other."""
+    cur = await conn.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.oid = ANY(%s::oid[]) AND c.relkind IN ('r', 'p') ORDER BY c.oid", (sorted(oids - locked),))
+    names = [r[0] for r in await cur.fetchall()]
+    if names:
+        await conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+            sql.SQL(", ").join(sql.SQL(n) for n in names)))
+    return locked | oids
+
+
+async def _later_checkpoints(conn: Any, cp_id: str, mark: int, relation_oids: set[int]) -> list[tuple[str, Any]]:
+    """This checkpoint and every later one that shares a relation with it (transitively), latest first.
+    `relation_oids` grows to cover them all."""
+    cur = await conn.execute(
+        "SELECT id, objects, relids FROM sqlgate.checkpoints WHERE mark >= %s AND undone_by IS NULL"
+        " ORDER BY mark DESC FOR UPDATE", (mark,))
+    later = []
+    for other_id, other_objects, other_relids in await cur.fetchall():
+        oids = set(other_relids) | {int(o["relid"]) for o in other_objects if "relid" in o}
+        if other_id == cp_id or oids & relation_oids:
+            later.append((other_id, other_objects))
+            relation_oids |= oids
+    return later
+
+
+async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[str, Any]],
+                           outcome: common.RollbackOutcome) -> list[dict[str, Any]]:
+    """Put back what each checkpoint kept aside; returns the relations moved back (the new checkpoint's)."""
+    restored: list[dict[str, Any]] = []
+    for _, other_objects in later:
+        for o in reversed(other_objects):
+            kind = o.get("kind")
+            if kind == "relation":
+                await pg_restore.restore_relation(conn, cp_id, mode, o)
+                outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
+                restored.append(o)
+            elif kind == "definition":
+                await pg_restore.restore_definition(conn, o)
+                outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
+            elif kind in ("index", "viewdef"):
+                await pg_restore.restore_index_or_view(conn, cp_id, o)
+                outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
+            elif kind == "schema":
+                await pg_restore.restore_schema(conn, cp_id, mode, o)
+                outcome.objects_restored.append(f"{o['name']}.*")
+            elif kind == "schema_deps":
+                await pg_restore.restore_schema_dependents(conn, cp_id, o)
+            elif kind == "column":
+                await pg_restore.restore_column(conn, cp_id, mode, o)
+                outcome.objects_restored.append(f"{await pg_restore.relname(conn, int(o['relid']))}.{o['column']}")
+        for o in other_objects:
+            if o.get("kind") == "fk":
+                await pg_restore.restore_foreign_key(conn, o)
+    return restored
+
+
+async def _restore_sequences(conn: Any, seqs: dict[str, Any]) -> None:
+    for seq_oid, value in seqs.items():
+        exists = await (await conn.execute("SELECT %s::oid::regclass::text FROM pg_class WHERE oid = %s::oid",
+                                           (seq_oid, seq_oid))).fetchone()
+        if exists:
+            if value is None:
+                await conn.execute(sql.SQL("ALTER SEQUENCE {} RESTART").format(sql.SQL(exists[0])))
+            else:
+                await conn.execute("SELECT setval(%s::oid::regclass, %s, true)", (seq_oid, value))

@@ -1,0 +1,113 @@
+"""Undoing row changes on PostgreSQL: the multiset delta of the captured rows
+(removed D, added I) is reversed on one table. A D/I pair with the same primary
+key becomes an UPDATE in place, so rows pointing at it stay put; a row that is
+no longer as the undo expects is a conflict, and nothing is applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from branching import common
+from branching.pg_restore import relname
+
+# Every change to a captured table, one row per (statement, table, direction, row).
+CHANGE_ROWS = ("(SELECT c.seq, c.cp, c.tbl, c.op, r.row FROM sqlgate.changes c"
+               " CROSS JOIN LATERAL jsonb_array_elements(c.rows::jsonb) AS r(row))")
+
+
+async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
+                    outcome: common.RollbackOutcome, conflicts: list[dict[str, Any]]) -> None:
+    """Reverse the net delta of the changes `filt` selects on table `tbl`; conflicts are appended, not raised."""
+    rel = await relname(conn, tbl)
+    cur = await conn.execute(
+        "SELECT a.attname, a.attgenerated <> '' FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0"
+        " AND NOT a.attisdropped ORDER BY a.attnum", (tbl,))
+    cols = await cur.fetchall()
+    insertable = [c for c, generated in cols if not generated]
+    cur = await conn.execute(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND i.indisprimary", (tbl,))
+    pk = [r[0] for r in await cur.fetchall()]
+    target = sql.SQL(rel)
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_delta (row jsonb, n bigint) ON COMMIT DROP")
+    await conn.execute("TRUNCATE sqlgate_delta")
+    await conn.execute(
+        f"INSERT INTO sqlgate_delta SELECT row, sum(CASE op WHEN 'D' THEN 1 ELSE -1 END) FROM {CHANGE_ROWS} x"
+        f" WHERE tbl = %s AND {filt} GROUP BY row HAVING sum(CASE op WHEN 'D' THEN 1 ELSE -1 END) <> 0",
+        [tbl, *fargs])
+    await conn.execute("ANALYZE sqlgate_delta")
+    if pk:
+        # A row the undo changes back keeps its key: UPDATE it in place, so foreign keys that point at it
+        # (and ON DELETE CASCADE children) are never disturbed.
+        key_a = sql.SQL(", ").join(sql.SQL("a.row -> {}").format(sql.Literal(c)) for c in pk)
+        key_b = sql.SQL(", ").join(sql.SQL("b.row -> {}").format(sql.Literal(c)) for c in pk)
+        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_pairs (old jsonb, new jsonb) ON COMMIT DROP")
+        await conn.execute("TRUNCATE sqlgate_pairs")
+        await conn.execute(sql.SQL(
+            "INSERT INTO sqlgate_pairs SELECT a.row, b.row FROM sqlgate_delta a JOIN sqlgate_delta b"
+            " ON a.n = 1 AND b.n = -1 AND jsonb_build_array({}) = jsonb_build_array({})").format(key_a, key_b))
+        settable = [c for c in insertable if c not in pk]
+        pairs = (await (await conn.execute("SELECT count(*) FROM sqlgate_pairs")).fetchone())[0]
+        if pairs and settable:
+            pk_match = sql.SQL(" AND ").join(
+                sql.SQL("x.{c} = (s.n).{c}").format(c=sql.Identifier(c)) for c in pk)
+            cur = await conn.execute(sql.SQL(
+                "UPDATE {t} x SET ({cols}) = ROW({vals}) FROM (SELECT jsonb_populate_record(NULL::{t}, p.new) AS n,"
+                " p.new AS nj, jsonb_populate_record(NULL::{t}, p.old) AS r FROM sqlgate_pairs p) s"
+                " WHERE {pk_match} AND to_jsonb(x) = s.nj"
+            ).format(t=target, cols=sql.SQL(", ").join(sql.Identifier(c) for c in settable),
+                     vals=sql.SQL(", ").join(sql.SQL("(s.r).{}").format(sql.Identifier(c)) for c in settable),
+                     pk_match=pk_match))
+            if cur.rowcount < pairs:
+                conflicts.append({"table": rel,
+                                  "conflict": f"{pairs - cur.rowcount} row(s) changed since the checkpoint"})
+                return
+            outcome.rows_restored += cur.rowcount
+            outcome.rows_removed += cur.rowcount
+            await conn.execute(
+                "DELETE FROM sqlgate_delta d WHERE (n = 1 AND row IN (SELECT old FROM sqlgate_pairs))"
+                " OR (n = -1 AND row IN (SELECT new FROM sqlgate_pairs))")
+    # Rows to remove: -n instances of each row value.
+    rec = sql.SQL("jsonb_populate_record(NULL::{}, d.row)").format(target)
+    match: sql.Composable
+    if pk:
+        match = sql.SQL(" AND ").join(
+            sql.SQL("x.{c} = (d.r).{c}").format(c=sql.Identifier(c)) for c in pk)
+        match = sql.SQL("{} AND to_jsonb(x) = d.row").format(match)
+    else:
+        match = sql.SQL("to_jsonb(x) = d.row")
+    found = sql.SQL(
+        "SELECT x.ctid AS tid, d.row, -d.n AS want, row_number() OVER (PARTITION BY d.row ORDER BY x.ctid) AS k"
+        " FROM (SELECT row, n, {rec} AS r FROM sqlgate_delta d WHERE n < 0) d JOIN {t} x ON {match}"
+    ).format(rec=rec, t=target, match=match)
+    cur = await conn.execute(sql.SQL(
+        "SELECT d.row, -d.n, (SELECT count(*) FROM ({found}) f WHERE f.row = d.row)"
+        " FROM sqlgate_delta d WHERE d.n < 0"
+    ).format(found=found))
+    for value, want, have in await cur.fetchall():
+        if have < want:
+            conflicts.append({"table": rel, "row": value, "conflict": "changed or deleted since the checkpoint"})
+    if conflicts:
+        return
+    cur = await conn.execute(sql.SQL(
+        "DELETE FROM {t} WHERE ctid = ANY (ARRAY(SELECT tid FROM ({found}) f WHERE k <= want))"
+    ).format(t=target, found=found))
+    outcome.rows_removed += cur.rowcount
+    collist = sql.SQL(", ").join(sql.Identifier(c) for c in insertable)
+    reclist = sql.SQL(", ").join(sql.SQL("(r).{}").format(sql.Identifier(c)) for c in insertable)
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(sql.SQL(
+                "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {vals} FROM"
+                " (SELECT jsonb_populate_record(NULL::{t}, d.row) AS r FROM sqlgate_delta d,"
+                " generate_series(1, d.n) WHERE d.n > 0) s"
+            ).format(t=target, cols=collist, vals=reclist))
+            outcome.rows_restored += cur.rowcount
+    except psycopg.errors.IntegrityError as exc:
+        if mode == "all":
+            raise common.rollback_failed(str(exc).strip()) from exc
+        conflicts.append({"table": rel, "conflict": f"a restored row collides with a later change: "
+                                                    f"{exc.diag.message_detail or str(exc).strip()}"})

@@ -1,0 +1,142 @@
+"""Taking a PostgreSQL checkpoint, inside the statement's transaction: which kind
+of record a statement needs (row deltas, a move aside, a kept column, a kept
+definition), and, for DML and drops, the one-round-trip runner that replaces
+the plain execution of the statement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from branching import common
+from branching.checkpoint import Checkpoint, CheckpointContext
+from proxy.db_errors import database_error
+from proxy.result import Result, result_from_pgresult
+from proxy.statement import Part
+from proxy.trace import new_id
+
+# 'upsert': INSERT ... ON CONFLICT DO UPDATE; the capture triggers record its inserts and updates alike.
+_DML = {"delete", "update", "merge", "truncate", "insert", "upsert"}
+_DEFINITION_DETAILS = {"drop default", "drop not null", "drop constraint", "rename column", "type"}
+_TAKE_SQL = "SELECT sqlgate.cp_take(%s, %s, %s, %s, %s, %s, %s::text[], %s::text[]::regclass[], %s)"
+_DROP_SQL = ("SELECT sqlgate.cp_drop(%s, %s::text[], ARRAY(SELECT to_regclass(n) FROM unnest(%s::text[]) n),"
+             " %s, %s, %s)")
+_DROP_SCHEMA_SQL = "SELECT sqlgate.cp_drop_schema(%s, %s::text[], %s, %s)"
+_TAKE_ROWS_SQL = ("SELECT sqlgate.cp_take(%s, %s, %s, %s, %s, %s, %s::text[], %s::text[]::regclass[], %s),"
+                  " set_config('sqlgate.checkpoint', %s, true)")
+# Later statements of the same transaction are not this checkpoint's: its id is
+# forgotten right after the statement, in the same round trip.
+_FORGET_SQL = "SELECT set_config('sqlgate.checkpoint', '', true)"
+
+
+async def take(session: Any, part: Part, context: CheckpointContext, retention_days: float) -> Checkpoint:
+    """Record what `part` will destroy; refuse (checkpoint.unavailable) what cannot be undone exactly."""
+    targets = part.targets
+    actions = {t.action for t in targets}
+    if not targets:
+        raise common.unavailable(part, "the classifier named no target")
+    cp_id = new_id("cp")
+    names = [t.name for t in targets]
+    base = (cp_id, context.trace_id, context.actor, context.token_id, context.branch)
+    days = float(retention_days)
+    if actions <= _DML and all(t.kind == "table" for t in targets):
+        runner = _rows_runner(session, part, (*base, "rows", names, names, days, cp_id))
+        return Checkpoint(cp_id, tuple(names), "rows", run=runner)
+    kinds = {t.kind for t in targets}
+    if actions == {"drop"} and len(kinds) == 1 and targets[0].kind in ("table", "view", "sequence"):
+        kind = targets[0].kind
+        cascade = any(t.detail == "cascade" for t in targets)
+        if_exists = "if exists" in " ".join(part.sql.lower().split())
+        runner = _drop_runner(session, part.command, (*base, kind, names, [], days),
+                              (cp_id, names, names, kind, cascade, if_exists), _DROP_SQL)
+        return Checkpoint(cp_id, tuple(names), kind, run=runner)
+    if actions == {"drop"} and kinds == {"schema"}:
+        schemas = [_unquoted(t.name.removesuffix(".*")) for t in targets]
+        cascade = any(t.detail == "cascade" for t in targets)
+        if_exists = "if exists" in " ".join(part.sql.lower().split())
+        runner = _drop_runner(session, part.command, (*base, "schema", names, [], days),
+                              (cp_id, schemas, cascade, if_exists), _DROP_SCHEMA_SQL)
+        return Checkpoint(cp_id, tuple(names), "schema", run=runner)
+    single = targets[0] if len(targets) == 1 else None
+    if (single is not None and single.action == "alter" and single.detail == "drop column" and single.column
+            and single.kind == "table"):
+        if "cascade" in part.sql.lower():
+            raise common.unavailable(part, "DROP COLUMN ... CASCADE (its dependent views would not come back)")
+        await _record(session, (*base, "column", names, [], days))
+        await _call(session, "SELECT sqlgate.cp_keep_column(%s, %s::regclass, %s)",
+                    (cp_id, names[0], _unquoted(single.column)))
+        return Checkpoint(cp_id, tuple(names), "column")
+    if single is not None and single.kind == "table" and (
+            single.action == "rename" or single.detail in _DEFINITION_DETAILS):
+        await _record(session, (*base, "definition", names, [], days))
+        type_column = _unquoted(single.column) if single.detail == "type" and single.column else None
+        await _call(session, "SELECT sqlgate.cp_keep_definition(%s, %s::regclass, %s)",
+                    (cp_id, names[0], type_column))
+        return Checkpoint(cp_id, tuple(names), "definition")
+    if ((actions == {"drop"} and all(t.kind == "index" for t in targets))
+            or (single is not None and single.kind == "view" and single.action == "replace")):
+        await _record(session, (*base, "definition", names, [], days))
+        for name in names:
+            await _call(session, "SELECT sqlgate.cp_keep_relation_def(%s, r) FROM to_regclass(%s) r"
+                                 " WHERE r IS NOT NULL", (cp_id, name))
+        return Checkpoint(cp_id, tuple(names), "definition")
+    raise common.unavailable(part, f"{', '.join(sorted(actions))} of {', '.join(sorted(kinds))}")
+
+
+def _unquoted(column: str) -> str:
+    """Targets name columns in quote_ident form; the catalog functions want the bare name."""
+    return column[1:-1].replace('""', '"') if column.startswith('"') else column
+
+
+def _rows_runner(session: Any, part: Part, take_args: tuple[Any, ...]) -> Any:
+    async def run_dml(original: Any, params: Any) -> Result:
+        # The checkpoint and the statement go to the server together (libpq pipeline): one round trip.
+        conn = session.conn
+        cur = psycopg.AsyncRawCursor(conn)
+        try:
+            if not params:  # simple query protocol: all three statements in one message
+                record = sql.SQL(_TAKE_ROWS_SQL.replace("%s", "{}")).format(*map(sql.Literal, take_args))
+                # The newline ends a trailing -- comment of the agent's statement.
+                await cur.execute(record.as_string(conn) + ";\n" + part.sql + "\n;\n" + _FORGET_SQL)
+                cur.nextset()
+                return result_from_pgresult(cur.pgresult)
+            async with conn.pipeline() as pipeline:
+                await psycopg.AsyncCursor(conn).execute(_TAKE_ROWS_SQL, take_args)
+                await cur.execute(part.sql, params)
+                await psycopg.AsyncCursor(conn).execute(_FORGET_SQL)
+                await pipeline.sync()
+            return result_from_pgresult(cur.pgresult)
+        except psycopg.Error as exc:
+            raise database_error(exc) from exc
+
+    return run_dml
+
+
+def _drop_runner(session: Any, command: str, take_args: tuple[Any, ...], drop_args: tuple[Any, ...],
+                 drop_sql: str) -> Any:
+    async def run_drop(original: Any, params: Any) -> Result:
+        # Instead of the DROP, the checkpoint and the move: one message, one round trip.
+        conn = session.conn
+        record = sql.SQL(_TAKE_SQL.replace("%s", "{}")).format(*map(sql.Literal, take_args))
+        move = sql.SQL(drop_sql.replace("%s", "{}")).format(*map(sql.Literal, drop_args))
+        try:
+            await psycopg.AsyncRawCursor(conn).execute(record.as_string(conn) + "; " + move.as_string(conn))
+        except psycopg.Error as exc:
+            raise database_error(exc) from exc
+        return Result(command_tag=command)
+
+    return run_drop
+
+
+async def _call(session: Any, query: str, args: tuple[Any, ...]) -> None:
+    try:
+        await session.conn.execute(query, args)
+    except psycopg.Error as exc:
+        raise database_error(exc) from exc
+
+
+async def _record(session: Any, take_args: tuple[Any, ...]) -> None:
+    await _call(session, _TAKE_SQL, take_args)
+
