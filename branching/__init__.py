@@ -7,10 +7,13 @@ kill -9 leaves none behind; its metadata is in the backend (sqlgate.checkpoints)
 Row undo data is a multiset delta: rows the statement removed (D) and added (I); undo deletes one
 instance of each I row and inserts each D row (PostgreSQL: a D/I pair with the same key is an UPDATE,
 so foreign keys pointing at it stay put). Cost follows the k rows changed, never the table.
-PostgreSQL (pg.py, pg_sql.py; everything privileged is SECURITY DEFINER, owned by the owner login):
-- DML of any form (DELETE, UPDATE incl. keys, MERGE, data-modifying CTEs, DML inside functions):
-  statement-level AFTER triggers with transition tables, ENABLE ALWAYS, installed on a table at its
-  first checkpoint, append D/I rows as one jsonb array per statement to sqlgate.changes, filed under
+PostgreSQL (pg.py: setup, list, purge, the rollback transaction; pg_take: what a statement gets; pg_rows,
+pg_restore, pg_rollback: undo; pg_sql, pg_sql_schema: the SQL installed; everything privileged is
+SECURITY DEFINER, owned by the owner login):
+- DML of any form (DELETE, UPDATE incl. keys, MERGE, upserts (ON CONFLICT DO UPDATE, classed write),
+  data-modifying CTEs, DML inside functions): statement-level AFTER triggers with transition tables,
+  ENABLE ALWAYS, installed on a table at its first checkpoint, append D/I rows as one json array per
+  statement (json_agg: cheaper than jsonb; lz4 where the server has it) to sqlgate.changes, filed under
   the checkpoint id set for that statement only if the checkpoint was taken in the same transaction.
   Later plain INSERTs are logged too, which gives mode 'all' (net delta since the mark) and mode
   'statement' conflicts (an I row no longer there; a D row whose key was taken). Owned sequences'
@@ -19,11 +22,16 @@ PostgreSQL (pg.py, pg_sql.py; everything privileged is SECURITY DEFINER, owned b
   dependent views) into a private schema: ALTER ... SET SCHEMA, O(1), columns, defaults, constraints,
   indexes, triggers, grants, owned sequences intact; foreign keys of other tables that CASCADE drops
   are kept as definitions. Rollback moves them back.
+- DROP SCHEMA: renamed aside (O(1)), handed to the owner with agents' grants revoked; what CASCADE
+  would drop outside it (found through pg_depend) is moved aside (views, sequences) or kept as a
+  definition (foreign keys, checks, defaults, expression indexes); anything else is refused.
 - DROP COLUMN (last column only: PostgreSQL cannot put a column back between others; table with a
   primary key): keeps the key and that column, its type, default, NOT NULL, constraints, indexes.
 - DROP/SET DEFAULT, DROP NOT NULL, DROP CONSTRAINT, RENAME (table, column), ALTER COLUMN TYPE: the
   table's definition by OID/attnum (+ key and values for a type change); DROP INDEX, CREATE OR
   REPLACE VIEW: the definition. Rollback re-applies what differs.
+- A rollback first locks the tables it restores (SHARE ROW EXCLUSIVE, OID order): a writer racing it
+  makes it wait, then apply whole, or give up whole after lock_timeout (branching.rollback_busy, 409).
 DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
 - DELETE: `CREATE TABLE sqlgate.cpd_.. AS WITH d AS (<DELETE> RETURNING rowid, *) SELECT * FROM d` (one
   pass). UPDATE: old rows by the statement's own FROM/WHERE (rowids, from the sqlglot tree), new rows
