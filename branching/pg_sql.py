@@ -371,7 +371,7 @@ BEGIN
         'def', CASE k WHEN 'i' THEN pg_get_indexdef(p_rel) ELSE pg_get_viewdef(p_rel) END,
         'owner', (SELECT relowner::regrole::text FROM pg_class WHERE oid = p_rel),
         'grants', coalesce((SELECT jsonb_agg(jsonb_build_array(
-                               CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END,
+                               CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,  -- quoted
                                a.privilege_type))
                             FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = p_rel), '[]')))
     WHERE id = p_id;

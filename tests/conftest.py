@@ -61,3 +61,13 @@ def duck(pg_server: PgServer) -> Iterator[SqlgateServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg(pg_server: PgServer) -> Iterator[SqlgateServer]:
+    """A sqlgate on its own PostgreSQL database, for PostgreSQL-only tests."""
+    server = start_sqlgate("postgres", pg_server, "sqlgate_pg_only")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,20 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.pgserver import PgServer
-from tests.support.sqlgate_server import SqlgateServer, start_sqlgate
+from tests.support.sqlgate_server import SqlgateServer
 from tests.test_checkpoints import fresh, ok, rollback, rows
 
 _DIGEST = "SELECT count(*) AS n, md5(coalesce(string_agg(md5(x::text), ',' ORDER BY md5(x::text)), '')) AS h FROM {t} x"
-
-
-@pytest.fixture(scope="module")
-def pg(pg_server: PgServer) -> Iterator[SqlgateServer]:
-    server = start_sqlgate("postgres", pg_server, "sqlgate_cp_pg_race")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,24 +6,12 @@ Through the real `sqlgate serve` on PostgreSQL: run, check, roll back, compare."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from policy.classify import classify
 from proxy.statement import Target
-from tests.support.pgserver import PgServer
-from tests.support.sqlgate_server import SqlgateServer, start_sqlgate
+from tests.support.sqlgate_server import SqlgateServer
 from tests.test_checkpoints import destroy_and_restore, fresh, num, ok, rollback, rows, snapshot
-
-
-@pytest.fixture(scope="module")
-def pg(pg_server: PgServer) -> Iterator[SqlgateServer]:
-    server = start_sqlgate("postgres", pg_server, "sqlgate_cp_pg_rows")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

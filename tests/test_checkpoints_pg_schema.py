@@ -6,23 +6,14 @@ indexes, views, sequences, functions, types, triggers, owners and grants."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.support.pgserver import PgServer
-from tests.support.sqlgate_server import SqlgateServer, start_sqlgate
+from tests.support.sqlgate_server import SqlgateServer
 from tests.test_checkpoints import checkpoints, fresh, num, ok, rollback, rows
-
-
-@pytest.fixture(scope="module")
-def pg(pg_server: PgServer) -> Iterator[SqlgateServer]:
-    server = start_sqlgate("postgres", pg_server, "sqlgate_cp_pg_schema")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +259,23 @@ def test_every_kind_of_object_inside_the_schema_comes_back(pg: SqlgateServer, ag
     ok(pg.sql(f"INSERT INTO {s}.c VALUES (99, 1, 'quiet')", token=agent))
     assert rows(pg, f"SELECT note FROM {s}.c WHERE id = 99") == [{"note": "QUIET"}]
     assert rows(pg, f"SELECT polname FROM pg_policy WHERE polrelid = '{s}.t'::regclass") == [{"polname": "mine"}]
+
+
+def test_grants_to_a_mixed_case_role_come_back(pg: SqlgateServer, agent: str, pg_server: PgServer) -> None:
+    """A replaced view that gained columns is recreated on rollback, with its grants: a grantee whose
+    name needs quotes must come back as itself, not quoted twice."""
+    p = fresh("gr")
+    assert pg.database is not None
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'Viewer Mixed'").fetchone():
+            conn.execute('CREATE ROLE "Viewer Mixed"')
+    ok(pg.sql(f"CREATE TABLE {p}_t (id int)", token=agent))
+    ok(pg.sql(f"CREATE VIEW {p}_v AS SELECT id FROM {p}_t", token=agent))
+    with psycopg.connect(pg.database, autocommit=True) as conn:
+        conn.execute(f'GRANT SELECT ON {p}_v TO "Viewer Mixed"')
+    answer = ok(pg.sql(f"CREATE OR REPLACE VIEW {p}_v AS SELECT id, 1 AS extra FROM {p}_t", token=agent))
+    ok(rollback(pg, answer["checkpoint"]["id"], token=agent))
+    with psycopg.connect(pg.database, autocommit=True) as conn:
+        granted = conn.execute(f"SELECT has_table_privilege('Viewer Mixed', '{p}_v', 'SELECT')").fetchone()
+        columns = conn.execute(f"SELECT count(*) FROM information_schema.columns WHERE table_name = '{p}_v'").fetchone()
+    assert granted == (True,) and columns == (1,)
