@@ -67,11 +67,17 @@ def scan(acc: Acc, tree, executed: bool) -> None:
         elif executed and key == "intoClause":
             rel = val.get("rel") or {}
             acc.raise_to(C.SAFE_DDL)
-            acc.later(rel.get("location", 0), _t("table", rv_name(rel), "create", detail="select into"))
+            acc.later(rel.get("location", 0), _t("table", rv_name(rel), "create", detail=_temp(rel, "select into")))
 
 
 def _t(kind, name, action, column=None, detail=""):
     return Target(kind, name, action, column, detail)
+
+
+def _temp(rel, detail=""):
+    """A created relation's detail: 'temp' first when it lives in the session only (it then runs on
+    the login the session's other statements use: proxy.pipeline.login_for)."""
+    return " ".join(filter(None, ("temp" if rel.get("relpersistence") == "t" else "", detail)))
 
 
 def _funccall(acc: Acc, fc: dict, executed: bool) -> None:
@@ -250,7 +256,7 @@ def _h_create(acc, body, stmt, text, prepared):
     acc.command = "CREATE TABLE"
     rel = body.get("relation") or {}
     acc.raise_to(C.SAFE_DDL)
-    acc.target("table", rv_name(rel), "create")
+    acc.target("table", rv_name(rel), "create", detail=_temp(rel))
 
 
 def _h_ctas(acc, body, stmt, text, prepared):
@@ -258,19 +264,20 @@ def _h_ctas(acc, body, stmt, text, prepared):
     acc.command = "CREATE MATERIALIZED VIEW" if mat else "CREATE TABLE AS"
     rel = (body.get("into") or {}).get("rel") or {}
     acc.raise_to(C.SAFE_DDL)
-    acc.target("materialized view" if mat else "table", rv_name(rel), "create")
+    acc.target("materialized view" if mat else "table", rv_name(rel), "create", detail=_temp(rel))
     scan(acc, body.get("query") or {}, executed=True)
 
 
 def _h_view(acc, body, stmt, text, prepared):
     acc.command = "CREATE VIEW"
-    name = rv_name(body.get("view") or {})
+    view = body.get("view") or {}
+    name = rv_name(view)
     if body.get("replace"):
         acc.raise_to(C.DESTRUCTIVE_DDL, "CREATE OR REPLACE replaces an existing definition")
         acc.target("view", name, "replace")
     else:
         acc.raise_to(C.SAFE_DDL)
-        acc.target("view", name, "create")
+        acc.target("view", name, "create", detail=_temp(view))
 
 
 def _h_index(acc, body, stmt, text, prepared):
@@ -282,7 +289,8 @@ def _h_index(acc, body, stmt, text, prepared):
 def _h_seq(acc, body, stmt, text, prepared):
     acc.command = "CREATE SEQUENCE"
     acc.raise_to(C.SAFE_DDL)
-    acc.target("sequence", rv_name(body.get("sequence") or {}), "create")
+    sequence = body.get("sequence") or {}
+    acc.target("sequence", rv_name(sequence), "create", detail=_temp(sequence))
 
 
 def _h_alterseq(acc, body, stmt, text, prepared):

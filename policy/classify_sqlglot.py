@@ -217,7 +217,9 @@ def _create(acc, t: exp.Create, stype, text):
             acc.raise_to(C.DESTRUCTIVE_DDL, "CREATE OR REPLACE discards the existing object")
         else:
             acc.raise_to(C.SAFE_DDL)
-        acc.target(REL_KINDS[kind], name, "replace" if replace else "create")
+        props = t.args.get("properties")
+        temp = props is not None and any(isinstance(p, exp.TemporaryProperty) for p in props.expressions)
+        acc.target(REL_KINDS[kind], name, "replace" if replace else "create", detail="temp" if temp else "")
         if t.expression is not None:
             scan(acc, t.expression, executed=True)
         return

@@ -25,7 +25,7 @@ from proxy.client_session import ClientSession
 from proxy.result import Result
 from proxy.session_steps import LastingSessions
 from proxy.sql_functions import CallContext, SqlFunctions
-from proxy.statement import Statement, StatementClass
+from proxy.statement import Part, Statement, StatementClass
 from proxy.steps import STATEFUL_COMMANDS, Query, Request, Response, Step, note_session_state, runs_alone
 from proxy.trace import Trace, new_id
 from proxy.trace_sink import TraceSink
@@ -34,6 +34,13 @@ from proxy.txcontrol import TxVerb, begin_options, transaction_verb
 __all__ = ["Pipeline", "Query", "Request", "Response", "Step"]  # the step types live in proxy.steps
 
 C = StatementClass
+
+
+def _session_only(part: Part) -> bool:
+    """DDL that creates only temporary objects: it runs on the token's own login, where the session's
+    later statements (which are DML, on that login) will see them."""
+    return part.klass is C.SAFE_DDL and bool(part.targets) and all(
+        t.action == "create" and t.detail.split()[:1] == ["temp"] for t in part.targets)
 
 
 @dataclass
@@ -174,7 +181,8 @@ class Pipeline(LastingSessions):
 
     def login_for(self, identity: Identity, steps: Sequence[Step]) -> BackendRole:
         login = self.role_logins[identity.role]
-        if login is BackendRole.WRITE and any(s.part.klass in (C.SAFE_DDL, C.DESTRUCTIVE_DDL) for s in steps):
+        if login is BackendRole.WRITE and any(s.part.klass in (C.SAFE_DDL, C.DESTRUCTIVE_DDL)
+                                              and not _session_only(s.part) for s in steps):
             return BackendRole.DDL
         return login
 

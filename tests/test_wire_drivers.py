@@ -129,3 +129,16 @@ def test_more_clients_than_backend_connections(wire: Wire) -> None:
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_temporary_tables_of_a_write_token_last_for_its_session(wire: Wire) -> None:
+    """A write token's temp table is created on the login its later DML and reads use, so the
+    session sees it, as on a direct connection; another session does not."""
+    token = wire.server.token("write", name="temp-writer")["token"]
+    with psycopg.connect(wire.dsn(token), autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE drv_scratch (a int)")
+        conn.execute("INSERT INTO drv_scratch VALUES (1), (2)")
+        conn.execute("CREATE TEMPORARY TABLE drv_scratch2 AS SELECT a * 10 AS b FROM drv_scratch")
+        assert conn.execute("SELECT sum(b) FROM drv_scratch2").fetchone() == (30,)
+        with psycopg.connect(wire.dsn(token), autocommit=True) as other, pytest.raises(psycopg.errors.UndefinedTable):
+            other.execute("SELECT * FROM drv_scratch")
