@@ -262,3 +262,12 @@ def test_a_big_answer_to_a_slow_reader_stays_out_of_memory(servers: tuple[Wire, 
     c.sock.close()
     assert rows == 300000 and total > 300_000_000
     assert grown_mb < 64, f"sqlgate grew by {grown_mb:.0f} MB while the client was not reading"
+
+
+def test_a_bad_parse_is_answered_before_the_rest_is_skipped(servers: tuple[Wire, Wire]) -> None:
+    """Parse of SQL that does not parse, then Bind/Execute/Sync: one ErrorResponse, then ReadyForQuery."""
+    on, off = servers
+    messages = extended("SELEKT nothing", [])
+    relayed, ordinary = answer(on, messages), answer(off, messages)
+    assert [k for k, _ in relayed] == [b"E", b"Z"]
+    assert relayed == ordinary

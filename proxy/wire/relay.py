@@ -91,8 +91,8 @@ class WireRelay:
             kind, body = inbox[0]
             try:
                 if kind == b"P" and self._open():
+                    h.parse(ext.decode_parse(body))  # when it raises, the Parse stays for the handler to answer
                     inbox.popleft()
-                    h.parse(ext.decode_parse(body))
                     continue
                 if kind == b"Q":
                     job = self._plan_simple(qm.decode_query(body).query, take_idle=True)
