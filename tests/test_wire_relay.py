@@ -5,6 +5,8 @@ pipeline is the reference: a second sqlgate on the same database runs with
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 import threading
 import time
@@ -271,3 +273,102 @@ def test_a_bad_parse_is_answered_before_the_rest_is_skipped(servers: tuple[Wire,
     relayed, ordinary = answer(on, messages), answer(off, messages)
     assert [k for k, _ in relayed] == [b"E", b"Z"]
     assert relayed == ordinary
+
+
+def _logged_in(w: Wire) -> Conn:
+    c, _ = scram_login(w, w.server.admin_token)
+    while c.message()[0] != b"Z":
+        pass
+    return c
+
+
+def _kinds_until_ready(c: Conn, count: int = 1) -> list[tuple[bytes, bytes]]:
+    out = []
+    while count:
+        kind, body = c.message()
+        out.append((kind, body))
+        count -= kind == b"Z"
+    return out
+
+
+def test_answers_keep_their_order_when_messages_arrive_mid_relay(servers: tuple[Wire, Wire]) -> None:
+    """Messages that arrive while a relayed statement runs, some for the handler, some for the
+    relay, and in one burst after a pause: answered in the order sent."""
+    on, _ = servers
+    pid = on.server.process.pid  # type: ignore[union-attr]
+    c = _logged_in(on)
+    c.sock.sendall(msg(b"P", b"s1\0SELECT pg_sleep(0.3), 'bind'\0" + struct.pack("!h", 0)) + msg(b"S", b""))
+    _kinds_until_ready(c)
+    c.sock.sendall(query("SELECT pg_sleep(0.5), 'q0'"))
+    time.sleep(0.1)
+    c.sock.sendall(msg(b"B", b"\0s1\0" + struct.pack("!hhh", 0, 0, 0)))
+    time.sleep(0.1)
+    os.kill(pid, signal.SIGSTOP)  # what comes next piles up and arrives at once
+    try:
+        time.sleep(0.6)
+        c.sock.sendall(msg(b"E", b"\0" + struct.pack("!i", 0)) + msg(b"S", b"") + query("SELECT 'q3'"))
+        time.sleep(0.1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    rows = [body for kind, body in _kinds_until_ready(c, 3) if kind == b"D"]
+    c.sock.close()
+    assert len(rows) == 3 and all(r.endswith(t) for r, t in zip(rows, (b"q0", b"bind", b"q3"), strict=True)), rows
+
+
+def test_a_thousand_parses_at_once_are_all_answered(servers: tuple[Wire, Wire]) -> None:
+    """More messages than sqlgate queues pause reading the client; the relay answering them must resume it."""
+    on, _ = servers
+    c = _logged_in(on)
+    c.sock.sendall(b"".join(msg(b"P", f"p{i}\0SELECT {i}\0".encode() + struct.pack("!h", 0)) for i in range(1000))
+                   + msg(b"S", b""))
+    kinds = [k for k, _ in _kinds_until_ready(c)]
+    c.sock.close()
+    assert kinds == [b"1"] * 1000 + [b"Z"]
+
+
+def test_a_statement_prepared_before_an_alter_is_prepared_afresh_for_others(servers: tuple[Wire, Wire]) -> None:
+    """A named statement whose table changed fails for the client that prepared it, as in
+    PostgreSQL; the relay's server-side copy is dropped, so the next client's works."""
+    on, _ = servers
+    with psycopg.connect(on.dsn(), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS relay_stale")
+        conn.execute("CREATE TABLE relay_stale (id int PRIMARY KEY, a text)")
+        conn.execute("INSERT INTO relay_stale VALUES (1, 'x')")
+    sql = "SELECT * FROM relay_stale WHERE id = %s"
+    with psycopg.connect(on.dsn(), autocommit=True) as first:
+        assert first.execute(sql, (1,), prepare=True).fetchall() == [(1, "x")]
+        with psycopg.connect(on.dsn(), autocommit=True) as conn:
+            conn.execute("ALTER TABLE relay_stale ADD COLUMN b int DEFAULT 7")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):  # cached plan must not change result type
+            first.execute(sql, (1,), prepare=True)
+    for _ in range(3):
+        with psycopg.connect(on.dsn(), autocommit=True) as later:
+            assert later.execute(sql, (1,), prepare=True).fetchall() == [(1, "x", 7)]
+
+
+def test_a_huge_value_streams_through(servers: tuple[Wire, Wire]) -> None:
+    """A 40 MB value is forwarded as it arrives, not gathered and copied on every read."""
+    on, _ = servers
+    c = _logged_in(on)
+    c.sock.sendall(query("SELECT repeat('x', 40000000) AS big"))
+    out = _kinds_until_ready(c)
+    c.sock.close()
+    [row] = [body for kind, body in out if kind == b"D"]
+    assert struct.unpack("!hi", row[:6]) == (1, 40_000_000) and row[6:].count(b"x") == 40_000_000
+
+
+def test_backpressure_holds_when_the_client_was_already_full(servers: tuple[Wire, Wire]) -> None:
+    """The client stopped reading during an ordinary-path answer; the relayed answer that follows
+    must still wait for it rather than pile up."""
+    on, _ = servers
+    pid = on.server.process.pid  # type: ignore[union-attr]
+    c = _logged_in(on)
+    before = _rss_kb(pid)
+    c.sock.sendall(query("BEGIN") + query("SELECT repeat('y', 8000000)") + query("COMMIT")
+                   + query("SELECT g, repeat('x', 1000) FROM generate_series(1, 300000) g"))
+    time.sleep(3)
+    grown_mb = (_rss_kb(pid) - before) / 1024
+    rows = sum(kind == b"D" for kind, _ in _kinds_until_ready(c, 4))
+    c.sock.close()
+    assert rows == 300001
+    assert grown_mb < 64, f"sqlgate grew by {grown_mb:.0f} MB while the client was not reading"

@@ -206,9 +206,19 @@ class PostgresBackend:
             self.pools[role] = pool
         self.meta = PostgresMeta(self.pools[BackendRole.OWNER])
 
-    def relay_logins(self) -> dict[BackendRole, dict[str, str]]:
-        """Each agent login's connection parameters, for the wire relay's own connections."""
-        return {role: conninfo_to_dict(pool.conninfo) for role, pool in self.pools.items()}  # type: ignore[misc]
+    async def relay_logins(self) -> dict[BackendRole, dict[str, str]]:
+        """Each login's connection parameters as libpq resolved them on a live connection
+        (environment, service and password files included), for the wire relay's own connections."""
+        logins = {}
+        for role, pool in self.pools.items():
+            async with pool.connection() as conn:
+                info = conn.info
+                logins[role] = {
+                    "host": info.hostaddr or info.host, "port": str(info.port), "dbname": info.dbname,
+                    "user": info.user, "password": info.password or "",
+                    "sslmode": conninfo_to_dict(pool.conninfo).get("sslmode") or "prefer",
+                }
+        return logins
 
     async def watch_revocations(self, on_revoked: Callable[[str], Awaitable[None]]) -> None:
         """Follow revocations made through any proxy on this database (LISTEN),

@@ -68,6 +68,8 @@ class ConnectionIO(Protocol):
     def discard(self, count: int) -> None:
         """Drop that many received messages (the relay answered them)."""
 
+    write_paused: bool  # the client's socket buffer is full
+
     def relay_finished(self) -> None:
         """A statement the relay took from the socket callback is answered: go on."""
 

@@ -227,7 +227,8 @@ class WireRelay:
         self.running = job.conn
         job.started = time.perf_counter()
         job.conn.start(messages, Exchange(self.handler.io.send, _translate,
-                                          lambda exchange, problem: self._done(job, exchange, problem), swallow))
+                                          lambda exchange, problem: self._done(job, exchange, problem), swallow),
+                       paused=self.handler.io.write_paused)
 
     def _done(self, job: _Job, exchange: Exchange, problem: BaseException | None) -> None:
         """The answer is through (or the backend went): trace, ReadyForQuery, go on."""
@@ -235,15 +236,22 @@ class WireRelay:
         self.running = None
         try:
             pipeline = h.ctx.pipeline
+            conn = job.conn
             if problem is None:
                 pipeline.relayed(job.step, job.started, exchange.tag.decode(), exchange.error)
                 if job.key is not None and job.fresh and exchange.parsed:
-                    job.conn.remember(job.key, job.name)
+                    conn.remember(job.key, job.name)
+                if job.key is not None and exchange.error is not None:
+                    conn.forget(job.key)  # it may have gone stale (an ALTER TABLE): not for the next client
+            elif exchange.error is not None:  # PostgreSQL said why before it went (a FATAL): that answer stands
+                pipeline.relayed(job.step, job.started, "", exchange.error)
             else:
                 error = errors.backend_unavailable(f"the connection to PostgreSQL was lost ({problem})")
                 pipeline.relayed(job.step, job.started, "", error)
                 h.io.send(qm.ErrorResponse(error.wire_fields()))
-            job.pool.release(job.conn)
+            if conn.cancelling:  # a CancelRequest may still land: never let it hit another client's statement
+                conn.close()
+            job.pool.release(conn)
             h.ready()
         except Exception:  # noqa: BLE001 - from a protocol callback: end this client only
             log.exception("wire relay failed")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import hmac
 import secrets
 import struct
 from dataclasses import dataclass
 
-from proxy.wire.relay_conn import ERROR, RelayConnection, message
+from proxy.wire.relay_conn import ERROR, BackendGone, RelayConnection, message
 
 _AUTH, _KEY, _READY, _STATUS, _NOTICE = (ord(c) for c in "RKZSN")
 _PROTOCOL = 196608  # 3.0
@@ -36,6 +37,7 @@ class Target:
 async def connect(target: Target, timeout: float = 10.0) -> RelayConnection:
     loop = asyncio.get_running_loop()
     address = target.address
+    conn: RelayConnection | None = None
     try:
         async with asyncio.timeout(timeout):
             if address[0] == "unix":
@@ -43,7 +45,11 @@ async def connect(target: Target, timeout: float = 10.0) -> RelayConnection:
             else:
                 _, conn = await loop.create_connection(lambda: RelayConnection(address), address[1], int(address[2]))
             await _log_in(conn, target)
-    except (OSError, TimeoutError, struct.error) as exc:
+    except RelayRefused:
+        raise
+    except (OSError, TimeoutError, ValueError, KeyError, IndexError, struct.error, binascii.Error) as exc:
+        if conn is not None:  # a malformed or slow exchange: no socket is left behind
+            conn.close()
         raise RelayRefused(f"{type(exc).__name__}: {exc}") from exc
     return conn
 
@@ -57,7 +63,7 @@ async def _log_in(conn: RelayConnection, target: Target) -> None:
     while True:
         try:
             kind, body = await conn.receive()
-        except Exception as exc:
+        except BackendGone as exc:
             conn.close()
             raise RelayRefused(str(exc)) from exc
         if kind == ERROR:
@@ -84,6 +90,10 @@ async def _log_in(conn: RelayConnection, target: Target) -> None:
                 if not scram.verify(body[4:]):
                     conn.close()
                     raise RelayRefused("PostgreSQL's SCRAM signature did not verify")
+                scram.verified = True
+            elif code == 0 and scram is not None and not scram.verified:
+                conn.close()  # a server that skips SCRAM's last step has not proved it knows the password
+                raise RelayRefused("PostgreSQL ended SCRAM without its signature")
             elif code != 0:
                 conn.close()
                 raise RelayRefused(f"authentication method {code} is not supported by the relay")
@@ -111,6 +121,7 @@ class _ScramClient:
         self.first_bare = f"n=,r={self.nonce}"
         self.server_key = b""
         self.auth_message = b""
+        self.verified = False
 
     def client_first(self) -> bytes:
         return f"n,,{self.first_bare}".encode()

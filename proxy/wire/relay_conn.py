@@ -22,6 +22,7 @@ _CANCEL = struct.Struct("!iiii")
 _CANCEL_CODE = 80877102
 
 ERROR, COMPLETE, READY, PARSED, CLOSED = (ord(c) for c in "ECZ13")
+_INSPECTED = frozenset({ERROR, COMPLETE, READY, PARSED, CLOSED})  # read whole; the rest streams through
 SYNC = b"S\x00\x00\x00\x04"
 MAX_PREPARED = 200  # server-side statements kept per connection (least recently used go)
 
@@ -65,6 +66,8 @@ class RelayConnection(asyncio.Protocol):
         self.prepared: OrderedDict[tuple[str, tuple[int, ...]], bytes] = OrderedDict()
         self._names = 0
         self.closing: list[bytes] = []
+        self.streaming = 0  # bytes of a message already begun that go straight to the client
+        self.cancelling = False  # a CancelRequest may still reach whatever this connection runs
         self.paused = False  # Close of evicted statements, sent ahead of the next exchange
         # Before the relay starts (start-up and authentication), messages queue here.
         self._setup: deque[tuple[int, bytes]] | None = deque()
@@ -83,6 +86,14 @@ class RelayConnection(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if self.streaming and exchange is not None:  # the rest of a big row: no buffering, no copy
+            n = min(self.streaming, len(data))
+            exchange.sink(data if n == len(data) else data[:n])
+            self.streaming -= n
+            data = data[n:]
+            if not data:
+                return
         if self.buffer:
             self.buffer += data
             data = bytes(self.buffer)
@@ -130,9 +141,10 @@ class RelayConnection(asyncio.Protocol):
 
     # --- the relay --------------------------------------------------------------
 
-    def start(self, messages: bytes, exchange: Exchange) -> None:
+    def start(self, messages: bytes, exchange: Exchange, paused: bool = False) -> None:
+        """Send, and relay the answer; `paused`: the client cannot take more yet."""
         self.exchange = exchange
-        self.throttle(False)
+        self.throttle(paused)
         if self.closing:
             exchange.swallow += len(self.closing)
             messages = b"".join(self.closing) + messages
@@ -146,6 +158,10 @@ class RelayConnection(asyncio.Protocol):
             kind = data[pos]
             end = pos + 1 + _LENGTH.unpack_from(data, pos + 1)[0]
             if end > n:
+                if kind not in _INSPECTED:  # stream what there is of it; the rest follows as it comes
+                    sink(data[start:] if start else data)
+                    self.streaming = end - n
+                    return b""
                 break
             if kind == COMPLETE:
                 exchange.tag = data[pos + 5:end - 1]
@@ -201,10 +217,18 @@ class RelayConnection(asyncio.Protocol):
             _, old = self.prepared.popitem(last=False)
             self.closing.append(close_statement(old))
 
+    def forget(self, key: tuple[str, tuple[int, ...]]) -> None:
+        """A prepared statement that failed (say, its table changed): prepare it afresh next time."""
+        name = self.prepared.pop(key, None)
+        if name is not None:
+            self.closing.append(close_statement(name))
+
     # --- cancel and close -------------------------------------------------------
 
     async def cancel(self) -> None:
-        """A CancelRequest for whatever this connection runs, as libpq sends it."""
+        """A CancelRequest for whatever this connection runs, as libpq sends it. The connection is
+        marked first: it must not serve another client while the request may still arrive."""
+        self.cancelling = True
         if self.address[0] == "unix":
             _, writer = await asyncio.open_unix_connection(self.address[1])
         else:

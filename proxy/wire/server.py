@@ -40,6 +40,7 @@ class WireProtocol(asyncio.Protocol):
         self.transport: Any = None
         self.tls_active = False
         self.waiting = False  # the handler waits for the client (idle)
+        self.write_paused = False  # the client's socket is full (a relay must not read PostgreSQL on)
         self.last_activity = 0.0
         self.handler: WireConnection | None = None
         self.task: asyncio.Task[None] | None = None
@@ -67,26 +68,38 @@ class WireProtocol(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()
         relay = self.handler.relay if self.handler is not None else None
-        if (relay is not None and self.waiting and self.violation is None
-                and (relay.running is not None or not relay.pump(self.inbox))):
-            return  # the relay has it; the handler sleeps on
+        if relay is not None and self._sleeping() and self.violation is None:
+            taken = relay.running is not None or not relay.pump(self.inbox)
+            self._resume_reading()  # the relay may have answered what filled the inbox
+            if taken:
+                return  # the relay has it; the handler sleeps on
         self._wake()
 
     def relay_finished(self) -> None:
+        """A statement the relay took from the socket callback is answered: go on with the next."""
         self.last_activity = asyncio.get_running_loop().time()
         if self.closed:
             return
         relay = self.handler.relay if self.handler is not None else None
-        if self.inbox and relay is not None and relay.pump(self.inbox):
+        if self.inbox and relay is not None and self._sleeping() and relay.pump(self.inbox):
             self._wake()  # a message only the handler can answer
+        self._resume_reading()
+
+    def _sleeping(self) -> bool:
+        """The handler task waits for input and has not been woken yet."""
+        return self.waiter is not None and not self.waiter.done()
+
+    def _resume_reading(self) -> None:
         if self.paused and len(self.inbox) < MAX_QUEUED_MESSAGES // 2:
             self.paused = False
             self.transport.resume_reading()
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         self._throttle_relay(True)
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         self._throttle_relay(False)
 
     def _throttle_relay(self, paused: bool) -> None:
@@ -118,7 +131,8 @@ class WireProtocol(asyncio.Protocol):
                 inbox.extend(self.splitter.feed(b""))  # bytes left after a start-up packet
             except ProtocolViolation as exc:
                 self.violation = exc
-        while not inbox:
+        relay = self.handler.relay if self.handler is not None else None
+        while not inbox or (relay is not None and relay.running is not None):  # never beside a relayed statement
             if self.violation is not None:
                 raise self.violation
             if self.closed:
@@ -131,9 +145,7 @@ class WireProtocol(asyncio.Protocol):
             finally:
                 self.waiting = False
                 self.waiter = None
-        if self.paused and len(inbox) < MAX_QUEUED_MESSAGES // 2:
-            self.paused = False
-            self.transport.resume_reading()
+        self._resume_reading()
         return inbox.popleft()
 
     def queued(self, count: int) -> list[Any]:
@@ -186,15 +198,16 @@ class WireServer:
             self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.ssl_context.load_cert_chain(str(tls_cert), str(tls_key))
         self.ctx = WireContext(pipeline, auth, tls_available=self.ssl_context is not None)
-        backend = pipeline.backend
-        if relay and backend.dialect == "postgres":
-            self.ctx.relay = RelayPools(backend.relay_logins(), backend.pool_size)
+        self.relay = relay and pipeline.backend.dialect == "postgres"
         self.idle_timeout_s = idle_timeout_s
         self.protocols: set[WireProtocol] = set()
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self.relay:
+            backend = self.ctx.pipeline.backend
+            self.ctx.relay = RelayPools(await backend.relay_logins(), backend.pool_size)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: WireProtocol(self), self.host, self.port, reuse_address=True)
         if self.port == 0:
