@@ -70,6 +70,14 @@ def scan(acc: Acc, tree, executed: bool) -> None:
             acc.later(rel.get("location", 0), _t("table", rv_name(rel), "create", detail=_temp(rel, "select into")))
 
 
+# Functions whose effect outlives the transaction on that connection (session-level advisory locks,
+# the random seed): the connection then carries state, so it is pinned to its client, never pooled.
+_SESSION_STATE_FUNCTIONS = frozenset({
+    "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+    "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all", "setseed",
+})
+
+
 def _t(kind, name, action, column=None, detail=""):
     return Target(kind, name, action, column, detail)
 
@@ -104,6 +112,9 @@ def _funccall(acc: Acc, fc: dict, executed: bool) -> None:
                 acc.later(fc.get("location", 0), _t("setting", "search_path", "set", detail=value or ""), listed=False)
         return
     if not executed:
+        return
+    if name in _SESSION_STATE_FUNCTIONS:
+        acc.raise_to(C.SESSION, f"{name}() leaves state on the connection beyond the transaction")
         return
     if name in SEQUENCE_FUNCTIONS:
         acc.raise_to(C.WRITE, f"{name}() advances a sequence (not undone by rollback)")

@@ -372,3 +372,18 @@ def test_backpressure_holds_when_the_client_was_already_full(servers: tuple[Wire
     c.sock.close()
     assert rows == 300001
     assert grown_mb < 64, f"sqlgate grew by {grown_mb:.0f} MB while the client was not reading"
+
+
+def test_a_session_level_advisory_lock_stays_with_its_client(servers: tuple[Wire, Wire]) -> None:
+    """pg_advisory_lock() outlives the transaction: it must stay on the client's own backend
+    session (never a pooled or relayed one), and go when the client goes, as on a direct connection."""
+    on, _ = servers
+    with psycopg.connect(on.dsn(), autocommit=True) as other:
+        with psycopg.connect(on.dsn(), autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(4242)")
+            assert other.execute("SELECT pg_try_advisory_lock(4243)").fetchone() == (True,)
+            assert other.execute("SELECT pg_try_advisory_lock(4242)").fetchone() == (False,)
+        deadline = time.monotonic() + 5
+        while other.execute("SELECT pg_try_advisory_lock(4242)").fetchone() != (True,):
+            assert time.monotonic() < deadline, "the lock outlived its client"
+            time.sleep(0.1)
