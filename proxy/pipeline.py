@@ -36,6 +36,13 @@ __all__ = ["Pipeline", "Query", "Request", "Response", "Step"]  # the step types
 C = StatementClass
 
 
+def _trace(identity: Identity, request_id: str, branch: str, front_door: str, part: Part,
+           params: tuple[str | None, ...] | None) -> Trace:
+    return Trace(request_id=request_id, actor=identity.actor, token_id=identity.token.id, branch=branch,
+                 front_door=front_door, sql=part.sql, params=list(params) if params else None,
+                 klass=part.klass.label, tables=list(part.tables), command=part.command)
+
+
 def _session_only(part: Part) -> bool:
     """DDL that creates only temporary objects: it runs on the token's own login, where the session's
     later statements (which are DML, on that login) will see them."""
@@ -79,11 +86,7 @@ class Pipeline(LastingSessions):
             if query.params and len(statement.parts) > 1:
                 self._refuse_whole(request, request_id, statement, errors.params_with_many_statements())
             for part in statement.parts:
-                trace = Trace(
-                    request_id=request_id, actor=identity.actor, token_id=identity.token.id, branch=request.branch,
-                    front_door=request.front_door, sql=part.sql, params=list(query.params) if query.params else None,
-                    klass=part.klass.label, tables=list(part.tables), command=part.command,
-                )
+                trace = _trace(identity, request_id, request.branch, request.front_door, part, query.params)
                 call = self.functions.match(part.sql, self.backend.dialect) if part.touches_meta else None
                 # A sqlgate.* call is allowed here: its handler applies its own rules.
                 decision = Allow() if call is not None else decide(identity.role, part)
@@ -119,21 +122,13 @@ class Pipeline(LastingSessions):
         decision = decide(identity.role, part)
         if not isinstance(decision, Allow):
             return None
-        trace = Trace(
-            request_id=new_id("rq"), actor=identity.actor, token_id=identity.token.id, branch=branch,
-            front_door="wire", sql=part.sql, params=list(params) if params else None, klass=part.klass.label,
-            tables=list(part.tables), command=part.command,
-        )
-        step = Step(0, part, params, decision, trace)
+        step = Step(0, part, params, decision, _trace(identity, new_id("rq"), branch, "wire", part, params))
         return step, self.login_for(identity, (step,))
 
     def relayed(self, step: Step, started: float, tag: str, error: errors.SqlgateError | None) -> None:
-        """A relayed statement's answer came back: trace it as `_run_alone` would."""
+        """A relayed statement's answer came back: traced as any statement run alone."""
         step.result = Result(command_tag=tag)
-        self._finish(step, started, "failed" if error else "ok", error)
-        if error is not None:
-            error.extra["trace_id"] = step.trace.id
-        self.traces.add([step.trace])
+        self._trace_alone(step, started, error)
 
     # --- policy -----------------------------------------------------------
 
@@ -255,13 +250,16 @@ class Pipeline(LastingSessions):
         try:
             step.result = await work
         except errors.SqlgateError as error:
-            self._finish(step, started, "failed", error)
-            self.traces.add([step.trace])
-            error.extra["trace_id"] = step.trace.id
+            self._trace_alone(step, started, error)
             raise
         if not step.trace.stored:  # else it committed with the work (e.g. a rollback from SQL)
-            self._finish(step, started, "ok")
-            self.traces.add([step.trace])
+            self._trace_alone(step, started, None)
+
+    def _trace_alone(self, step: Step, started: float, error: errors.SqlgateError | None) -> None:
+        self._finish(step, started, "failed" if error else "ok", error)
+        if error is not None:
+            error.extra["trace_id"] = step.trace.id
+        self.traces.add([step.trace])
 
     async def _run_transaction(self, request: Request, session: Session, steps: list[Step],
                                rollback_at_end: bool) -> None:
