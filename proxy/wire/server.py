@@ -39,7 +39,6 @@ class WireProtocol(asyncio.Protocol):
         self.out_size = 0
         self.transport: Any = None
         self.tls_active = False
-        self.waiting = False  # the handler waits for the client (idle)
         self.write_paused = False  # the client's socket is full (a relay must not read PostgreSQL on)
         self.last_activity = 0.0
         self.handler: WireConnection | None = None
@@ -138,12 +137,10 @@ class WireProtocol(asyncio.Protocol):
             if self.closed:
                 raise ConnectionClosed()
             self.flush()
-            self.waiter = asyncio.get_running_loop().create_future()
-            self.waiting = True
+            self.waiter = asyncio.get_running_loop().create_future()  # set while the handler waits (idle)
             try:
                 await self.waiter
             finally:
-                self.waiting = False
                 self.waiter = None
         self._resume_reading()
         return inbox.popleft()
@@ -246,6 +243,6 @@ class WireServer:
             now = loop.time()
             for proto in list(self.protocols):
                 handler = proto.handler
-                if (proto.waiting and now - proto.last_activity > self.idle_timeout_s and handler is not None
+                if (proto.waiter is not None and now - proto.last_activity > self.idle_timeout_s and handler is not None
                         and (handler.relay is None or handler.relay.running is None)):
                     handler.terminate("57P05", "terminating connection due to idle-session timeout")
