@@ -76,18 +76,15 @@ def table_mark(cur: Cursor, schema: str, table: str) -> tuple[int, dict[str, int
     """The watermark and the last value of each sequence the table's defaults draw from (rollback mode
     'all' sets those back). The sequences are read off the table's DDL from the same catalog row, so a
     table without such defaults costs no second catalog read."""
-    row = cur.execute("SELECT estimated_size, sql FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
-                      " AND database_name = current_database()", [schema, table]).fetchone()
-    if row is None:
-        return -1, {}
-    names = _sequences_used(row[1] or "", schema)
+    mark, ddl = _table_row(cur, schema, table)
+    names = _sequences_used(ddl, schema)
     values: dict[str, int | None] = {}
     if names:
         values = dict(cur.execute(
             "SELECT schema_name || '.' || sequence_name, last_value FROM duckdb_sequences()"
             f" WHERE database_name = current_database() AND schema_name || '.' || sequence_name"
             f" IN ({', '.join('?' * len(names))})", list(names)).fetchall())
-    return (int(row[0]) - 1 if row[0] is not None else -1), values
+    return mark, values
 
 
 _NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'")
@@ -108,11 +105,18 @@ def restore_sequences(cur: Cursor, values: dict[str, int | None]) -> None:
 
 
 def watermark(cur: Cursor, schema: str, table: str) -> int:
-    """The highest row id a row of the table has now: rows appended later get higher ones. DuckDB's
-    estimated_size counts row slots (deleted ones too), so this is O(1), not a scan."""
-    row = cur.execute("SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
+    return _table_row(cur, schema, table)[0]
+
+
+def _table_row(cur: Cursor, schema: str, table: str) -> tuple[int, str]:
+    """The watermark (the highest row id a row of the table has now: rows appended later get higher
+    ones; DuckDB's estimated_size counts row slots, deleted ones too, so this is O(1), not a scan) and
+    the table's DDL, from one catalog read."""
+    row = cur.execute("SELECT estimated_size, sql FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
                       " AND database_name = current_database()", [schema, table]).fetchone()
-    return int(row[0]) - 1 if row and row[0] is not None else -1
+    if row is None:
+        return -1, ""
+    return (int(row[0]) - 1 if row[0] is not None else -1), row[1] or ""
 
 
 def record(cur: Cursor, retention_days: float, cp_id: str, context: CheckpointContext | None, kind: str,
