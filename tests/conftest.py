@@ -28,46 +28,31 @@ def pg_server() -> Iterator[PgServer]:
 @pytest.fixture(scope="session", params=BACKENDS)
 def sqlgate(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[SqlgateServer]:
     """A running sqlgate on each backend; tests use their own table names."""
-    server = start_sqlgate(request.param, pg_server, "sqlgate_shared")
-    try:
+    with start_sqlgate(request.param, pg_server, "sqlgate_shared") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def wire(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[Wire]:
-    w = start_wire(request.param, pg_server, "sqlgate_wire")
-    try:
+    with start_wire(request.param, pg_server, "sqlgate_wire") as w:
         yield w
-    finally:
-        w.server.stop()
 
 
 @pytest.fixture(scope="session")
 def wire_pg(pg_server: PgServer) -> Iterator[Wire]:
-    w = start_wire("postgres", pg_server, "sqlgate_wire_pg")
-    try:
+    with start_wire("postgres", pg_server, "sqlgate_wire_pg") as w:
         yield w
-    finally:
-        w.server.stop()
 
 
 @pytest.fixture(scope="session")
 def duck(pg_server: PgServer) -> Iterator[SqlgateServer]:
     """A sqlgate on its own DuckDB file, for DuckDB-only tests."""
-    server = start_sqlgate("duckdb", pg_server, "unused")
-    try:
+    with start_sqlgate("duckdb", pg_server, "unused") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def pg(pg_server: PgServer) -> Iterator[SqlgateServer]:
     """A sqlgate on its own PostgreSQL database, for PostgreSQL-only tests."""
-    server = start_sqlgate("postgres", pg_server, "sqlgate_pg_only")
-    try:
+    with start_sqlgate("postgres", pg_server, "sqlgate_pg_only") as server:
         yield server
-    finally:
-        server.stop()

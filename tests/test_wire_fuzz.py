@@ -23,11 +23,8 @@ BUDGET_S = 20.0
 
 @pytest.fixture(scope="module")
 def fuzz_wire(pg_server: PgServer) -> Iterator[Wire]:
-    w = start_wire("duckdb", pg_server, "unused")
-    try:
+    with start_wire("duckdb", pg_server, "unused") as w:
         yield w
-    finally:
-        w.server.stop()
 
 
 def _startup(user: str = "fuzz", database: str = "main") -> bytes:

@@ -38,16 +38,11 @@ INSERT INTO relay_other.relay_items VALUES (1, 'from the other schema');
 @pytest.fixture(scope="module")
 def servers(pg_server: PgServer) -> Iterator[tuple[Wire, Wire]]:
     """(relay on, relay off) over one database."""
-    on = start_wire("postgres", pg_server, "sqlgate_wire_relay")
-    off_server = SqlgateServer("postgres", on.server.database, ["--no-wire-relay"]).start()
-    off = Wire(off_server, off_server.pg_port, "postgres")
-    try:
+    with start_wire("postgres", pg_server, "sqlgate_wire_relay") as on, \
+            SqlgateServer("postgres", on.server.database, ["--no-wire-relay"]).start() as off_server:
         with psycopg.connect(on.dsn(), autocommit=True) as conn:
             conn.execute(SETUP)
-        yield on, off
-    finally:
-        off_server.stop()
-        on.server.stop()
+        yield on, Wire(off_server, off_server.pg_port, "postgres")
 
 
 def answer(w: Wire, *messages: bytes) -> list[tuple[bytes, bytes]]:

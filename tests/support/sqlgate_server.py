@@ -77,6 +77,12 @@ class SqlgateServer:
         stop_process(self.process)
         self.log.close()
 
+    def __enter__(self) -> SqlgateServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def output(self) -> str:
         return (self.data_dir / "server.log").read_text()
 

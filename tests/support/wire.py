@@ -21,6 +21,12 @@ class Wire:
     def dsn(self, token: str | None = None, actor: str = "agent", branch: str = "main") -> str:
         return f"postgresql://{actor}:{token or self.server.admin_token}@127.0.0.1:{self.pg_port}/{branch}"
 
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
     def psql_env(self, token: str | None = None) -> dict[str, str]:
         return {**os.environ, "PGPASSWORD": token or self.server.admin_token, "PGHOST": "127.0.0.1",
                 "PGPORT": str(self.pg_port), "PGUSER": "agent", "PGDATABASE": "main", "PGSSLMODE": "disable",
