@@ -280,8 +280,7 @@ class Pipeline(LastingSessions):
                 await session.commit()
                 self.traces.add([s.trace for s in steps])
                 return
-            await session.record_traces([s.trace for s in steps])
-            await session.commit()
+            await session.commit_with_traces([s.trace for s in steps])
         except errors.SqlgateError as error:
             await session.rollback()
             self._trace_failure(steps, current, error)
@@ -348,8 +347,10 @@ class Pipeline(LastingSessions):
                 step.trace.outcome = "skipped"
             else:
                 step.trace.outcome = "rolled_back"
-        if failed is None:  # the COMMIT itself failed
+        if failed is None:  # the COMMIT itself failed: every statement did, and the answer names the last
             for step in steps:
                 step.trace.outcome = "failed"
                 step.trace.error_code, step.trace.error_message = error.reason, error.message
+            if steps:
+                error.extra.setdefault("trace_id", steps[-1].trace.id)
         self.traces.add([s.trace for s in steps])

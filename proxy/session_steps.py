@@ -84,8 +84,7 @@ class LastingSessions:
                     step.result = await session.execute(step.part.sql, None, step.part.command)
                     self._settle(client, "rolled_back", step)
                     return
-                await session.record_traces(traces)
-                step.result = await session.execute(step.part.sql, None, step.part.command)
+                step.result = await session.commit_with_traces(traces, step.part.sql, step.part.command)
                 client.pending.clear()
                 client.savepoints.clear()
                 client.active = None

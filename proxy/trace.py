@@ -88,9 +88,17 @@ def text_without_nul(value: Any) -> Any:
     return value
 
 
+def json_without_nul(value: Any) -> str:
+    """JSON text of `value` with NUL shown as in text_without_nul. JSON writes NUL as
+    \\u0000, so a text without that sequence needs no second, cleaning pass
+    (the common case: the walk over every value costs more than the encoding)."""
+    text = json.dumps(value, default=str)
+    return json.dumps(text_without_nul(value), default=str) if "\\u0000" in text else text
+
+
 def traces_json(traces: Sequence[Trace]) -> str:
     """Traces as the JSON array `sqlgate.record_traces(jsonb)` takes."""
-    return json.dumps([text_without_nul(t.public()) for t in traces], default=str)
+    return json_without_nul([t.public() for t in traces])
 
 
 # COPY's text format: backslash, tab, newline and carriage return are escaped;
@@ -115,7 +123,7 @@ def _copy_text(value: Any) -> str:
 def _copy_json(value: Any) -> str:
     if value is None:
         return "\\N"
-    return "[]" if not value else json.dumps(text_without_nul(value), default=str).translate(_COPY_ESCAPES)
+    return "[]" if not value else json_without_nul(value).translate(_COPY_ESCAPES)
 
 
 def traces_copy(traces: Sequence[Trace]) -> bytes:

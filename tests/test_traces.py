@@ -120,3 +120,37 @@ def test_a_statement_with_a_nul_character_is_traced_and_traces_stay_readable(sql
     traces = traces_of(sqlgate)  # no 500: the trace was written, NUL kept visible
     [trace] = [t for t in traces if t["id"] == trace_id]
     assert trace["params"] and trace["params"][0].startswith("a") and trace["params"][0].endswith("b")
+
+
+def test_a_commit_that_fails_leaves_the_work_and_its_traces_rolled_back(wire_pg: Any) -> None:
+    """Traces are recorded in the same message as the COMMIT: when the COMMIT itself fails
+    (a deferred constraint), neither the rows nor 'ok' traces may remain, on either front door."""
+    import psycopg
+
+    pg = wire_pg.server
+    t = "tr_" + uuid.uuid4().hex[:8]
+    setup = (f"CREATE TABLE {t}_p (id int PRIMARY KEY); CREATE TABLE {t} (p int REFERENCES {t}_p "
+             "DEFERRABLE INITIALLY DEFERRED)")
+    assert pg.sql(setup).status_code == 200
+
+    over_http = pg.sql(f"INSERT INTO {t} VALUES (1); INSERT INTO {t} VALUES (2)")
+    assert over_http.status_code == 400 and over_http.json()["code"] == "23503", over_http.text
+    traces = by_request(pg, over_http.json()["trace_id"])
+    assert traces and all(x["outcome"] != "ok" for x in traces), traces
+
+    with psycopg.connect(wire_pg.dsn(), autocommit=True) as conn:
+        conn.execute("BEGIN")
+        conn.execute(f"INSERT INTO {t} VALUES (3)")
+        try:
+            conn.execute("COMMIT")
+            raise AssertionError("the COMMIT should have failed")
+        except psycopg.errors.ForeignKeyViolation:
+            pass
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        conn.execute(f"INSERT INTO {t}_p VALUES (9)")  # the session goes on
+
+    assert pg.sql(f"SELECT count(*) AS n FROM {t}").json()["rows"] == [{"n": "0"}]
+    wire_traces = [x for x in traces_of(pg) if f"INSERT INTO {t} VALUES (3)" in x["sql"]]
+    assert [x["outcome"] for x in wire_traces] == ["rolled_back"], wire_traces
+    commit = [x for x in traces_of(pg) if x["sql"] == "COMMIT" and x["outcome"] == "failed"]
+    assert commit, "the failed COMMIT is traced as failed"

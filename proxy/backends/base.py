@@ -60,8 +60,10 @@ class Session(Protocol):
 
     async def rollback(self) -> None: ...
 
-    async def record_traces(self, traces: Sequence[Trace]) -> None:
-        """Store traces inside the open transaction, so they commit with it."""
+    async def commit_with_traces(self, traces: Sequence[Trace], statement: str = "COMMIT",
+                                 command: str = "COMMIT") -> Result:
+        """Store traces inside the open transaction, then commit it with `statement`
+        (a client's own COMMIT or END), so the traces commit with the work."""
 
 
 class MetaStore(Protocol):

@@ -161,9 +161,14 @@ class DuckDBSession:
                 pass  # already aborted by the failing statement
             self._in_tx = False
 
-    async def record_traces(self, traces: Sequence[Trace]) -> None:
+    async def commit_with_traces(self, traces: Sequence[Trace], statement: str = "COMMIT",
+                                 command: str = "COMMIT") -> Result:
         if traces:
             await self._run(lambda: self.backend.meta.write_traces(self._conn, traces))
+        if statement == "COMMIT" and command == "COMMIT":  # sqlgate's own commit, not a client's
+            await self.commit()
+            return Result(command_tag="COMMIT")
+        return await self.execute(statement, None, command)
 
     async def close(self) -> None:
         if self.conn is not None:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
@@ -28,6 +29,9 @@ from proxy.result import Result, result_from_pgresult
 from proxy.trace import COPY_COLUMNS, Trace, TraceFilter, traces_copy, traces_json
 
 
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
 class PostgresSession:
     dialect = "postgres"
 
@@ -37,7 +41,8 @@ class PostgresSession:
 
     @property
     def in_transaction(self) -> bool:
-        return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        # pgconn's int, not conn.info's enum: this is asked several times per statement.
+        return self.conn.pgconn.transaction_status != _IDLE
 
     async def execute(self, sql: str, params: Sequence[str | None] | None = None, command: str = "") -> Result:
         cur = psycopg.AsyncRawCursor(self.conn)  # $1-style placeholders, as clients send them
@@ -57,12 +62,20 @@ class PostgresSession:
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             await self.conn.execute("ROLLBACK")
 
-    async def record_traces(self, traces: Sequence[Trace]) -> None:
-        if traces:
-            try:
-                await self.conn.execute("SELECT sqlgate.record_traces(%s::jsonb)", (traces_json(traces),))
-            except psycopg.Error as exc:
-                raise sql_error(exc) from exc
+    async def commit_with_traces(self, traces: Sequence[Trace], statement: str = "COMMIT",
+                                 command: str = "COMMIT") -> Result:
+        if not traces:
+            return await self.execute(statement, None, command)
+        # One message, one round trip. If recording fails, PostgreSQL skips the COMMIT and the
+        # transaction stays open and aborted, as when the two were sent apart.
+        record = b"SELECT sqlgate.record_traces(" + sql.Literal(traces_json(traces)).as_bytes(self.conn) + b"::jsonb);\n"
+        cur = psycopg.AsyncRawCursor(self.conn)
+        try:
+            await cur.execute(record + statement.encode())
+        except psycopg.Error as exc:
+            raise sql_error(exc) from exc
+        cur.nextset()
+        return result_from_pgresult(cur.pgresult)
 
 
 def _row_to_token(row: Sequence[Any]) -> Token:

@@ -137,8 +137,9 @@ class WireSession:
     async def rollback(self) -> None:
         await self.inner.rollback()
 
-    async def record_traces(self, traces: Sequence[Trace]) -> None:
-        await self.inner.record_traces(traces)
+    async def commit_with_traces(self, traces: Sequence[Trace], statement: str = "COMMIT",
+                                 command: str = "COMMIT") -> Result:
+        return await self.inner.commit_with_traces(traces, statement, command)  # type: ignore[no-any-return]
 
     async def cancel(self) -> None:
         if not self.busy:
