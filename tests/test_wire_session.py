@@ -194,3 +194,29 @@ def test_describing_a_portal_does_not_run_it(wire: Wire, statement: str, shape: 
     assert kinds == shape
     with psycopg.connect(wire.dsn(), autocommit=True) as conn:
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
+def test_transaction_control_answers_with_no_row_description(wire: Wire) -> None:
+    """PostgreSQL answers BEGIN/COMMIT with CommandComplete alone. DuckDB's cursor reports a
+    `Success` column for them, which must not reach the client as a RowDescription: pgJDBC
+    42.7 sends BEGIN together with the next statement and fails on the extra message."""
+    c, _ = scram_login(wire, wire.server.admin_token)
+    while c.message()[0] != b"Z":
+        pass
+
+    def kinds(query: str) -> list[bytes]:
+        c.sock.sendall(msg(b"Q", query.encode() + b"\0"))
+        seen = []
+        while True:
+            kind, body = c.message()
+            seen.append(kind if kind != b"C" else b"C:" + body.rstrip(b"\0"))
+            if kind == b"Z":
+                return seen
+
+    try:
+        assert kinds("BEGIN") == [b"C:BEGIN", b"Z"]
+        assert kinds("SELECT 1 AS one") == [b"T", b"D", b"C:SELECT 1", b"Z"]
+        assert kinds("COMMIT") == [b"C:COMMIT", b"Z"]
+        assert kinds("BEGIN; SELECT 2 AS two; COMMIT") == [b"C:BEGIN", b"T", b"D", b"C:SELECT 1", b"C:COMMIT", b"Z"]
+    finally:
+        c.sock.close()

@@ -107,7 +107,7 @@ class DuckDBSession:
             rows = cur.fetchall() if description is not None else []
             tag = _command_tag(command, description, rows)
             if description is None or (command not in _ROW_VERBS and len(description) == 1
-                                       and description[0][0] == "Count"):
+                                       and description[0][0] in ("Count", "Success")):
                 return Result(command_tag=tag)  # DuckDB's row count for DML and DDL, already in the tag
             fields = [field_for_duckdb(d[0], d[1]) for d in description]
             if exact_text and _needs_exact_text(description):

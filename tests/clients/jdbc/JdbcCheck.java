@@ -1,7 +1,8 @@
 // pgJDBC against sqlgate's wire front door: connect, simple and prepared
 // statements (server-side prepare after prepareThreshold uses), types, a
 // transaction, an error with its SQLSTATE, a checkpoint NOTICE (SQLWarning).
-// usage: java -cp postgresql.jar JdbcCheck.java jdbc:postgresql://HOST:PORT/BRANCH ACTOR TOKEN   (prints "ok")
+// usage: java -cp postgresql.jar JdbcCheck.java jdbc:postgresql://HOST:PORT/BRANCH ACTOR TOKEN
+// prints "driver VERSION" (the pgJDBC version that ran, from DatabaseMetaData) then "ok"
 import java.sql.*;
 
 public class JdbcCheck {
@@ -16,6 +17,7 @@ public class JdbcCheck {
         props.setProperty("prepareThreshold", "2");
         props.setProperty("sslmode", "disable");
         try (Connection conn = DriverManager.getConnection(args[0], props)) {
+            System.out.println("driver " + conn.getMetaData().getDriverVersion());
             try (Statement st = conn.createStatement()) {
                 try (ResultSet rs = st.executeQuery("SELECT 1 AS one, 'x' AS letter")) {
                     check(rs.next() && rs.getInt(1) == 1 && rs.getString(2).equals("x"), "simple select");
