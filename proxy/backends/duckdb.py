@@ -21,6 +21,7 @@ import duckdb
 from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
 from proxy.backends.duckdb_meta import DuckDBMeta, create_schema
+from proxy.backends.duckdb_names import ctas_tag, pg_column_names
 from proxy.backends.duckdb_params import adapt_params
 from proxy.db_errors import duckdb_error as sql_error
 from proxy.pgtext import render_rows
@@ -108,8 +109,11 @@ class DuckDBSession:
             tag = _command_tag(command, description, rows)
             if description is None or (command not in _ROW_VERBS and len(description) == 1
                                        and description[0][0] in ("Count", "Success")):
+                if command == "CREATE TABLE" and description is not None and description[0][0] == "Count":
+                    tag = ctas_tag(sql, rows) or tag  # CREATE TABLE ... AS: PostgreSQL's `SELECT n`
                 return Result(command_tag=tag)  # DuckDB's row count for DML and DDL, already in the tag
-            fields = [field_for_duckdb(d[0], d[1]) for d in description]
+            names = pg_column_names(sql, [d[0] for d in description])  # PostgreSQL's names, not DuckDB's
+            fields = [field_for_duckdb(name, d[1]) for name, d in zip(names, description, strict=True)]
             if exact_text and _needs_exact_text(description):
                 rows = _fetch_as_text(cur, sql, params, description)
             return Result(fields, render_rows(description, rows), tag)

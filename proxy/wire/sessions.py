@@ -276,6 +276,7 @@ async def _describe_duckdb(inner: Any, sql: str, parameter_types: tuple[int, ...
     import sqlglot
     from sqlglot.tokens import TokenType
 
+    from proxy.backends.duckdb_names import pg_column_names
     from proxy.db_errors import duckdb_error as sql_error
     from proxy.pgtypes import TEXT, field_for_duckdb
 
@@ -292,7 +293,8 @@ async def _describe_duckdb(inner: Any, sql: str, parameter_types: tuple[int, ...
 
     def run() -> list[Field]:
         relation = inner._conn.sql(sql, params=[None] * count if count else None)
-        return [field_for_duckdb(name, typ) for name, typ in zip(relation.columns, relation.types, strict=True)]
+        names = pg_column_names(sql, relation.columns)  # PostgreSQL's names, as DuckDBSession.execute gives them
+        return [field_for_duckdb(name, typ) for name, typ in zip(names, relation.types, strict=True)]
 
     import duckdb
 
