@@ -154,3 +154,31 @@ def test_a_commit_that_fails_leaves_the_work_and_its_traces_rolled_back(wire_pg:
     assert [x["outcome"] for x in wire_traces] == ["rolled_back"], wire_traces
     commit = [x for x in traces_of(pg) if x["sql"] == "COMMIT" and x["outcome"] == "failed"]
     assert commit, "the failed COMMIT is traced as failed"
+
+
+def test_trace_rows_survive_copy_with_every_special_character(pg_server: Any) -> None:
+    """traces_copy escapes what a client chose (actor, branch, SQL, parameters, messages) and
+    passes sqlgate's own fields as they are: every value must come back from PostgreSQL exactly."""
+    import psycopg
+
+    from proxy.trace import COPY_COLUMNS, Trace, traces_copy
+
+    nasty = "tab\there\nnew\rline back\\slash \\N nul\x00end 'quote' \"dq\" é"
+    trace = Trace(request_id="rq_1", actor=nasty, token_id=None, branch="br\tanch", front_door="wire",
+                  sql=nasty, params=[nasty, None, 1.5], klass="read", tables=["a\tb"], command="SELECT",
+                  rows=None, duration_ms=0.125, cost=None, error_message=nasty)
+    plain = Trace(request_id="rq_2", actor="agent", token_id="tok_1", branch="main", front_door="http",
+                  sql="SELECT 1", params=None, klass="read", tables=[], command="SELECT", rows=1,
+                  duration_ms=2.0, cost=2.0, checkpoint_id="cp_1", outcome="failed", error_code="sql.error")
+    shown = nasty.replace("\x00", "\\x00")
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE t (id text, at timestamptz, request_id text, actor text, token_id text, "
+                     "branch text, front_door text, sql text, params jsonb, class text, tables jsonb, command text,"
+                     " rows bigint, duration_ms float8, cost float8, checkpoint_id text, outcome text, "
+                     "error_code text, error_message text)")
+        with conn.cursor().copy(f"COPY t ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
+            copy.write(traces_copy([trace, plain]))
+        rows = conn.execute("SELECT actor, branch, sql, params, tables, rows, duration_ms, cost, token_id, "
+                            "error_message, at = %s FROM t ORDER BY request_id", (trace.at,)).fetchall()
+    assert rows[0] == (shown, "br\tanch", shown, [shown, None, 1.5], ["a\tb"], None, 0.125, None, None, shown, True)
+    assert rows[1] == ("agent", "main", "SELECT 1", None, [], 1, 2.0, 2.0, "tok_1", None, False)
