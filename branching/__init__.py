@@ -38,14 +38,24 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   by RETURNING. TRUNCATE copies. The table's row-slot count (duckdb_tables().estimated_size, O(1)) is
   the watermark: mode 'all' removes rows with higher rowids and puts back the first kept version of
   every older row a later statement touched. Assumes rowids are stable (no renumbering by DuckDB).
-  The same catalog read keeps every sequence's last value; mode 'all' sets back (setval) those the
-  table's defaults draw from. A sequence never used before the checkpoint cannot go back (no is_called).
+  Mode 'all' sets back (setval) the sequences the table's defaults draw from; one never used before
+  the checkpoint (no is_called in DuckDB, and START is its MINVALUE by default) is created again from
+  its kept definition, with the defaults that draw from it dropped and set again around that.
+- Catalog reads (duck_catalog): each catalog table function scans the whole catalog (0.5-2 ms, more
+  with more tables), so a row checkpoint makes one read (schema, oid, watermark; plus the sequences'
+  values when its defaults use any) and DROP TABLE one (plus its indexes when it has any). What only
+  DDL changes (a table's DDL, hence its sequences and foreign keys; its indexes) is cached by table and
+  valid while the backend's catalog_version holds: the file is this process's alone, and any statement
+  that is not a plain read or DML bumps it when it runs and when its transaction ends, as do sqlgate's
+  own DDL, rollback and purge. Checkpoints are numbered in process (from max(seq) at first use), not by
+  nextval.
 - Upsert (ON CONFLICT DO UPDATE, INSERT OR REPLACE; classed write), MERGE, data-modifying CTEs: the
   rows whose key matches an incoming row (MERGE: its ON condition; a CTE: every row of each table it
   changes) are kept with their rowids before the statement runs as sent; afterwards only the rows
   that changed stay in the checkpoint (duck_images, duck_candidates).
 - DROP TABLE: renamed aside (indexes dropped and re-created on rollback, as DuckDB forbids renaming
-  an indexed table); a table with foreign keys is copied (DuckDB forbids renaming it): O(table). The
+  an indexed table); a table with foreign keys is copied (renamed aside, its keys would still hold its
+  parent): O(table). A table other tables reference: DuckDB refuses the rename, the statement fails. The
   `__sqlgate_*` tables stay in their schema (DuckDB cannot move a table) and psql's catalog answers leave them out.
 - DROP SCHEMA: its tables are copied (DuckDB can neither rename a schema nor move a table), and
   sequences (current values), tables, indexes and views are recreated in creation order; a schema

@@ -18,6 +18,7 @@ from branching import common
 from branching.checkpoint import Checkpoint, CheckpointContext
 from branching.duck_alter import drop_column_runner, keep_definition, keep_object
 from branching.duck_candidates import cte_tables, has_dml_cte, merge, upsert
+from branching.duck_catalog import catalog_of
 from branching.duck_drop import drop_runner
 from branching.duck_images import images_runner
 from branching.duck_rollback import rollback
@@ -53,7 +54,7 @@ class DuckDBCheckpointer:
                 tree = sqlglot.parse_one(part.sql, read="duckdb")
             except sqlglot.errors.SqlglotError as exc:
                 raise common.unavailable(part, f"cannot parse it ({exc})") from None
-        take = Take(session, part, cp_id, context, self.retention_days)
+        take = Take(session, part, cp_id, context, self.retention_days, catalog_of(self.backend))
         kind, run = _plan(take, tree)
         return Checkpoint(cp_id, tuple(t.name for t in targets), kind, run=run)
 
@@ -98,7 +99,10 @@ class DuckDBCheckpointer:
 
     async def purge(self) -> int:
         """Forget expired checkpoints and drop what they kept (schedule: at start, then hourly)."""
+        catalog = catalog_of(self.backend)
+
         def purge(cur: Cursor) -> int:
+            catalog.changed()  # it drops tables
             cur.execute("BEGIN TRANSACTION")
             try:
                 rows = cur.execute("SELECT id, objects, undone_by FROM sqlgate.checkpoints"
@@ -115,6 +119,8 @@ class DuckDBCheckpointer:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            finally:
+                catalog.changed()
             return len(rows)
 
         return await self.backend.run_write(purge)  # type: ignore[no-any-return]
@@ -124,17 +130,26 @@ class DuckDBCheckpointer:
     async def rollback(self, cp_id: str, mode: str = "all", dry_run: bool = False,
                        context: CheckpointContext | None = None, finish: Any = None) -> common.RollbackOutcome:
         """One transaction; `finish(outcome)` gives the traces that commit with it."""
+        catalog = catalog_of(self.backend)
+
         def run(cur: Cursor) -> common.RollbackOutcome:
-            cur.execute("BEGIN TRANSACTION")
+            # What it renames, creates or alters makes cached catalog facts stale as it does (rows alone
+            # only create tables of fresh names in schema sqlgate), and again when its transaction ends.
+            version = catalog.version()
             try:
-                outcome = rollback(cur, self.retention_days, cp_id, mode, dry_run, context)
-                if finish is not None and not dry_run:
-                    self.backend.meta.write_traces(cur, finish(outcome))
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("ROLLBACK" if dry_run else "COMMIT")
-            return outcome
+                cur.execute("BEGIN TRANSACTION")
+                try:
+                    outcome = rollback(cur, self.retention_days, cp_id, mode, dry_run, context, catalog)
+                    if finish is not None and not dry_run:
+                        self.backend.meta.write_traces(cur, finish(outcome))
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("ROLLBACK" if dry_run else "COMMIT")
+                return outcome
+            finally:
+                if catalog.version() != version:
+                    catalog.changed()
 
         try:
             return await self.backend.run_write(run)  # type: ignore[no-any-return]

@@ -58,7 +58,7 @@ def images_runner(take: Take, plan: Callable[[Cursor], list[Candidates]]) -> Any
                 if not exists(cur, schema, table):
                     continue  # the statement itself reports the missing table
                 qualified = f"{q(schema)}.{q(table)}"
-                obj = rows_object(cur, schema, table, take.kept("cpd", i))
+                obj = rows_object(cur, take.catalog, schema, table, take.kept("cpd", i))
                 # Rows this transaction appended earlier sit above the watermark (DuckDB numbers them
                 # apart until commit): the highest row id now is where this statement's appends start.
                 row = cur.execute(f"SELECT max(rowid) FROM {qualified} WHERE rowid > {obj['watermark']}").fetchone()

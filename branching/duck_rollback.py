@@ -10,6 +10,7 @@ from typing import Any
 
 from branching import common
 from branching.checkpoint import CheckpointContext
+from branching.duck_catalog import Catalog
 from branching.duck_restore import restore_object
 from branching.duck_sql import Cursor, record
 from branching.duck_undo import undo_all, undo_statement
@@ -23,7 +24,7 @@ def _keys(objs: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run: bool,
-             context: CheckpointContext | None) -> common.RollbackOutcome:
+             context: CheckpointContext | None, catalog: Catalog) -> common.RollbackOutcome:
     row = cur.execute("SELECT id, trace_id, kind, tables, objects, seq, undone_by, created_at"
                       " FROM sqlgate.checkpoints WHERE id = ? AND expires_at > now()", [cp_id]).fetchone()
     if row is None:
@@ -50,15 +51,18 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
     # 1. Relations renamed aside come back; dropped views are created again (latest first).
     for _, objs, _ in later:
         for o in reversed(objs):
+            if o["kind"] != "rows":
+                catalog.changed()
             restored = restore_object(cur, cp_id, mode, o)
             if restored is not None:
                 outcome.objects_restored.append(restored)
     # 2. Rows.
-    new_objects = _undo_rows(cur, objects, later, touched, mode, new_cp, outcome)
+    new_objects = _undo_rows(cur, objects, later, touched, mode, new_cp, outcome, catalog)
     undone = [c for c, _, _ in later]
     outcome.undone_checkpoints = undone
     outcome.undone_traces = _undone_traces(cur, later, tables, touched, mode, created_at, trace_id)
-    record(cur, retention_days, new_cp, context, "rollback", list(tables), new_objects, undoes=cp_id)
+    record(cur, retention_days, new_cp, context, "rollback", list(tables), new_objects, catalog.next_seq(cur),
+           undoes=cp_id)
     cur.execute(f"UPDATE sqlgate.checkpoints SET undone_by = ? WHERE id IN ({', '.join(['?'] * len(undone))})",
                 [new_cp, *undone])
     outcome.new_checkpoint = None if dry_run else new_cp
@@ -66,7 +70,7 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
 
 
 def _undo_rows(cur: Cursor, objects: list[dict[str, Any]], later: Pieces, touched: set[tuple[str, str]], mode: str,
-               new_cp: str, outcome: common.RollbackOutcome) -> list[dict[str, Any]]:
+               new_cp: str, outcome: common.RollbackOutcome, catalog: Catalog) -> list[dict[str, Any]]:
     conflicts: list[dict[str, Any]] = []
     new_objects: list[dict[str, Any]] = []
     n = 0
@@ -80,7 +84,7 @@ def _undo_rows(cur: Cursor, objects: list[dict[str, Any]], later: Pieces, touche
             pieces = [o for _, objs, _ in reversed(later) for o in objs
                       if o["kind"] == "rows" and (o["schema"], o["name"]) == (schema, name)]
             if pieces:
-                new_objects.append(undo_all(cur, schema, name, pieces, new_cp, n, outcome))
+                new_objects.append(undo_all(cur, schema, name, pieces, new_cp, n, outcome, catalog))
                 n += 1
     if conflicts:
         raise common.conflicts_error(outcome.checkpoint, conflicts)

@@ -9,7 +9,8 @@ from typing import Any
 from sqlglot import exp
 
 from branching import common
-from branching.duck_sql import ROWID, Cursor, Take, q, split, table_mark
+from branching.duck_catalog import Catalog
+from branching.duck_sql import ROWID, Cursor, Take, q
 from proxy.result import Result
 
 
@@ -40,11 +41,23 @@ def rowid_select(tree: exp.Expression) -> str:
     return select.sql(dialect="duckdb")
 
 
-def rows_object(cur: Cursor, schema: str, table: str, old: str, new: str | None = None) -> dict[str, Any]:
-    """A kept-rows object, with the table's watermark taken now (before the statement)."""
-    mark, sequences = table_mark(cur, schema, table)
-    return {"kind": "rows", "schema": schema, "name": table, "old": old, "new": new, "watermark": mark,
-            "sequences": sequences}
+def rows_object(cur: Cursor, catalog: Catalog, schema: str | None, table: str, old: str,
+                new: str | None = None) -> dict[str, Any]:
+    """A kept-rows object, with the table's watermark taken now (before the statement) and the values of
+    the sequences its defaults draw from (the definitions of those never used yet). `schema` None: the
+    current one, resolved by the same catalog read."""
+    schema, mark, sequences, fresh = catalog.mark(cur, schema, table)
+    obj: dict[str, Any] = {"kind": "rows", "schema": schema, "name": table, "old": old, "new": new, "watermark": mark,
+           "sequences": sequences}
+    if fresh:
+        obj["fresh_sequences"] = fresh
+    return obj
+
+
+def _parts(name: str) -> tuple[str | None, str]:
+    """Schema (None: not named, the current one) and table of a name, without asking the database."""
+    table = exp.to_table(name, dialect="duckdb")
+    return table.db or None, table.name
 
 
 def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
@@ -59,10 +72,9 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
         raise common.unavailable(part, "UPDATE ... RETURNING on DuckDB")
 
     def capture(cur: Cursor, args: list[Any] | None) -> Result | None:
-        schema, table = split(cur, name)
-        qualified = f"{q(schema)}.{q(table)}"
         old = take.kept("cpd")
-        obj = rows_object(cur, schema, table, old)
+        obj = rows_object(cur, take.catalog, *_parts(name), old)
+        qualified = f"{q(obj['schema'])}.{q(obj['name'])}"
         result: Result | None = None
         if rowids is None and not own_with:
             row = cur.execute(f"CREATE TABLE {old} AS WITH __sqlgate_d AS ({part.sql}\n"
@@ -91,10 +103,9 @@ def truncate_runner(take: Take, names: list[str]) -> Any:
     def capture(cur: Cursor) -> None:
         objects = []
         for i, name in enumerate(names):
-            schema, table = split(cur, name)
             old = take.kept("cpd", i)
-            obj = rows_object(cur, schema, table, old)
-            cur.execute(f"CREATE TABLE {old} AS SELECT rowid AS {ROWID}, * FROM {q(schema)}.{q(table)}")
+            obj = rows_object(cur, take.catalog, *_parts(name), old)
+            cur.execute(f"CREATE TABLE {old} AS SELECT rowid AS {ROWID}, * FROM {q(obj['schema'])}.{q(obj['name'])}")
             objects.append(obj)
         take.record(cur, "rows", names, objects)
 

@@ -34,6 +34,7 @@ def drop_schema_runner(take: Take, schema: str, if_exists: bool, cascade: bool) 
             raise common.unavailable(part, f"schema {schema} holds macros or types, which sqlgate cannot keep on"
                                            " DuckDB yet (drop its tables and views one by one: each is kept)")
         obj = _keep_schema(take, cur, schema) if cascade else {"kind": "schema", "schema": schema, "name": "*"}
+        take.catalog_changed()
         cur.execute(part.sql, args)  # without CASCADE DuckDB refuses a schema that is not empty
         take.record(cur, "schema", [f"{schema}.*"], [obj])
         return Result(command_tag=part.command)

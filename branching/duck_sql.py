@@ -4,9 +4,7 @@ checkpoint being taken: its id, who for, and how it is recorded)."""
 
 from __future__ import annotations
 
-import functools
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +14,7 @@ import duckdb
 from sqlglot import exp
 
 from branching.checkpoint import CheckpointContext
+from branching.duck_catalog import Catalog, sequences_used
 from proxy.db_errors import database_error
 from proxy.result import Result
 from proxy.statement import Part
@@ -72,62 +71,69 @@ def columns(cur: Cursor, schema: str, name: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def table_mark(cur: Cursor, schema: str, table: str) -> tuple[int, dict[str, int | None]]:
-    """The watermark and the last value of each sequence the table's defaults draw from (rollback mode
-    'all' sets those back). The sequences are read off the table's DDL from the same catalog row, so a
-    table without such defaults costs no second catalog read."""
-    mark, ddl = _table_row(cur, schema, table)
-    names = _sequences_used(ddl, schema)
-    values: dict[str, int | None] = {}
-    if names:
-        values = dict(cur.execute(
-            "SELECT schema_name || '.' || sequence_name, last_value FROM duckdb_sequences()"
-            f" WHERE database_name = current_database() AND schema_name || '.' || sequence_name"
-            f" IN ({', '.join('?' * len(names))})", list(names)).fetchall())
-    return mark, values
-
-
-_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'")
-
-
-@functools.lru_cache(maxsize=256)
-def _sequences_used(ddl: str, schema: str) -> tuple[str, ...]:
-    names = (m.group(1).replace("''", "'") for m in _NEXTVAL.finditer(ddl))
-    return tuple(sorted({n if "." in n else f"{schema}.{n}" for n in names}))
-
-
-def restore_sequences(cur: Cursor, values: dict[str, int | None]) -> None:
-    """Set sequences back to their kept last values. DuckDB's setval has no is_called: a sequence
-    never used before the checkpoint cannot go back, and is left as it is."""
+def restore_sequences(cur: Cursor, values: dict[str, int | None], fresh: dict[str, str] | None = None,
+                      catalog: Catalog | None = None) -> None:
+    """Set sequences back to their kept last values. One never used before the checkpoint (no last value;
+    DuckDB's setval has no is_called, and START is also its MINVALUE by default) is created again from
+    its kept definition, with the defaults that draw from it, when it has been used since."""
     for name, value in values.items():
         if value is not None:
             cur.execute("SELECT setval(?, ?)", [name, value])
+        elif fresh and name in fresh:
+            recreate_sequence(cur, name, fresh[name], catalog)
+
+
+def recreate_sequence(cur: Cursor, name: str, sql: str, catalog: Catalog | None = None) -> None:
+    """DuckDB cannot drop a sequence a default draws from: drop those defaults, drop and create the
+    sequence from `sql`, set the defaults again (same text). Anything else depending on it: left as is."""
+    schema, seq = name.split(".", 1)
+    row = cur.execute("SELECT sequence_oid, last_value FROM duckdb_sequences() WHERE schema_name = ? AND"
+                      " sequence_name = ? AND database_name = current_database()", [schema, seq]).fetchone()
+    if row is None or row[1] is None:
+        return  # gone (a later checkpoint of its own brings it back), or still never used
+    dependents = {r[0] for r in cur.execute("SELECT refobjid FROM duckdb_dependencies() WHERE objid = ?",
+                                            [row[0]]).fetchall()}
+    defaults = []
+    for oid in sorted(dependents):
+        table = cur.execute("SELECT schema_name, table_name, sql FROM duckdb_tables() WHERE table_oid = ?",
+                            [oid]).fetchone()
+        if table is None:
+            return  # not a table: leave the sequence as it is
+        found = cur.execute("SELECT column_name, column_default FROM duckdb_columns() WHERE table_oid = ?"
+                            " AND column_default IS NOT NULL ORDER BY column_index", [oid]).fetchall()
+        uses = [(c, d) for c, d in found if name in sequences_used(f"{d}", table[0])]
+        if not uses:
+            return
+        defaults += [(table[0], table[1], c, d) for c, d in uses]
+    if catalog is not None:
+        catalog.changed()
+    for t_schema, table, column, _ in defaults:
+        cur.execute(f"ALTER TABLE {q(t_schema)}.{q(table)} ALTER COLUMN {q(column)} DROP DEFAULT")
+    cur.execute(f"DROP SEQUENCE {q(schema)}.{q(seq)}")
+    cur.execute(f"SET schema = {q(schema)}")  # the kept definition names no schema
+    cur.execute(sql)
+    for t_schema, table, column, default in defaults:
+        cur.execute(f"SET schema = {q(t_schema)}")  # the default's text resolves names in its table's schema
+        cur.execute(f"ALTER TABLE {q(t_schema)}.{q(table)} ALTER COLUMN {q(column)} SET DEFAULT {default}")
+    cur.execute("SET schema = 'main'")
 
 
 def watermark(cur: Cursor, schema: str, table: str) -> int:
-    return _table_row(cur, schema, table)[0]
-
-
-def _table_row(cur: Cursor, schema: str, table: str) -> tuple[int, str]:
-    """The watermark (the highest row id a row of the table has now: rows appended later get higher
-    ones; DuckDB's estimated_size counts row slots, deleted ones too, so this is O(1), not a scan) and
-    the table's DDL, from one catalog read."""
-    row = cur.execute("SELECT estimated_size, sql FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
+    """The highest row id a row of the table has now (rows appended later get higher ones; DuckDB's
+    estimated_size counts row slots, deleted ones too, so this is O(1), not a scan)."""
+    row = cur.execute("SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
                       " AND database_name = current_database()", [schema, table]).fetchone()
-    if row is None:
-        return -1, ""
-    return (int(row[0]) - 1 if row[0] is not None else -1), row[1] or ""
+    return int(row[0]) - 1 if row is not None and row[0] is not None else -1
 
 
 def record(cur: Cursor, retention_days: float, cp_id: str, context: CheckpointContext | None, kind: str,
-           tables: list[str], objects: list[dict[str, Any]], undoes: str | None = None) -> None:
+           tables: list[str], objects: list[dict[str, Any]], seq: int, undoes: str | None = None) -> None:
     now = datetime.now(UTC)
     cur.execute(
-        "INSERT INTO sqlgate.checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, nextval('sqlgate.checkpoint_seq'), ?, ?,"
-        " NULL, ?)",
+        "INSERT INTO sqlgate.checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
         [cp_id, context.trace_id if context else None, context.actor if context else "sqlgate",
          context.token_id if context else None, context.branch if context else "main", kind, json.dumps(tables),
-         json.dumps(objects), now, now + timedelta(days=retention_days), undoes])
+         json.dumps(objects), seq, now, now + timedelta(days=retention_days), undoes])
 
 
 @dataclass(frozen=True)
@@ -139,9 +145,18 @@ class Take:
     cp_id: str
     context: CheckpointContext
     retention_days: float
+    catalog: Catalog
 
     def record(self, cur: Cursor, kind: str, tables: list[str], objects: list[dict[str, Any]]) -> None:
-        record(cur, self.retention_days, self.cp_id, self.context, kind, tables, objects)
+        record(cur, self.retention_days, self.cp_id, self.context, kind, tables, objects, self.catalog.next_seq(cur))
+
+    def catalog_changed(self) -> None:
+        """The checkpoint changes the catalog in the statement's transaction (a DROP becomes a rename)."""
+        changed = getattr(self.session, "catalog_changed", None)
+        if changed is not None:
+            changed()
+        else:
+            self.catalog.changed()
 
     def kept(self, prefix: str, n: int | str = 0) -> str:
         """The name of a table in schema sqlgate that keeps data for this checkpoint."""

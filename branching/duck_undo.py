@@ -9,6 +9,7 @@ from typing import Any
 import duckdb
 
 from branching import common
+from branching.duck_catalog import Catalog
 from branching.duck_sql import ROWID, Cursor, columns, count, q, restore_sequences, watermark
 
 
@@ -55,7 +56,7 @@ def undo_statement(cur: Cursor, o: dict[str, Any], new_cp: str, n: int, outcome:
 
 
 def undo_all(cur: Cursor, schema: str, name: str, pieces: list[dict[str, Any]], new_cp: str, n: int,
-             outcome: common.RollbackOutcome) -> dict[str, Any]:
+             outcome: common.RollbackOutcome, catalog: Catalog | None = None) -> dict[str, Any]:
     """The table as it was at the first piece: rows present then and never touched since, plus the
     first kept version of every row a later statement removed or changed (row ids ≤ the watermark)."""
     qualified = f"{q(schema)}.{q(name)}"
@@ -74,6 +75,6 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[dict[str, Any]], 
     cur.execute(f"CREATE TABLE {added_new} AS SELECT {collist} FROM ({olds})"
                 f" QUALIFY row_number() OVER (PARTITION BY {ROWID} ORDER BY __o) = 1")
     outcome.rows_restored += count(cur, f"INSERT INTO {qualified} ({collist}) SELECT {collist} FROM {added_new}")
-    restore_sequences(cur, pieces[0].get("sequences") or {})
+    restore_sequences(cur, pieces[0].get("sequences") or {}, pieces[0].get("fresh_sequences"), catalog)
     return {"kind": "rows", "schema": schema, "name": name, "old": removed_old, "new": added_new,
             "watermark": now_mark}

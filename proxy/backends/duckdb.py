@@ -9,6 +9,7 @@ small pool of threads beside it. Nothing blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,10 @@ def _fetch_as_text(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[st
 
 
 _TX_COMMANDS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "END", "ROLLBACK", "ABORT"})
+# Statements that cannot change the catalog; any other one makes cached catalog facts stale
+# (branching.duck_catalog), when it runs and again when its transaction ends.
+_CATALOG_SAFE = _TX_COMMANDS | {"SELECT", "VALUES", "TABLE", "FROM", "WITH", "INSERT", "UPDATE", "DELETE", "MERGE",
+                                "SHOW", "DESCRIBE", "SUMMARIZE"}
 
 
 class DuckDBSession:
@@ -79,6 +84,7 @@ class DuckDBSession:
         self.conn: duckdb.DuckDBPyConnection | None = None
         self._in_tx = False
         self.dirty = False  # each session has its own DuckDB connection, closed at the end
+        self._catalog_changed = False  # this transaction may have changed the catalog
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
@@ -103,6 +109,8 @@ class DuckDBSession:
 
         def run() -> Result:
             cur = self._conn
+            if command not in _CATALOG_SAFE:
+                self.catalog_changed()
             cur.execute(sql, adapt_params(sql, params) if params else None)
             description = cur.description
             rows = cur.fetchall() if description is not None else []
@@ -146,6 +154,17 @@ class DuckDBSession:
             self._in_tx = True
         elif verb in (TxVerb.COMMIT, TxVerb.ROLLBACK):
             self._in_tx = False
+            self._transaction_ended()
+
+    def catalog_changed(self) -> None:
+        """The catalog may change in this transaction: cached catalog facts go stale now and at its end."""
+        self._catalog_changed = True
+        self.backend.catalog_changed()
+
+    def _transaction_ended(self) -> None:
+        if self._catalog_changed:
+            self._catalog_changed = False
+            self.backend.catalog_changed()
 
     async def begin(self, options: TxOptions | None = None) -> None:
         if not self._in_tx:
@@ -164,6 +183,7 @@ class DuckDBSession:
             except duckdb.Error:
                 pass  # already aborted by the failing statement
             self._in_tx = False
+            self._transaction_ended()
 
     async def commit_with_traces(self, traces: Sequence[Trace], statement: str = "COMMIT",
                                  command: str = "COMMIT") -> Result:
@@ -186,6 +206,8 @@ class DuckDBBackend:
     def __init__(self, path: Path, statement_timeout: float = 30.0) -> None:
         self.path = path
         self.statement_timeout = statement_timeout
+        self._catalog_versions = itertools.count(1)
+        self.catalog_version = 0  # changes whenever the catalog may have (see DuckDBSession.catalog_changed)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="duckdb-writer")
         self.readers = ThreadPoolExecutor(4, thread_name_prefix="duckdb-reader")
         self.write_lock = asyncio.Lock()
@@ -205,6 +227,9 @@ class DuckDBBackend:
         db.execute("SET enable_external_access = false")
         db.execute("SET lock_configuration = true")
         return db
+
+    def catalog_changed(self) -> None:
+        self.catalog_version = next(self._catalog_versions)  # atomic: sessions on several threads call it
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,162 @@
+"""Catalog facts a DuckDB checkpoint needs, read in as few statements as
+possible and kept between checkpoints. Each catalog table function costs a
+full scan of the catalog (0.5-2 ms, growing with the number of tables), so:
+
+- what only DDL can change (a table's DDL, hence the sequences its defaults
+  draw from and whether it has foreign keys; its explicit indexes; a session's
+  current schema) is cached, keyed by table, and valid only while the backend's
+  `catalog_version` is unchanged. The embedded file is opened by this process
+  alone (DuckDB locks it), and every statement that is not a plain read or DML
+  bumps that version when it runs and again when its transaction ends
+  (proxy.backends.duckdb), as do sqlgate's own DDL (checkpoints, rollback, purge);
+- what DML changes (the watermark: estimated_size, the table's row-slot count;
+  sequences' last values) is read every time, in the one catalog read a row
+  checkpoint makes.
+A backend without `catalog_version` gets no caching."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+Cursor = duckdb.DuckDBPyConnection
+
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'")
+_REFERENCES = re.compile(r"\bREFERENCES\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    """What DDL alone can change about one table."""
+
+    oid: int
+    sql: str
+    sequences: tuple[str, ...]  # schema.name of each sequence its defaults draw from
+    references: bool  # it has foreign keys (read off its DDL: a false positive only costs a copy)
+    indexes: tuple[tuple[str, str], ...] | None  # (name, sql) of its explicit indexes; None: not read yet
+
+
+def sequences_used(ddl: str, schema: str) -> tuple[str, ...]:
+    names = (m.group(1).replace("''", "'") for m in _NEXTVAL.finditer(ddl))
+    return tuple(sorted({n if "." in n else f"{schema}.{n}" for n in names}))
+
+
+class Catalog:
+    """The cache of one backend (see the module's docstring), and its checkpoint numbers."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self._tables: dict[tuple[str, str], tuple[int, TableFacts]] = {}
+        self._seq: int | None = None
+        self._lock = threading.Lock()
+
+    def next_seq(self, cur: Cursor) -> int:
+        """The next checkpoint number (sqlgate.checkpoints.seq orders checkpoints): counted here rather than
+        by nextval, which costs a third of a millisecond a checkpoint. Only this process writes the file;
+        numbers of transactions that roll back are skipped, as nextval's were."""
+        with self._lock:
+            if self._seq is None:
+                self._seq = int(cur.execute(
+                    "SELECT greatest((SELECT coalesce(max(seq), 0) FROM sqlgate.checkpoints),"
+                    " (SELECT coalesce(max(last_value), 0) FROM duckdb_sequences() WHERE schema_name = 'sqlgate'"
+                    " AND sequence_name = 'checkpoint_seq' AND database_name = current_database()))").fetchone()[0])  # type: ignore[index]
+            self._seq += 1
+            return self._seq
+
+    def version(self) -> int | None:
+        return getattr(self.backend, "catalog_version", None)
+
+    def changed(self) -> None:
+        """sqlgate itself changed the catalog outside a session's own statement."""
+        bump = getattr(self.backend, "catalog_changed", None)
+        if bump is not None:
+            bump()
+
+    def facts(self, schema: str, table: str) -> TableFacts | None:
+        version = self.version()
+        hit = self._tables.get((schema, table))
+        return hit[1] if hit is not None and version is not None and hit[0] == version else None
+
+    def keep(self, schema: str, table: str, facts: TableFacts) -> None:
+        version = self.version()
+        if version is not None:
+            if len(self._tables) > 4096:
+                self._tables.clear()
+            self._tables[(schema, table)] = (version, facts)
+
+    # --- the reads -----------------------------------------------------------------
+
+    def table_row(self, cur: Cursor, schema: str | None, table: str,
+                  ddl: bool) -> tuple[str, int, int, str | None, int] | None:
+        """(schema, oid, watermark, DDL if asked for, index count) of the table, from one catalog read;
+        None if there is none. `schema` None: the session's current schema. The watermark is the highest
+        row id a row of the table has now: rows appended later get higher ones (estimated_size counts row
+        slots, deleted ones too, so this is O(1) in the table's rows)."""
+        row = cur.execute(
+            f"SELECT schema_name, table_oid, estimated_size, {'sql' if ddl else 'NULL'}, index_count"
+            " FROM duckdb_tables() WHERE schema_name = coalesce(?, current_schema()) AND table_name = ?"
+            " AND database_name = current_database()", [schema, table]).fetchone()
+        if row is None:
+            return None
+        return row[0], int(row[1]), (int(row[2]) - 1 if row[2] is not None else -1), row[3], int(row[4] or 0)
+
+    def mark(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, int, dict[str, int | None],
+                                                                          dict[str, str]]:
+        """(schema, watermark, last value of each sequence the table's defaults draw from, and the DDL of
+        those never used yet): one catalog read when the table's DDL is cached and its defaults use no
+        sequence."""
+        row = self.table_row(cur, schema, table, ddl=False)
+        if row is None:  # the statement itself reports the missing table
+            return schema or str(cur.execute("SELECT current_schema()").fetchone()[0]), -1, {}, {}  # type: ignore[index]
+        schema, oid, mark, _, _ = row
+        facts = self._facts_of(cur, schema, table, oid)
+        values: dict[str, int | None] = {}
+        fresh: dict[str, str] = {}
+        if facts.sequences:
+            for name, last_value, sql in cur.execute(
+                    "SELECT schema_name || '.' || sequence_name, last_value, sql FROM duckdb_sequences()"
+                    " WHERE database_name = current_database() AND schema_name || '.' || sequence_name"
+                    f" IN ({', '.join('?' * len(facts.sequences))})", list(facts.sequences)).fetchall():
+                values[name] = last_value
+                if last_value is None:
+                    fresh[name] = sql
+        return schema, mark, values, fresh
+
+    def for_drop(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, TableFacts] | None:
+        """(schema, facts with indexes) of a table about to be dropped, None if there is none: one catalog
+        read (its indexes, which include its keys', are read too when it has any and they are not cached)."""
+        row = self.table_row(cur, schema, table, ddl=True)
+        if row is None:
+            return None
+        schema, oid, _, ddl, index_count = row
+        facts = self._facts_of(cur, schema, table, oid, ddl)
+        if facts.indexes is None:
+            indexes: tuple[tuple[str, str], ...] = ()
+            if index_count:
+                indexes = tuple((str(n), str(s)) for n, s in cur.execute(
+                    "SELECT index_name, sql FROM duckdb_indexes() WHERE table_oid = ?", [oid]).fetchall())
+            facts = TableFacts(facts.oid, facts.sql, facts.sequences, facts.references, indexes)
+            self.keep(schema, table, facts)
+        return schema, facts
+
+    def _facts_of(self, cur: Cursor, schema: str, table: str, oid: int, ddl: str | None = None) -> TableFacts:
+        facts = self.facts(schema, table)
+        if facts is None or facts.oid != oid:
+            if ddl is None:
+                ddl = str(cur.execute("SELECT sql FROM duckdb_tables() WHERE table_oid = ?", [oid]).fetchone()[0])  # type: ignore[index]
+            facts = TableFacts(oid, ddl, sequences_used(ddl, schema), bool(_REFERENCES.search(ddl)), None)
+            self.keep(schema, table, facts)
+        return facts
+
+
+def catalog_of(backend: Any) -> Catalog:
+    """The one cache of a backend (checkpoints, rollback and purge share it)."""
+    found = getattr(backend, "_sqlgate_catalog", None)
+    if found is None:
+        found = Catalog(backend)
+        backend._sqlgate_catalog = found
+    return found
