@@ -28,7 +28,6 @@ from proxy.db_errors import postgres_error as sql_error
 from proxy.result import Result, result_from_pgresult
 from proxy.trace import COPY_COLUMNS, Trace, TraceFilter, traces_copy, traces_json
 
-
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
@@ -68,7 +67,8 @@ class PostgresSession:
             return await self.execute(statement, None, command)
         # One message, one round trip. If recording fails, PostgreSQL skips the COMMIT and the
         # transaction stays open and aborted, as when the two were sent apart.
-        record = b"SELECT sqlgate.record_traces(" + sql.Literal(traces_json(traces)).as_bytes(self.conn) + b"::jsonb);\n"
+        batch = sql.Literal(traces_json(traces)).as_bytes(self.conn)
+        record = b"SELECT sqlgate.record_traces(" + batch + b"::jsonb);\n"
         cur = psycopg.AsyncRawCursor(self.conn)
         try:
             await cur.execute(record + statement.encode())
