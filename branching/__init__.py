@@ -12,9 +12,11 @@ pg_restore, pg_rollback: undo; pg_sql, pg_sql_schema: the SQL installed; everyth
 SECURITY DEFINER, owned by the owner login):
 - DML of any form (DELETE, UPDATE incl. keys, MERGE, upserts (ON CONFLICT DO UPDATE, classed write),
   data-modifying CTEs, DML inside functions): statement-level AFTER triggers with transition tables,
-  ENABLE ALWAYS, installed on a table at its first checkpoint, append D/I rows as one json array per
-  statement (json_agg: cheaper than jsonb; lz4 where the server has it) to sqlgate.changes, filed under
-  the checkpoint id set for that statement only if the checkpoint was taken in the same transaction.
+  ENABLE ALWAYS, installed on a table at its first checkpoint (cp_take, in the statement's own message,
+  finds the tables foreign keys reach and their owned sequences through pg_depend's index), append D/I
+  rows as one json array per statement (json_agg: cheaper than jsonb; lz4 where the server has it) to
+  sqlgate.changes, filed under the checkpoint id set for that statement only if the checkpoint was taken
+  in the same transaction.
   Later plain INSERTs are logged too, which gives mode 'all' (net delta since the mark) and mode
   'statement' conflicts (an I row no longer there; a D row whose key was taken). Owned sequences'
   values are kept and restored by mode 'all'. TRUNCATE: BEFORE TRUNCATE trigger copies the rows.
@@ -25,8 +27,18 @@ SECURITY DEFINER, owned by the owner login):
 - DROP SCHEMA: renamed aside (O(1)), handed to the owner with agents' grants revoked; what CASCADE
   would drop outside it (found through pg_depend) is moved aside (views, sequences) or kept as a
   definition (foreign keys, checks, defaults, expression indexes); anything else is refused.
-- DROP COLUMN (last column only: PostgreSQL cannot put a column back between others; table with a
-  primary key): keeps the key and that column, its type, default, NOT NULL, constraints, indexes.
+- DROP COLUMN (any column, CASCADE too; pg_sql_column, pg_restore_column): runs as sent; before it the
+  key (primary key, else ctid: DROP COLUMN moves no row) and that column's values are kept, with its
+  definition (type, collation, default, NOT NULL, identity, generated, storage, statistics, comment,
+  grants) and, found through pg_depend as CASCADE finds them, its indexes, constraints (foreign keys both
+  ways), triggers and views (over views too) as definitions; a sequence it owns is moved aside. Rollback
+  keeps the table's OID: it adds the column back and re-creates each later column after it (renamed
+  aside, added, all values in ONE UPDATE with capture off, views re-pointed by CREATE OR REPLACE,
+  sequences re-owned, the aside columns dropped; their indexes, constraints, triggers re-created). Mode
+  'all' first undoes the rows written since (their shape lacks the column). Rows the kept values do not
+  cover (added since), a name taken since, and, without a primary key, any later row write or rewrite
+  are conflicts. Refused: policies, rules, materialized views, statistics objects or other columns on
+  those columns, partitioned or inherited tables. Undoing such a rollback undoes its rows, not the column.
 - DROP/SET DEFAULT, DROP NOT NULL, DROP CONSTRAINT, RENAME (table, column), ALTER COLUMN TYPE: the
   table's definition by OID/attnum (+ key and values for a type change); DROP INDEX, CREATE OR
   REPLACE VIEW: the definition. Rollback re-applies what differs.

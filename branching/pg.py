@@ -13,7 +13,8 @@ from psycopg import sql
 from branching import common, pg_take
 from branching.checkpoint import Checkpoint, CheckpointContext
 from branching.pg_rollback import rollback_in
-from branching.pg_sql import DEFINITION_SQL, DROP_COLUMN_SQL, GRANT_SQL, SETUP_SQL
+from branching.pg_sql import DEFINITION_SQL, GRANT_SQL, SETUP_SQL
+from branching.pg_sql_column import DROP_COLUMN_SQL
 from branching.pg_sql_schema import SCHEMA_SQL
 from proxy.backends.base import BackendRole
 from proxy.sql_filters import conditions

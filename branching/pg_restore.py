@@ -1,6 +1,6 @@
 """Putting back what a PostgreSQL checkpoint kept aside: relations moved into a
-private schema, dropped foreign keys, indexes, view and table definitions, and
-a dropped column with its values. Each function acts inside the rollback's
+private schema, dropped foreign keys, indexes, view and table definitions (a
+dropped column: pg_restore_column). Each function acts inside the rollback's
 transaction and raises a clear error when the object cannot come back."""
 
 from __future__ import annotations
@@ -162,35 +162,6 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
             await conn.execute(index["def"])
     if o.get("trash"):
         await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
-
-
-async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
-    rel = sql.SQL(await relname(conn, int(o["relid"])))
-    col = sql.Identifier(o["column"])
-    taken = await (await conn.execute(
-        "SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
-        (int(o["relid"]), o["column"]))).fetchone()
-    if taken:
-        problem = [{"column": o["column"], "conflict": "a column with this name was added since"}]
-        if mode == "statement":
-            raise common.conflicts_error(cp_id, problem)
-        raise common.rollback_failed(f"column {o['column']} exists again; drop it first")
-    collate = sql.SQL(f" COLLATE {o['collation']}") if o.get("collation") else sql.SQL("")
-    await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}{}").format(rel, col, sql.SQL(o["type"]), collate))
-    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in o["pk"])
-    await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
-        rel, col, col, sql.Identifier(o["trash"]), match))
-    if o.get("default") is not None:
-        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-            rel, col, sql.SQL(o["default"])))
-    if o.get("notnull"):
-        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
-    for c in o.get("constraints", []):
-        await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            sql.SQL(await relname(conn, int(c["relid"]))), sql.Identifier(c["name"]), sql.SQL(c["def"])))
-    for index_def in o.get("indexes", []):
-        await conn.execute(index_def)
-    await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
 
 
 async def relname(conn: Any, oid: int) -> str:

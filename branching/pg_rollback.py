@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg import sql
 
-from branching import common, pg_restore
+from branching import common, pg_restore, pg_restore_column
 from branching.checkpoint import CheckpointContext
 from branching.pg_rows import undo_rows
 from proxy.trace import new_id
@@ -141,7 +141,7 @@ async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[s
             elif kind == "schema_deps":
                 await pg_restore.restore_schema_dependents(conn, cp_id, o)
             elif kind == "column":
-                await pg_restore.restore_column(conn, cp_id, mode, o)
+                await pg_restore_column.restore_column(conn, cp_id, mode, o, outcome)
                 outcome.objects_restored.append(f"{await pg_restore.relname(conn, int(o['relid']))}.{o['column']}")
         for o in other_objects:
             if o.get("kind") == "fk":

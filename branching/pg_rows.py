@@ -13,9 +13,10 @@ from psycopg import sql
 from branching import common
 from branching.pg_restore import relname
 
-# Every change to a captured table, one row per (statement, table, direction, row).
-CHANGE_ROWS = ("(SELECT c.seq, c.cp, c.tbl, c.op, r.row FROM sqlgate.changes c"
-               " CROSS JOIN LATERAL jsonb_array_elements(c.rows::jsonb) AS r(row))")
+# Every change to a captured table, one row per (statement, table, direction, row): `row` as jsonb, to
+# group and compare by value; `raw` as captured, to restore from (jsonb would rewrite a json column's text).
+CHANGE_ROWS = ("(SELECT c.seq, c.cp, c.tbl, c.op, r.raw::jsonb AS row, r.raw FROM sqlgate.changes c"
+               " CROSS JOIN LATERAL json_array_elements(c.rows) AS r(raw))")
 
 
 async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
@@ -32,10 +33,11 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
         " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND i.indisprimary", (tbl,))
     pk = [r[0] for r in await cur.fetchall()]
     target = sql.SQL(rel)
-    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_delta (row jsonb, n bigint) ON COMMIT DROP")
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_delta (row jsonb, raw json, n bigint) ON COMMIT DROP")
     await conn.execute("TRUNCATE sqlgate_delta")
     await conn.execute(
-        f"INSERT INTO sqlgate_delta SELECT row, sum(CASE op WHEN 'D' THEN 1 ELSE -1 END) FROM {CHANGE_ROWS} x"
+        f"INSERT INTO sqlgate_delta SELECT row, (array_agg(raw))[1], sum(CASE op WHEN 'D' THEN 1 ELSE -1 END)"
+        f" FROM {CHANGE_ROWS} x"
         f" WHERE tbl = %s AND {filt} GROUP BY row HAVING sum(CASE op WHEN 'D' THEN 1 ELSE -1 END) <> 0",
         [tbl, *fargs])
     await conn.execute("ANALYZE sqlgate_delta")
@@ -44,10 +46,11 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
         # (and ON DELETE CASCADE children) are never disturbed.
         key_a = sql.SQL(", ").join(sql.SQL("a.row -> {}").format(sql.Literal(c)) for c in pk)
         key_b = sql.SQL(", ").join(sql.SQL("b.row -> {}").format(sql.Literal(c)) for c in pk)
-        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_pairs (old jsonb, new jsonb) ON COMMIT DROP")
+        await conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS sqlgate_pairs (old jsonb, new jsonb, old_raw json) ON COMMIT DROP")
         await conn.execute("TRUNCATE sqlgate_pairs")
         await conn.execute(sql.SQL(
-            "INSERT INTO sqlgate_pairs SELECT a.row, b.row FROM sqlgate_delta a JOIN sqlgate_delta b"
+            "INSERT INTO sqlgate_pairs SELECT a.row, b.row, a.raw FROM sqlgate_delta a JOIN sqlgate_delta b"
             " ON a.n = 1 AND b.n = -1 AND jsonb_build_array({}) = jsonb_build_array({})").format(key_a, key_b))
         settable = [c for c in insertable if c not in pk]
         pairs = (await (await conn.execute("SELECT count(*) FROM sqlgate_pairs")).fetchone())[0]
@@ -56,7 +59,7 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
                 sql.SQL("x.{c} = (s.n).{c}").format(c=sql.Identifier(c)) for c in pk)
             cur = await conn.execute(sql.SQL(
                 "UPDATE {t} x SET ({cols}) = ROW({vals}) FROM (SELECT jsonb_populate_record(NULL::{t}, p.new) AS n,"
-                " p.new AS nj, jsonb_populate_record(NULL::{t}, p.old) AS r FROM sqlgate_pairs p) s"
+                " p.new AS nj, json_populate_record(NULL::{t}, p.old_raw) AS r FROM sqlgate_pairs p) s"
                 " WHERE {pk_match} AND to_jsonb(x) = s.nj"
             ).format(t=target, cols=sql.SQL(", ").join(sql.Identifier(c) for c in settable),
                      vals=sql.SQL(", ").join(sql.SQL("(s.r).{}").format(sql.Identifier(c)) for c in settable),
@@ -102,7 +105,7 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
         async with conn.transaction():
             cur = await conn.execute(sql.SQL(
                 "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {vals} FROM"
-                " (SELECT jsonb_populate_record(NULL::{t}, d.row) AS r FROM sqlgate_delta d,"
+                " (SELECT json_populate_record(NULL::{t}, d.raw) AS r FROM sqlgate_delta d,"
                 " generate_series(1, d.n) WHERE d.n > 0) s"
             ).format(t=target, cols=collist, vals=reclist))
             outcome.rows_restored += cur.rowcount

@@ -37,7 +37,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT c.id FROM sqlgate.checkpoints c
     WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current() $$;
 
--- The checkpoint is looked up inline (not through current_checkpoint()): this runs on every captured statement.
+-- The checkpoint is looked up inline, never through current_checkpoint(): a SQL function with a SET clause is
+-- planned again at each call (tens of microseconds), and these run on every captured statement.
 CREATE OR REPLACE FUNCTION sqlgate.capture_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -60,7 +61,8 @@ BEGIN
 END $$;
 CREATE OR REPLACE FUNCTION sqlgate.capture_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE cp text := sqlgate.current_checkpoint();
+DECLARE cp text := (SELECT c.id FROM sqlgate.checkpoints c
+                    WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current());
 BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
     SELECT cp, TG_RELID, 'D', json_agg(o) FROM sqlgate_old o HAVING count(*) > 0;
@@ -120,36 +122,50 @@ BEGIN
     RETURN out;
 END $$;
 
+-- Runs in the statement's round trip, before every captured statement, so it stays on indexes: one pg_depend
+-- look-up per level of foreign keys finds both the tables that reference these (a foreign key depends on the
+-- columns it references) and their owned sequences; never a scan of pg_class, which grows with the database.
+-- Generic plans: a custom plan (planned again at every call) for the array parameters costs more than the rest.
 CREATE OR REPLACE FUNCTION sqlgate.cp_take(p_id text, p_trace text, p_actor text, p_token text, p_branch text,
     p_kind text, p_tables text[], p_rels regclass[], p_days double precision) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE r regclass; m bigint; seqs jsonb := '{}';
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
+DECLARE r oid; rels oid[] := p_rels::oid[]; frontier oid[] := p_rels::oid[]; more oid[]; found jsonb;
+        seqs jsonb := '{}'; m bigint;
 BEGIN
+    -- Foreign keys reach further than the statement names: ON DELETE/UPDATE CASCADE,
+    -- SET NULL/DEFAULT and TRUNCATE ... CASCADE change the referencing tables too,
+    -- so every table that references these, at any depth, is captured as well.
+    WHILE p_kind = 'rows' AND frontier IS NOT NULL LOOP
+        SELECT array_agg(DISTINCT x.ref) FILTER (WHERE NOT x.ref = ANY (rels)),
+               jsonb_object_agg(x.seq::text, pg_sequence_last_value(x.seq)) FILTER (WHERE x.seq IS NOT NULL)
+        INTO more, found
+        FROM (SELECT CASE WHEN d.classid = 'pg_constraint'::regclass THEN
+                         (SELECT c.conrelid FROM pg_constraint c
+                          WHERE c.oid = d.objid AND c.contype = 'f' AND c.confrelid = d.refobjid) END AS ref,
+                     CASE WHEN d.classid = 'pg_class'::regclass
+                               AND (SELECT s.relkind FROM pg_class s WHERE s.oid = d.objid) = 'S'
+                          THEN d.objid END AS seq
+              FROM pg_depend d
+              WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY (frontier)
+                AND d.classid IN ('pg_class'::regclass, 'pg_constraint'::regclass)
+              OFFSET 0) x;
+        seqs := seqs || coalesce(found, '{}');
+        rels := rels || more;
+        frontier := more;
+    END LOOP;
+    -- Capture triggers are installed at a table's first checkpoint; later ones only look.
     IF p_kind = 'rows' THEN
-        -- Foreign keys reach further than the statement names: ON DELETE/UPDATE CASCADE,
-        -- SET NULL/DEFAULT and TRUNCATE ... CASCADE change the referencing tables too,
-        -- so every table that references these, at any depth, is captured as well.
-        SELECT array_agg(rel::regclass) INTO p_rels FROM (
-            WITH RECURSIVE reach(rel) AS (
-                SELECT unnest(p_rels)::oid
-                UNION
-                SELECT c.conrelid FROM pg_constraint c JOIN reach ON c.confrelid = reach.rel
-                WHERE c.contype = 'f' AND c.conrelid <> c.confrelid
-            ) SELECT rel FROM reach) found;
-        -- Capture triggers are installed at a table's first checkpoint; later ones only look.
-        FOR r IN SELECT x FROM unnest(p_rels) x
-                 WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = x AND tgname = 'sqlgate_capture_d') LOOP
-            PERFORM sqlgate.ensure_capture(r);
-        END LOOP;
-        FOREACH r IN ARRAY p_rels LOOP
-            seqs := seqs || sqlgate.owned_sequences(r);
+        FOREACH r IN ARRAY rels LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = r AND tgname = 'sqlgate_capture_d') THEN
+                PERFORM sqlgate.ensure_capture(r::regclass);
+            END IF;
         END LOOP;
     END IF;
-    m := nextval('sqlgate.change_seq');
     INSERT INTO sqlgate.checkpoints (id, trace_id, actor, token_id, branch, kind, tables, relids, mark, seqs,
                                      expires_at, xid)
-    VALUES (p_id, p_trace, p_actor, p_token, p_branch, p_kind, to_jsonb(p_tables), p_rels::oid[], m, seqs,
-            now() + make_interval(secs => p_days * 86400), txid_current());
+    VALUES (p_id, p_trace, p_actor, p_token, p_branch, p_kind, to_jsonb(p_tables), rels,
+            nextval('sqlgate.change_seq'), seqs, now() + make_interval(secs => p_days * 86400), txid_current())
+    RETURNING mark INTO m;
     RETURN m;
 END $$;
 
@@ -252,64 +268,6 @@ GRANT_SQL = """
 GRANT EXECUTE ON FUNCTION sqlgate.cp_take(text, text, text, text, text, text, text[], regclass[], double precision)
     TO {roles};
 GRANT EXECUTE ON FUNCTION sqlgate.cp_drop(text, text[], regclass[], text, boolean, boolean) TO {roles};
-"""
-
-DROP_COLUMN_SQL = r"""
--- ALTER TABLE ... DROP COLUMN of a table's last column: keep the key and the column, and its definition.
-CREATE OR REPLACE FUNCTION sqlgate.cp_keep_column(p_id text, p_rel regclass, p_column text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    a record; pk text[]; trash text := format('sqlgate_trash_%s_1', p_id); obj jsonb; last int2;
-BEGIN
-    IF NOT pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = p_rel), 'USAGE') THEN
-        RAISE EXCEPTION 'must be owner of table %', p_rel USING ERRCODE = '42501';
-    END IF;
-    SELECT * INTO a FROM pg_attribute WHERE attrelid = p_rel AND attname = p_column AND NOT attisdropped;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'column "%" of relation "%" does not exist', p_column, p_rel USING ERRCODE = '42703';
-    END IF;
-    SELECT max(attnum) INTO last FROM pg_attribute WHERE attrelid = p_rel AND attnum > 0 AND NOT attisdropped;
-    IF a.attnum <> last THEN
-        RAISE EXCEPTION 'sqlgate can undo DROP COLUMN only of a table''s last column; "%" is not the last of %',
-            p_column, p_rel USING ERRCODE = '0A000',
-            HINT = 'PostgreSQL cannot put a column back between others, so this drop could not be undone exactly.';
-    END IF;
-    IF a.attidentity <> '' OR a.attgenerated <> '' THEN
-        RAISE EXCEPTION 'sqlgate cannot yet undo dropping an identity or generated column' USING ERRCODE = '0A000';
-    END IF;
-    SELECT array_agg(k.attname ORDER BY k.attnum) INTO pk FROM pg_index i
-        JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = ANY (i.indkey)
-        WHERE i.indrelid = p_rel AND i.indisprimary;
-    IF pk IS NULL OR p_column = ANY (pk) THEN
-        RAISE EXCEPTION 'sqlgate can undo DROP COLUMN only on a table with a primary key that does not include it'
-            USING ERRCODE = '0A000';
-    END IF;
-    obj := jsonb_build_object(
-        'kind', 'column', 'relid', p_rel::oid, 'column', p_column, 'pk', to_jsonb(pk), 'trash', trash,
-        'type', format_type(a.atttypid, a.atttypmod),
-        'collation', CASE WHEN a.attcollation <> 0
-                               AND a.attcollation <> (SELECT typcollation FROM pg_type WHERE oid = a.atttypid)
-                          THEN (SELECT format('%I.%I', n.nspname, c.collname) FROM pg_collation c
-                                JOIN pg_namespace n ON n.oid = c.collnamespace WHERE c.oid = a.attcollation) END,
-        'notnull', a.attnotnull,
-        'default', (SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = p_rel AND adnum = a.attnum),
-        'constraints', coalesce((SELECT jsonb_agg(jsonb_build_object('name', conname,
-                                                                    'def', pg_get_constraintdef(oid),
-                                                                    'relid', conrelid) ORDER BY oid)
-                                 FROM pg_constraint
-                                 WHERE (conrelid = p_rel AND a.attnum = ANY (conkey) AND contype <> 'n')
-                                    OR (confrelid = p_rel AND a.attnum = ANY (confkey))), '[]'),
-        'indexes', coalesce((SELECT jsonb_agg(pg_get_indexdef(i.indexrelid) ORDER BY i.indexrelid) FROM pg_index i
-                             WHERE i.indrelid = p_rel AND a.attnum = ANY (i.indkey)
-                               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)), '[]'));
-    EXECUTE format('CREATE SCHEMA %I', trash);
-    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', trash);
-    EXECUTE format('CREATE TABLE %I.kept AS SELECT %s, %I FROM %s', trash,
-                   (SELECT string_agg(quote_ident(c), ', ') FROM unnest(pk) c), p_column, p_rel);
-    UPDATE sqlgate.checkpoints SET objects = objects || jsonb_build_array(obj) WHERE id = p_id;
-END $$;
-REVOKE ALL ON FUNCTION sqlgate.cp_keep_column(text, regclass, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sqlgate.cp_keep_column(text, regclass, text) TO {roles};
 """
 
 DEFINITION_SQL = r"""

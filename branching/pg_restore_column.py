@@ -1,0 +1,380 @@
+"""Undoing ALTER TABLE ... DROP COLUMN on PostgreSQL, inside the rollback's transaction.
+
+The table keeps its OID (triggers, grants, foreign keys from elsewhere, other
+checkpoints stay valid). PostgreSQL can only add a column at the end, so the
+column is added back and every column after it is re-created after it: the old
+ones are renamed aside, new ones added with the same definition, all values
+(the dropped column's by key from the checkpoint, the others from the aside
+columns) set in ONE UPDATE, views that use them re-pointed with CREATE OR REPLACE
+(same OID), owned sequences re-owned, the aside columns dropped; indexes,
+constraints (foreign keys both ways) and triggers on those columns are kept as
+definitions around it. What the DROP took with it (indexes, constraints,
+triggers, views: kept by sqlgate.cp_keep_column, sequences: moved aside) comes
+back after. sqlgate's capture triggers are off during the copy: it is not a change
+of rows, and another rollback must not see it as one."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from psycopg import sql
+
+from branching import common
+from branching.pg_restore import relname
+from branching.pg_rows import undo_rows
+
+_LISTED = 20  # conflicting rows named in a conflict, at most
+
+
+async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
+                         outcome: common.RollbackOutcome) -> None:
+    if "spec" not in o:
+        await _restore_last_column(conn, cp_id, mode, o)
+        return
+    relid = int(o["relid"])
+    if not await _one(conn, "SELECT 1 FROM pg_class WHERE oid = %s", (relid,)):
+        raise common.rollback_failed(f"the table of column {o['column']} is gone")
+    rel = sql.SQL(await relname(conn, relid))
+    new_cp = await _one(conn, "SELECT current_setting('sqlgate.checkpoint', true)", ())
+    problems = await _row_problems(conn, mode, o, relid, new_cp)
+    if mode == "all" and not problems:
+        await _undo_later_rows(conn, cp_id, o, relid, new_cp, outcome)
+    problems += await _name_problems(conn, o, relid)
+    if not problems:
+        problems = await _uncovered_rows(conn, o, rel)
+    if problems:
+        if mode == "statement" or "table" in problems[0]:  # rows: the same in mode 'all'
+            raise common.conflicts_error(cp_id, problems)
+        raise common.rollback_failed("; ".join(f"{p.get('column') or p.get('view')}: {p['conflict']}"
+                                               for p in problems[:3]))
+    attnums = [r[0] for r in await (await conn.execute(
+        "SELECT attnum FROM pg_attribute WHERE attrelid = %s AND attnum > %s AND NOT attisdropped ORDER BY attnum",
+        (relid, int(o["attnum"])))).fetchall()]
+    later = [await _one(conn, "SELECT sqlgate.column_spec(%s, %s::int2)", (relid, n)) for n in attnums]
+    deps = await _one(conn, "SELECT sqlgate.column_deps(%s, %s::int2[], false)", (relid, attnums))
+    forward = await _one(conn, "SELECT sqlgate.column_forward_refs(%s, %s::int2)", (relid, int(o["attnum"])))
+    if deps["refused"] or forward:
+        what = deps["refused"][0] if deps["refused"] else f"generated column {forward} uses a later column"
+        raise common.rollback_failed(f"{what}: the columns after {o['column']} cannot be re-created; change it first")
+    capture = await _capture_off(conn, relid, rel)
+    await _drop_dependents(conn, rel, deps)
+    aside = {c["name"]: f"sqlgate_{cp_id[-12:]}_{c['attnum']}" for c in later}
+    for c in later:
+        await conn.execute(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+            rel, sql.Identifier(c["name"]), sql.Identifier(aside[c["name"]])))
+    columns = [o["spec"], *later]
+    await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(
+        sql.SQL("ADD COLUMN {}").format(_column_def(c)) for c in columns)))
+    moved = await _copy(conn, o, rel, relid, later, aside)
+    for view in deps["views"]:  # same OID, now over the new columns
+        await conn.execute(sql.SQL("CREATE OR REPLACE VIEW {}.{}{} AS {}").format(
+            sql.Identifier(view["schema"]), sql.Identifier(view["name"]), _with(view["options"]),
+            sql.SQL(view["def"].rstrip().rstrip(";"))))
+    for seq in deps["sequences"]:
+        await conn.execute(sql.SQL("ALTER SEQUENCE {}.{} OWNED BY {}.{}").format(
+            sql.Identifier(seq["schema"]), sql.Identifier(seq["name"]), rel, sql.Identifier(seq["column"])))
+    if later:  # generated ones first: they use the others
+        order = sorted(later, key=lambda c: c["generated"] is None)
+        await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(
+            sql.SQL("DROP COLUMN {}").format(sql.Identifier(aside[c["name"]])) for c in order)))
+    for seq in o["sequences"]:
+        await conn.execute(sql.SQL("ALTER SEQUENCE {}.{} SET SCHEMA {}").format(
+            sql.Identifier(o["trash"]), sql.Identifier(seq["name"]), sql.Identifier(seq["schema"])))
+        await conn.execute(sql.SQL("ALTER SEQUENCE {}.{} OWNED BY {}.{}").format(
+            sql.Identifier(seq["schema"]), sql.Identifier(seq["name"]), rel, sql.Identifier(seq["column"])))
+    # Mode 'all' puts sequences back to the checkpoint's values; an identity's sequence is new: by its old OID.
+    values = await _one(conn, "SELECT seqs FROM sqlgate.checkpoints WHERE id = %s", (cp_id,)) if mode == "all" else {}
+    await _column_attributes(conn, rel, columns, values or {})
+    await _recreate_dependents(conn, rel, {
+        "indexes": o["indexes"] + deps["indexes"], "constraints": _ordered(o["constraints"] + deps["constraints"]),
+        "triggers": o["triggers"] + deps["triggers"]})
+    await _recreate_views(conn, o["views"])
+    await _capture_on(conn, rel, capture)
+    await _follow_rewrite(conn, relid, moved)
+    await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
+
+
+async def _one(conn: Any, query: str, args: Any) -> Any:
+    row = await (await conn.execute(query, args)).fetchone()
+    return row[0] if row else None
+
+
+def _ordered(constraints: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keys before the checks and foreign keys that may use them."""
+    return sorted(constraints, key=lambda c: {"f": 2, "c": 1}.get(c["type"], 0))
+
+
+async def _row_problems(conn: Any, mode: str, o: dict[str, Any], relid: int, new_cp: str) -> list[dict[str, Any]]:
+    """Keyed by row position (no primary key): a later write that moved or removed rows makes it unsafe."""
+    if o["key"] is not None or not o["kept"]:
+        return []
+    table = await relname(conn, relid)
+    if await _one(conn, "SELECT relfilenode::text FROM pg_class WHERE oid = %s", (relid,)) != str(o["relfilenode"]):
+        return [{"table": table, "conflict": "the table was rewritten since the column was dropped (TRUNCATE,"
+                                             " VACUUM FULL, CLUSTER, a type change): its rows can no longer be"
+                                             " matched with the kept values (it has no primary key)"}]
+    ops = "('D')" if mode == "all" else "('D', 'I')"
+    n = await _one(conn, f"SELECT count(*) FROM sqlgate.changes WHERE tbl = %s AND seq > %s AND op IN {ops}"
+                         " AND cp IS DISTINCT FROM %s", (relid, int(o["mark"]), new_cp))
+    if n:
+        return [{"table": table, "conflict": f"{n} later statement(s) changed its rows; without a primary key the"
+                                             " kept values are matched by row position, which those changes moved"}]
+    return []
+
+
+async def _undo_later_rows(conn: Any, cp_id: str, o: dict[str, Any], relid: int, new_cp: str,
+                           outcome: common.RollbackOutcome) -> None:
+    """Mode 'all': the rows written after the DROP have the table's shape without the column, so they are
+    undone now, before it comes back; marked as this rollback's, so the row step does not see them again."""
+    filt, fargs = "seq > %s AND cp IS DISTINCT FROM %s", [int(o["mark"]), new_cp]
+    if not await _one(conn, f"SELECT 1 FROM sqlgate.changes WHERE tbl = %s AND {filt} LIMIT 1", [relid, *fargs]):
+        return
+    conflicts: list[dict[str, Any]] = []
+    await undo_rows(conn, relid, filt, fargs, "all", outcome, conflicts)
+    if conflicts:
+        raise common.conflicts_error(cp_id, conflicts)
+    await conn.execute(f"UPDATE sqlgate.changes SET cp = %s WHERE tbl = %s AND {filt}", [new_cp, relid, *fargs])
+
+
+async def _name_problems(conn: Any, o: dict[str, Any], relid: int) -> list[dict[str, Any]]:
+    problems = []
+    if await _one(conn, "SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
+                  (relid, o["column"])):
+        problems.append({"column": o["column"], "conflict": "a column with this name was added since"})
+    for v in o["views"]:
+        if await _one(conn, "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (v["schema"], v["name"])):
+            problems.append({"view": f"{v['schema']}.{v['name']}", "conflict": "a relation with this name was"
+                                                                              " created since"})
+    return problems
+
+
+async def _uncovered_rows(conn: Any, o: dict[str, Any], rel: Any) -> list[dict[str, Any]]:
+    """Rows the kept values do not cover (added since): their value of the column is unknown."""
+    if not o["kept"]:
+        return []
+    keys = ["ctid"] if o["key"] is None else o["key"]
+    match = sql.SQL(" AND ").join(sql.SQL("k.{} = t.{}").format(sql.Identifier(f"k{i}"), sql.Identifier(c))
+                                  for i, c in enumerate(keys, 1))
+    key = sql.SQL(", ").join(sql.SQL("{}, t.{}::text").format(sql.Literal(c), sql.Identifier(c)) for c in keys)
+    cur = await conn.execute(sql.SQL(
+        "SELECT jsonb_build_object({}) FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {}.kept k WHERE {}) LIMIT {}"
+    ).format(key, rel, sql.Identifier(o["trash"]), match, sql.Literal(_LISTED)))
+    return [{"table": str(await relname(conn, int(o["relid"]))), "row": r[0],
+             "conflict": f"added since {o['column']} was dropped: its value there is unknown"}
+            for r in await cur.fetchall()]
+
+
+async def _capture_off(conn: Any, relid: int, rel: Any) -> list[str]:
+    cur = await conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s AND tgname LIKE 'sqlgate\\_capture\\_%%'"
+                             " AND tgenabled <> 'D'", (relid,))
+    names = [r[0] for r in await cur.fetchall()]
+    for name in names:
+        await conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(rel, sql.Identifier(name)))
+    return names
+
+
+async def _capture_on(conn: Any, rel: Any, names: list[str]) -> None:
+    for name in names:
+        await conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(rel, sql.Identifier(name)))
+
+
+async def _drop_dependents(conn: Any, rel: Any, deps: dict[str, Any]) -> None:
+    for t in deps["triggers"]:
+        await conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(t["name"]), rel))
+    for c in reversed(_ordered(deps["constraints"])):  # foreign keys before the keys they use
+        await conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+            sql.SQL(await relname(conn, int(c["relid"]))), sql.Identifier(c["name"])))
+    for i in deps["indexes"]:
+        await conn.execute(sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(i["schema"]), sql.Identifier(i["name"])))
+
+
+def _column_def(c: dict[str, Any]) -> sql.Composable:
+    collate = sql.SQL(" COLLATE {}").format(sql.SQL(c["collation"])) if c["collation"] else sql.SQL("")
+    generated = (sql.SQL(" GENERATED ALWAYS AS ({}) STORED").format(sql.SQL(c["generated"]))
+                 if c["generated"] else sql.SQL(""))
+    return sql.SQL("{} {}{}{}").format(sql.Identifier(c["name"]), sql.SQL(c["type"]), collate, generated)
+
+
+async def _copy(conn: Any, o: dict[str, Any], rel: Any, relid: int, later: list[dict[str, Any]],
+                aside: dict[str, str]) -> list[str]:
+    """One UPDATE: the dropped column's values by key, every later column's from its aside copy."""
+    sets = [sql.SQL("{} = t.{}").format(sql.Identifier(c["name"]), sql.Identifier(aside[c["name"]]))
+            for c in later if not c["generated"]]
+    if not o["kept"]:
+        if sets:
+            await conn.execute(sql.SQL("UPDATE {} t SET {}").format(rel, sql.SQL(", ").join(sets)))
+        return []
+    keys = ["ctid"] if o["key"] is None else o["key"]
+    match = sql.SQL(" AND ").join(sql.SQL("k.{} = t.{}").format(sql.Identifier(f"k{i}"), sql.Identifier(c))
+                                  for i, c in enumerate(keys, 1))
+    sets.insert(0, sql.SQL("{} = k.v").format(sql.Identifier(o["column"])))
+    update = sql.SQL("UPDATE {} t SET {} FROM {}.kept k WHERE {}").format(
+        rel, sql.SQL(", ").join(sets), sql.Identifier(o["trash"]), match)
+    others = [] if o["key"] is not None else [r[0] for r in await (await conn.execute(
+        "SELECT x->>'trash' FROM sqlgate.checkpoints c, jsonb_array_elements(c.objects) x WHERE c.undone_by IS NULL"
+        " AND x->>'kind' = 'column' AND (x->>'relid')::oid = %s AND x->'key' = 'null' AND x->>'trash' <> %s"
+        " AND to_regclass(format('%%I.kept', x->>'trash')) IS NOT NULL", (relid, o["trash"]))).fetchall()]
+    if not others:
+        await conn.execute(update)
+        return []
+    # Other checkpoints keyed by row position on this table: they follow the rows to where the UPDATE put them.
+    await conn.execute("CREATE TEMP TABLE sqlgate_moved (old tid, new tid) ON COMMIT DROP")
+    await conn.execute(sql.SQL("WITH u AS ({} RETURNING k.k1 AS old, t.ctid AS new)"
+                               " INSERT INTO sqlgate_moved SELECT old, new FROM u").format(update))
+    for trash in others:
+        await conn.execute(sql.SQL("UPDATE {}.kept k SET k1 = m.new FROM sqlgate_moved m WHERE k.k1 = m.old").format(
+            sql.Identifier(trash)))
+    await conn.execute("DROP TABLE sqlgate_moved")
+    return others
+
+
+async def _follow_rewrite(conn: Any, relid: int, others: list[str]) -> None:
+    """The checkpoints whose kept rows were moved along know the table's new file (a rewrite here is no
+    rewrite for them)."""
+    if others:
+        await conn.execute(
+            "UPDATE sqlgate.checkpoints c SET objects = (SELECT jsonb_agg(CASE WHEN x->>'trash' = ANY (%s)"
+            " THEN jsonb_set(x, '{relfilenode}', to_jsonb(r.relfilenode)) ELSE x END ORDER BY n)"
+            " FROM jsonb_array_elements(c.objects) WITH ORDINALITY e(x, n), pg_class r WHERE r.oid = %s)"
+            " WHERE c.objects @> %s::jsonb",
+            (others, relid, json.dumps([{"kind": "column", "relid": relid}])))
+
+
+def _with(options: list[str] | None) -> sql.Composable:
+    return sql.SQL(" WITH ({})").format(sql.SQL(", ").join(map(sql.SQL, options))) if options else sql.SQL("")
+
+
+async def _column_attributes(conn: Any, rel: Any, columns: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """Defaults, NOT NULL, statistics, storage, compression, options (one ALTER: one scan), identity,
+    comments and column privileges."""
+    alter = []
+    for c in columns:
+        col = sql.Identifier(c["name"])
+        if c["default"] is not None:
+            alter.append(sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(col, sql.SQL(c["default"])))
+        if c["notnull"]:
+            alter.append(sql.SQL("ALTER COLUMN {} SET NOT NULL").format(col))
+        if c["statistics"] is not None:
+            alter.append(sql.SQL("ALTER COLUMN {} SET STATISTICS {}").format(col, sql.Literal(c["statistics"])))
+        if c["storage"]:
+            alter.append(sql.SQL("ALTER COLUMN {} SET STORAGE {}").format(col, sql.SQL(c["storage"])))
+        if c["compression"]:
+            alter.append(sql.SQL("ALTER COLUMN {} SET COMPRESSION {}").format(col, sql.SQL(c["compression"])))
+        if c["options"]:
+            options = sql.SQL(", ").join(map(sql.SQL, c["options"]))
+            alter.append(sql.SQL("ALTER COLUMN {} SET ({})").format(col, options))
+    if alter:
+        await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(alter)))
+    for c in columns:
+        col = sql.Identifier(c["name"])
+        if c["identity"]:
+            s = c["identity_seq"]
+            await conn.execute(sql.SQL(
+                "ALTER TABLE {} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY (SEQUENCE NAME {} START WITH {}"
+                " INCREMENT BY {} MINVALUE {} MAXVALUE {} CACHE {} {})").format(
+                rel, col, sql.SQL(c["identity"]), sql.SQL(s["name"]), *(sql.Literal(int(s[k])) for k in (
+                    "start", "increment", "min", "max", "cache")), sql.SQL("CYCLE" if s["cycle"] else "NO CYCLE")))
+            last = values.get(str(s["relid"]), s["last"])
+            if last is not None:
+                await conn.execute("SELECT setval(%s::regclass, %s, true)", (s["name"], int(last)))
+            # A new sequence: checkpoints that keep the old one's value (mode 'all') now name this one.
+            await conn.execute(
+                "UPDATE sqlgate.checkpoints SET seqs = (seqs - %s) || jsonb_build_object(%s::regclass::oid::text,"
+                " seqs -> %s) WHERE seqs ? %s", (str(s["relid"]), s["name"], str(s["relid"]), str(s["relid"])))
+        if c["comment"] is not None:
+            await conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(rel, col, sql.Literal(c["comment"])))
+        for grantee, privilege, grantable in c["acl"]:
+            await conn.execute(sql.SQL("GRANT {} ({}) ON {} TO {}{}").format(
+                sql.SQL(privilege), col, rel, sql.SQL(grantee), sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+
+
+async def _recreate_dependents(conn: Any, rel: Any, kept: dict[str, Any]) -> None:
+    for i in kept["indexes"]:
+        await conn.execute(i["def"])
+        if i["comment"] is not None:
+            await conn.execute(sql.SQL("COMMENT ON INDEX {}.{} IS {}").format(
+                sql.Identifier(i["schema"]), sql.Identifier(i["name"]), sql.Literal(i["comment"])))
+    for c in kept["constraints"]:
+        table = sql.SQL(await relname(conn, int(c["relid"])))
+        await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            table, sql.Identifier(c["name"]), sql.SQL(c["def"])))
+        if c["comment"] is not None:
+            await conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                sql.Identifier(c["name"]), table, sql.Literal(c["comment"])))
+    for i in kept["indexes"]:
+        name = sql.Identifier(i["name"])
+        if i["clustered"]:
+            await conn.execute(sql.SQL("ALTER TABLE {} CLUSTER ON {}").format(rel, name))
+        if i["replident"]:
+            await conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY USING INDEX {}").format(rel, name))
+    for t in kept["triggers"]:
+        await conn.execute(t["def"])
+        name = sql.Identifier(t["name"])
+        state = {"D": "DISABLE TRIGGER", "R": "ENABLE REPLICA TRIGGER", "A": "ENABLE ALWAYS TRIGGER"}.get(t["enabled"])
+        if state:
+            await conn.execute(sql.SQL("ALTER TABLE {} {} {}").format(rel, sql.SQL(state), name))
+        if t["comment"] is not None:
+            await conn.execute(sql.SQL("COMMENT ON TRIGGER {} ON {} IS {}").format(
+                name, rel, sql.Literal(t["comment"])))
+
+
+async def _recreate_views(conn: Any, views: list[dict[str, Any]]) -> None:
+    """Views DROP COLUMN ... CASCADE dropped, each after the views it is built on."""
+    pending = {int(v["relid"]): v for v in views}
+    while pending:
+        ready = [oid for oid, v in pending.items() if not {int(x) for x in v["after"]} & pending.keys()]
+        if not ready:
+            raise common.rollback_failed("the kept views depend on each other in a cycle")
+        for oid in sorted(ready):
+            v = pending.pop(oid)
+            target = sql.SQL("{}.{}").format(sql.Identifier(v["schema"]), sql.Identifier(v["name"]))
+            await conn.execute(sql.SQL("CREATE VIEW {}{} AS {}").format(
+                target, _with(v["options"]), sql.SQL(v["def"].rstrip().rstrip(";"))))
+            await conn.execute(sql.SQL("ALTER VIEW {} OWNER TO {}").format(target, sql.SQL(v["owner"])))
+            for grantee, privilege, grantable in v["acl"]:
+                await conn.execute(sql.SQL("GRANT {} ON {} TO {}{}").format(
+                    sql.SQL(privilege), target, sql.SQL(grantee), sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+            if v["comment"] is not None:
+                await conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(target, sql.Literal(v["comment"])))
+            for c in v["columns"] or []:
+                col = sql.Identifier(c["name"])
+                if c["default"] is not None:
+                    await conn.execute(sql.SQL("ALTER VIEW {} ALTER COLUMN {} SET DEFAULT {}").format(
+                        target, col, sql.SQL(c["default"])))
+                if c["comment"] is not None:
+                    await conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+                        target, col, sql.Literal(c["comment"])))
+                for grantee, privilege, grantable in c["acl"]:
+                    await conn.execute(sql.SQL("GRANT {} ({}) ON {} TO {}{}").format(
+                        sql.SQL(privilege), col, target, sql.SQL(grantee),
+                        sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+
+
+async def _restore_last_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
+    """A checkpoint taken before any column could be dropped (last column, primary key): its format."""
+    rel = sql.SQL(await relname(conn, int(o["relid"])))
+    col = sql.Identifier(o["column"])
+    if await _one(conn, "SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
+                  (int(o["relid"]), o["column"])):
+        if mode == "statement":
+            raise common.conflicts_error(cp_id, [{"column": o["column"],
+                                                  "conflict": "a column with this name was added since"}])
+        raise common.rollback_failed(f"column {o['column']} exists again; drop it first")
+    collate = sql.SQL(f" COLLATE {o['collation']}") if o.get("collation") else sql.SQL("")
+    await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}{}").format(rel, col, sql.SQL(o["type"]), collate))
+    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in o["pk"])
+    await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
+        rel, col, col, sql.Identifier(o["trash"]), match))
+    if o.get("default") is not None:
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+            rel, col, sql.SQL(o["default"])))
+    if o.get("notnull"):
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
+    for c in o.get("constraints", []):
+        await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            sql.SQL(await relname(conn, int(c["relid"]))), sql.Identifier(c["name"]), sql.SQL(c["def"])))
+    for index_def in o.get("indexes", []):
+        await conn.execute(index_def)
+    await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
+
