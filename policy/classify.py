@@ -192,7 +192,8 @@ def _duck_statements(sql: str):
             conn.execute("SET lock_configuration = true")
             _duck_conn = conn
         stmts = _duck_conn.extract_statements(sql)
-        return [(s.type.name, s.query) for s in stmts]
+        # DuckDB 2.0.1 keeps the whitespace after the previous ';' in a statement's text; 2.0.0 did not.
+        return [(s.type.name, s.query.lstrip()) for s in stmts]
 
 
 def _trim_statement(query: str) -> tuple[str, list | None]:
