@@ -14,9 +14,9 @@ SECURITY DEFINER, owned by the owner login):
   data-modifying CTEs, DML inside functions): statement-level AFTER triggers with transition tables,
   ENABLE ALWAYS, installed on a table at its first checkpoint (cp_take, in the statement's own message,
   finds the tables foreign keys reach and their owned sequences through pg_depend's index), append D/I
-  rows as one json array per statement (json_agg: cheaper than jsonb; lz4 where the server has it) to
-  sqlgate.changes, filed under the checkpoint id set for that statement only if the checkpoint was taken
-  in the same transaction.
+  rows as one json array per statement (json_agg(n.*): cheaper than jsonb, whole rows even when a column
+  is named like the alias; lz4 where the server has it) to sqlgate.changes, filed under the checkpoint id
+  set for that statement only if the checkpoint was taken in the same transaction.
   Later plain INSERTs are logged too, which gives mode 'all' (net delta since the mark) and mode
   'statement' conflicts (an I row no longer there; a D row whose key was taken). Owned sequences'
   values are kept and restored by mode 'all'. TRUNCATE: BEFORE TRUNCATE trigger copies the rows.
@@ -24,6 +24,12 @@ SECURITY DEFINER, owned by the owner login):
   dependent views) into a private schema: ALTER ... SET SCHEMA, O(1), columns, defaults, constraints,
   indexes, triggers, grants, owned sequences intact; foreign keys of other tables that CASCADE drops
   are kept as definitions. Rollback moves them back.
+- What a CASCADE takes from OTHER tables and keeps as a definition (DROP TABLE/SCHEMA/COLUMN ... CASCADE:
+  their foreign keys, checks, defaults, indexes): sqlgate.capture_dependents makes the checkpoint cover
+  those tables (capture triggers, catalog work only; relids; owned sequences), so mode 'all' undoes their
+  later rows (and lists those statements) before the definitions come back. Rollback re-applies them
+  last, after the rows, each in a savepoint: one that later writes break (mode 'statement' keeps them;
+  or rows no capture covered) is listed as a conflict (409) naming constraint and table, nothing changed.
 - DROP SCHEMA: renamed aside (O(1)), handed to the owner with agents' grants revoked; what CASCADE
   would drop outside it (found through pg_depend) is moved aside (views, sequences) or kept as a
   definition (foreign keys, checks, defaults, expression indexes); anything else is refused.

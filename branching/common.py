@@ -86,6 +86,24 @@ def rollback_failed(message: str) -> errors.SqlgateError:
     )
 
 
+def definitions_broken(checkpoint_id: str, problems: list[dict[str, Any]]) -> errors.SqlgateError:
+    """Mode 'all' could not re-apply a kept definition (a constraint, NOT NULL, an index): rows written since
+    by statements the checkpoint does not cover break it."""
+    first = problems[0]
+    error = errors.SqlgateError(
+        "branching.rollback_failed", first.get("sqlstate") or "23000",
+        f"rollback failed and changed nothing: {first.get('constraint') or 'a kept definition'} on table"
+        f" {first['table']} cannot be put back: {first['conflict']}",
+        "The rollback re-applies the definitions the statement (or its CASCADE) removed; rows written since by"
+        " statements this checkpoint does not cover break one, and it cannot undo those rows itself.",
+        f"change or delete the rows of {first['table']} that break {first.get('constraint') or 'it'} (named"
+        f' above), then POST /rollback with {{"checkpoint": "{checkpoint_id}"}} again',
+        status=409,
+    )
+    error.extra["conflicts"] = problems[:100]
+    return error
+
+
 @dataclass
 class RollbackOutcome:
     checkpoint: str

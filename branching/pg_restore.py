@@ -5,6 +5,8 @@ transaction and raises a clear error when the object cannot come back."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -58,15 +60,47 @@ async def restore_schema(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) ->
             sql.SQL(privilege), name, sql.SQL(grantee), option))
 
 
-async def restore_schema_dependents(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
-    """What DROP SCHEMA ... CASCADE took from other tables: defaults, indexes, constraints."""
+async def restore_schema_defaults(conn: Any, o: dict[str, Any]) -> None:
+    """The defaults DROP SCHEMA ... CASCADE took from other tables (its indexes and constraints: reapply)."""
     for d in o["defaults"]:
         await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
             sql.SQL(await relname(conn, int(d["relid"]))), sql.Identifier(d["column"]), sql.SQL(d["def"])))
-    for index in o["indexes"]:
-        await restore_index_or_view(conn, cp_id, {"kind": "index", **index})
-    for con in o["constraints"]:
-        await restore_foreign_key(conn, con)
+
+
+async def reapply(conn: Any, problems: list[dict[str, Any]], step: Callable[[], Awaitable[None]]) -> None:
+    """One kept definition, in a savepoint: when rows written since break it, it is listed in `problems`."""
+    try:
+        async with conn.transaction():
+            await step()
+    except (psycopg.errors.IntegrityError, psycopg.errors.DuplicateObject) as exc:
+        problems.append(_broken(exc))
+
+
+@contextlib.asynccontextmanager
+async def definition_conflicts(cp_id: str, mode: str) -> AsyncIterator[None]:
+    """A kept definition that rows written since break, while an object comes back: a conflict (mode
+    'statement') or a failure that names it (mode 'all'), never a bare database error."""
+    try:
+        yield
+    except (psycopg.errors.IntegrityError, psycopg.errors.DuplicateObject) as exc:
+        raise definitions_error(cp_id, mode, [_broken(exc)]) from exc
+
+
+def definitions_error(cp_id: str, mode: str, problems: list[dict[str, Any]]) -> Exception:
+    if mode == "statement":
+        return common.conflicts_error(cp_id, problems)
+    return common.definitions_broken(cp_id, problems)
+
+
+def _broken(exc: psycopg.Error) -> dict[str, Any]:
+    d = exc.diag
+    table = f"{d.schema_name}.{d.table_name}" if d.schema_name and d.table_name else d.table_name
+    name = d.constraint_name or (f"NOT NULL on {d.column_name}" if d.column_name else None)
+    if isinstance(exc, psycopg.errors.DuplicateObject):
+        why = f"a constraint or index with this name was added since ({(d.message_primary or str(exc)).strip()})"
+    else:
+        why = f"rows written since break it: {(d.message_detail or d.message_primary or str(exc)).strip()}"
+    return {"table": table, "constraint": name, "conflict": why, "sqlstate": d.sqlstate or exc.sqlstate}
 
 async def restore_index_or_view(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
     """DROP INDEX: re-create it; CREATE OR REPLACE VIEW: the old definition back."""
@@ -83,8 +117,12 @@ async def restore_index_or_view(conn: Any, cp_id: str, o: dict[str, Any]) -> Non
 
 async def restore_foreign_key(conn: Any, o: dict[str, Any]) -> None:
     """A foreign key (or check constraint) of another table that DROP ... CASCADE removed."""
+    table = sql.SQL(await relname(conn, int(o["relid"])))
     await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-        sql.SQL(await relname(conn, int(o["relid"]))), sql.Identifier(o["name"]), sql.SQL(o["def"])))
+        table, sql.Identifier(o["name"]), sql.SQL(o["def"])))
+    if o.get("comment") is not None:
+        await conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+            sql.Identifier(o["name"]), table, sql.Literal(o["comment"])))
 
 
 async def restore_view(conn: Any, target: Any, o: dict[str, Any]) -> None:

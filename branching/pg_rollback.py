@@ -6,6 +6,7 @@ owned sequences reset, and the rollback recorded as a checkpoint of its own."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from psycopg import sql
@@ -51,8 +52,9 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
          ctx.branch if ctx else "main", json.dumps(list(tables)), list(relids), float(retention_days) * 86400,
          cp_id))
     await conn.execute("SELECT set_config('sqlgate.checkpoint', %s, true)", (new_cp,))
-    # 1. Objects kept aside come back (latest first).
-    restored_objects = await _restore_objects(conn, cp_id, mode, later, outcome)
+    # 1. Objects kept aside come back (latest first); definitions kept of other tables wait for step 3.
+    deferred: list[dict[str, Any]] = []
+    restored_objects = await _restore_objects(conn, cp_id, mode, later, outcome, deferred)
     # 2. Row deltas: the multiset difference the undone changes made, reversed.
     if mode == "all":
         filt, fargs = ("tbl = ANY(%s::oid[]) AND seq > %s AND (cp IS DISTINCT FROM %s)",
@@ -65,19 +67,28 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
         await undo_rows(conn, tbl, filt, fargs, mode, outcome, conflicts)
     if conflicts:
         raise common.conflicts_error(cp_id, conflicts)
-    # 3. Sequences owned by the tables (mode all).
+    # 3. The foreign keys, checks, defaults and indexes CASCADE took from other tables, on their rows as
+    # they now are: a later write that breaks one (mode 'statement' keeps it) is a conflict.
+    await _reapply_definitions(conn, cp_id, mode, deferred)
+    # 4. Sequences owned by the tables (mode all).
     if mode == "all":
         await _restore_sequences(conn, seqs or {})
-    # 4. Bookkeeping: this rollback is a checkpoint of its own.
+    # 5. Bookkeeping: this rollback is a checkpoint of its own.
     undone = [c for c, _ in later]
     outcome.undone_checkpoints = undone
     cur = await conn.execute("SELECT trace_id FROM sqlgate.checkpoints WHERE id = ANY(%s)", (undone,))
     traces = {r[0] for r in await cur.fetchall() if r[0]}
     if mode == "all":
+        # Later statements on any table whose changes were undone, by the names statements use for it.
+        cur = await conn.execute(
+            "SELECT array_agg(n) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace,"
+            " LATERAL (VALUES (quote_ident(c.relname)), (format('%%I.%%I', s.nspname, c.relname))) v(n)"
+            " WHERE c.oid = ANY(%s::oid[])", (sorted(relation_oids),))
+        names = sorted(set(tables) | set((await cur.fetchone())[0] or ()))
         cur = await conn.execute(
             "SELECT id FROM sqlgate.traces WHERE at > %s AND outcome = 'ok' AND tables ?| %s::text[]"
             " AND class IN ('write', 'destructive_dml', 'destructive_ddl', 'safe_ddl')",
-            (created_at, list(tables)))
+            (created_at, names))
         traces |= {r[0] for r in await cur.fetchall()}
     traces.discard(trace_id)
     outcome.undone_traces = sorted(traces)
@@ -119,34 +130,58 @@ async def _later_checkpoints(conn: Any, cp_id: str, mark: int, relation_oids: se
 
 
 async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[str, Any]],
-                           outcome: common.RollbackOutcome) -> list[dict[str, Any]]:
-    """Put back what each checkpoint kept aside; returns the relations moved back (the new checkpoint's)."""
+                           outcome: common.RollbackOutcome, deferred: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Put back what each checkpoint kept aside; returns the relations moved back (the new checkpoint's).
+    What CASCADE took from other tables (their foreign keys, checks, defaults, indexes) is appended to
+    `deferred`: it is re-applied once their rows are back (step 3)."""
     restored: list[dict[str, Any]] = []
     for _, other_objects in later:
         for o in reversed(other_objects):
             kind = o.get("kind")
-            if kind == "relation":
-                await pg_restore.restore_relation(conn, cp_id, mode, o)
-                outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
-                restored.append(o)
-            elif kind == "definition":
-                await pg_restore.restore_definition(conn, o)
-                outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
-            elif kind in ("index", "viewdef"):
-                await pg_restore.restore_index_or_view(conn, cp_id, o)
-                outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
-            elif kind == "schema":
-                await pg_restore.restore_schema(conn, cp_id, mode, o)
-                outcome.objects_restored.append(f"{o['name']}.*")
-            elif kind == "schema_deps":
-                await pg_restore.restore_schema_dependents(conn, cp_id, o)
-            elif kind == "column":
-                await pg_restore_column.restore_column(conn, cp_id, mode, o, outcome)
-                outcome.objects_restored.append(f"{await pg_restore.relname(conn, int(o['relid']))}.{o['column']}")
-        for o in other_objects:
-            if o.get("kind") == "fk":
-                await pg_restore.restore_foreign_key(conn, o)
+            async with pg_restore.definition_conflicts(cp_id, mode):
+                if kind == "relation":
+                    await pg_restore.restore_relation(conn, cp_id, mode, o)
+                    outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
+                    restored.append(o)
+                elif kind == "definition":
+                    await pg_restore.restore_definition(conn, o)
+                    outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
+                elif kind in ("index", "viewdef"):
+                    await pg_restore.restore_index_or_view(conn, cp_id, o)
+                    outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
+                elif kind == "schema":
+                    await pg_restore.restore_schema(conn, cp_id, mode, o)
+                    outcome.objects_restored.append(f"{o['name']}.*")
+                elif kind == "schema_deps":
+                    deferred.append(o)
+                elif kind == "column":
+                    # Foreign keys of other tables on the column come back in step 3, after their rows.
+                    own = [c for c in o.get("constraints", []) if int(c["relid"]) == int(o["relid"])]
+                    deferred.extend({"kind": "fk", **c} for c in o.get("constraints", [])
+                                    if int(c["relid"]) != int(o["relid"]))
+                    await pg_restore_column.restore_column(conn, cp_id, mode, {**o, "constraints": own}, outcome)
+                    outcome.objects_restored.append(
+                        f"{await pg_restore.relname(conn, int(o['relid']))}.{o['column']}")
+        deferred.extend(o for o in other_objects if o.get("kind") == "fk")
     return restored
+
+
+async def _reapply_definitions(conn: Any, cp_id: str, mode: str, deferred: list[dict[str, Any]]) -> None:
+    """Each kept definition of another table in a savepoint: every one that later writes break is listed
+    (mode 'statement': a conflict; mode 'all': what they were not captured for), and nothing is changed."""
+    problems: list[dict[str, Any]] = []
+    for o in deferred:
+        if o["kind"] == "schema_deps":
+            await pg_restore.restore_schema_defaults(conn, o)
+            for index in o["indexes"]:
+                await pg_restore.reapply(conn, problems, partial(pg_restore.restore_index_or_view, conn, cp_id,
+                                                                   {"kind": "index", **index}))
+            for con in o["constraints"]:
+                await pg_restore.reapply(conn, problems, partial(pg_restore.restore_foreign_key, conn, con))
+        else:
+            await pg_restore.reapply(conn, problems, partial(pg_restore.restore_foreign_key, conn, o))
+    if problems:
+        raise pg_restore.definitions_error(cp_id, mode, problems)
 
 
 async def _restore_sequences(conn: Any, seqs: dict[str, Any]) -> None:

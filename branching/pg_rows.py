@@ -60,7 +60,7 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
             cur = await conn.execute(sql.SQL(
                 "UPDATE {t} x SET ({cols}) = ROW({vals}) FROM (SELECT jsonb_populate_record(NULL::{t}, p.new) AS n,"
                 " p.new AS nj, json_populate_record(NULL::{t}, p.old_raw) AS r FROM sqlgate_pairs p) s"
-                " WHERE {pk_match} AND to_jsonb(x) = s.nj"
+                " WHERE {pk_match} AND to_jsonb(x.*) = s.nj"
             ).format(t=target, cols=sql.SQL(", ").join(sql.Identifier(c) for c in settable),
                      vals=sql.SQL(", ").join(sql.SQL("(s.r).{}").format(sql.Identifier(c)) for c in settable),
                      pk_match=pk_match))
@@ -79,9 +79,9 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
     if pk:
         match = sql.SQL(" AND ").join(
             sql.SQL("x.{c} = (d.r).{c}").format(c=sql.Identifier(c)) for c in pk)
-        match = sql.SQL("{} AND to_jsonb(x) = d.row").format(match)
+        match = sql.SQL("{} AND to_jsonb(x.*) = d.row").format(match)
     else:
-        match = sql.SQL("to_jsonb(x) = d.row")
+        match = sql.SQL("to_jsonb(x.*) = d.row")
     found = sql.SQL(
         "SELECT x.ctid AS tid, d.row, -d.n AS want, row_number() OVER (PARTITION BY d.row ORDER BY x.ctid) AS k"
         " FROM (SELECT row, n, {rec} AS r FROM sqlgate_delta d WHERE n < 0) d JOIN {t} x ON {match}"

@@ -45,7 +45,7 @@ BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
     SELECT (SELECT c.id FROM sqlgate.checkpoints c
             WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current()),
-           TG_RELID, 'D', json_agg(o)
+           TG_RELID, 'D', json_agg(o.*)
     FROM sqlgate_old o HAVING count(*) > 0;
     RETURN NULL;
 END $$;
@@ -55,7 +55,7 @@ BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
     SELECT (SELECT c.id FROM sqlgate.checkpoints c
             WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current()),
-           TG_RELID, 'I', json_agg(n)
+           TG_RELID, 'I', json_agg(n.*)
     FROM sqlgate_new n HAVING count(*) > 0;
     RETURN NULL;
 END $$;
@@ -65,15 +65,15 @@ DECLARE cp text := (SELECT c.id FROM sqlgate.checkpoints c
                     WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current());
 BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
-    SELECT cp, TG_RELID, 'D', json_agg(o) FROM sqlgate_old o HAVING count(*) > 0;
+    SELECT cp, TG_RELID, 'D', json_agg(o.*) FROM sqlgate_old o HAVING count(*) > 0;
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
-    SELECT cp, TG_RELID, 'I', json_agg(n) FROM sqlgate_new n HAVING count(*) > 0;
+    SELECT cp, TG_RELID, 'I', json_agg(n.*) FROM sqlgate_new n HAVING count(*) > 0;
     RETURN NULL;
 END $$;
 CREATE OR REPLACE FUNCTION sqlgate.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE format('INSERT INTO sqlgate.changes (cp, tbl, op, rows) SELECT $1, $2, ''D'', json_agg(x)'
+    EXECUTE format('INSERT INTO sqlgate.changes (cp, tbl, op, rows) SELECT $1, $2, ''D'', json_agg(x.*)'
                    ' FROM %s x HAVING count(*) > 0',
                    TG_RELID::regclass)
         USING sqlgate.current_checkpoint(), TG_RELID;
@@ -175,6 +175,30 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT n.nspname LIKE 'sqlgate\_trash\_%' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.oid = r $$;
 
+-- Tables whose foreign keys, checks, defaults or indexes a CASCADE drops and the checkpoint keeps as
+-- definitions (DROP TABLE / SCHEMA / COLUMN ... CASCADE): their later writes could break the definition
+-- when it is re-applied, so from now on they are captured like the tables a DML checkpoint covers: capture
+-- triggers (catalog work, never a copy), the checkpoint's relids (mode 'all' undoes their rows written
+-- since its mark, later checkpoints on them are linked to it, purge keeps their triggers) and their owned
+-- sequences' values. Only plain tables outside sqlgate's trash can be captured; others keep definitions only.
+CREATE OR REPLACE FUNCTION sqlgate.capture_dependents(p_id text, p_rels oid[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r oid; v_rels oid[] := '{}'; v_seqs jsonb := '{}';
+BEGIN
+    FOR r IN SELECT c.oid FROM pg_class c WHERE c.oid = ANY (p_rels) AND c.relkind = 'r'
+             AND NOT sqlgate.in_trash(c.oid) ORDER BY c.oid LOOP
+        PERFORM sqlgate.ensure_capture(r::regclass);
+        v_rels := v_rels || r;
+        v_seqs := v_seqs || sqlgate.owned_sequences(r::regclass);
+    END LOOP;
+    IF v_rels <> '{}' THEN
+        UPDATE sqlgate.checkpoints k
+        SET relids = k.relids || ARRAY(SELECT x FROM unnest(v_rels) x WHERE NOT x = ANY (k.relids)),
+            seqs = v_seqs || k.seqs
+        WHERE k.id = p_id;
+    END IF;
+END $$;
+
 -- DROP TABLE / DROP VIEW, kept: the objects move into a private schema instead.
 CREATE OR REPLACE FUNCTION sqlgate.cp_drop(p_id text, p_names text[], p_rels regclass[], p_kind text,
     p_cascade boolean, p_if_exists boolean) RETURNS void
@@ -259,6 +283,9 @@ BEGIN
         objs := objs || jsonb_build_object('kind', 'relation', 'relid', o, 'schema', nsp, 'name', rel, 'trash', trash);
     END LOOP;
     UPDATE sqlgate.checkpoints SET objects = objects || objs WHERE id = p_id;
+    -- The tables whose foreign keys were dropped: their later writes are the checkpoint's too.
+    PERFORM sqlgate.capture_dependents(p_id, ARRAY(SELECT (x->>'relid')::oid FROM jsonb_array_elements(objs) x
+                                                   WHERE x->>'kind' = 'fk'));
 END $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sqlgate FROM PUBLIC;

@@ -278,6 +278,9 @@ BEGIN
     PERFORM sqlgate.ensure_capture(p_rel);
     UPDATE sqlgate.checkpoints SET objects = objects || jsonb_build_array(obj), seqs = seqs || owned
     WHERE id = p_id;
+    -- So are those of the other tables whose foreign keys on the column CASCADE drops (kept above).
+    PERFORM sqlgate.capture_dependents(p_id, ARRAY(SELECT (x->>'relid')::oid FROM jsonb_array_elements(
+                                                       deps->'constraints') x WHERE (x->>'relid')::oid <> p_rel::oid));
 END $$;
 REVOKE ALL ON FUNCTION sqlgate.column_closure(oid, int2[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sqlgate.column_spec(oid, int2) FROM PUBLIC;

@@ -72,6 +72,7 @@ BEGIN
                 rels := rels || jsonb_build_array(o.objid);
             ELSIF kind = 'i' AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conindid = o.objid) THEN
                 indexes := indexes || jsonb_build_object('relid', o.objid, 'def', pg_get_indexdef(o.objid),
+                    'on', (SELECT indrelid FROM pg_index WHERE indexrelid = o.objid),
                     'schema', (SELECT nspname FROM pg_namespace WHERE oid = home),
                     'name', (SELECT relname FROM pg_class WHERE oid = o.objid));
             ELSE
@@ -177,6 +178,11 @@ BEGIN
     UPDATE sqlgate.checkpoints
     SET objects = objects || objs, relids = sqlgate.checkpoints.relids || inside
     WHERE id = p_id;
+    -- Tables outside whose constraints, defaults or indexes were kept as definitions: their later writes
+    -- are the checkpoint's too (mode 'all' undoes them before the definitions come back).
+    PERFORM sqlgate.capture_dependents(p_id,
+        ARRAY(SELECT (x->>'relid')::oid FROM jsonb_array_elements(cons || defaults) x)
+        || ARRAY(SELECT (x->>'on')::oid FROM jsonb_array_elements(indexes) x));
 END $$;
 
 CREATE OR REPLACE FUNCTION sqlgate.schema_is_aside(p_nsp oid) RETURNS boolean

@@ -53,6 +53,8 @@ UNION ALL
 SELECT 'trg', n.nspname || '.' || c.relname, t.tgname || ' ' || t.tgenabled::text || ' ' || pg_get_triggerdef(t.oid)
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE {w} AND NOT t.tgisinternal
+  -- sqlgate's capture triggers on tables outside the schema: installed when a checkpoint covers them
+  AND NOT (n.nspname = 'public' AND t.tgname LIKE 'sqlgate_capture_%')
 UNION ALL
 SELECT 'fn', p.proname, pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = '{s}'

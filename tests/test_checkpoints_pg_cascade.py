@@ -1,0 +1,226 @@
+"""What a CASCADE takes from OTHER tables on PostgreSQL (a foreign key of a table that
+references the dropped table, schema or column; checks, defaults, indexes) is kept as a
+definition, and the checkpoint covers those tables' later writes: mode 'all' undoes them
+(and lists their statements) before the definitions are re-applied; mode 'statement' keeps
+them, and when one breaks a kept definition, lists it as a conflict and changes nothing.
+A failure no capture could prevent names the constraint and the table, with a next step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support.sqlgate_server import SqlgateServer
+from tests.test_checkpoints import fresh, ok, rollback, rows
+from tests.test_checkpoints_pg_columns import full, same
+from tests.test_checkpoints_pg_schema import make_schema, schema_snapshot
+
+
+@pytest.fixture(scope="module")
+def agent(pg: SqlgateServer) -> str:
+    return pg.token("write", "pg-cascade-agent")["token"]  # type: ignore[no-any-return]
+
+
+def parent_child(server: SqlgateServer, p: str, token: str) -> None:
+    """p(id PK); c(id PK, p REFERENCES p, v DEFAULT 'd', n serial), with rows."""
+    for statement in (
+        f"CREATE TABLE {p}_p (id int PRIMARY KEY)",
+        f"CREATE TABLE {p}_c (id int PRIMARY KEY, p int REFERENCES {p}_p, v text DEFAULT 'd', n serial)",
+        f"INSERT INTO {p}_p VALUES (1), (2)",
+        f"INSERT INTO {p}_c (id, p) VALUES (10, 1), (11, 2)",
+    ):
+        ok(server.sql(statement, token=token))
+
+
+def fk_of(server: SqlgateServer, table: str) -> list[str]:
+    return [r["def"] for r in rows(server, f"SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint"
+                                           f" WHERE conrelid = '{table}'::regclass AND contype = 'f'")]
+
+
+def conflict(r: Any) -> list[dict[str, Any]]:
+    assert r.status_code == 409 and r.json()["reason"] == "branching.rollback_conflict", r.text
+    return r.json()["conflicts"]  # type: ignore[no-any-return]
+
+
+def test_drop_table_cascade_mode_all_undoes_the_referencing_tables_later_writes(
+        pg: SqlgateServer, agent: str) -> None:
+    p = fresh("cas")
+    parent_child(pg, p, agent)
+    before = full(pg, p)
+    cp = ok(pg.sql(f"DROP TABLE {p}_p CASCADE", token=agent))["checkpoint"]["id"]
+    assert fk_of(pg, f"{p}_c") == []
+    later = [ok(pg.sql(q, token=agent))["trace_id"] for q in (
+        f"INSERT INTO {p}_c (id, p) VALUES (12, 99)",  # no foreign key now: allowed, and breaks it
+        f"UPDATE {p}_c SET v = 'changed' WHERE id = 10",
+    )]
+    undone = ok(rollback(pg, cp, token=agent))
+    assert set(later) <= set(undone["undone_traces"]), undone
+    assert undone["objects_restored"] == [f"public.{p}_p"]
+    same(pg, p, before)  # rows, the foreign key, the default, the serial's value
+    assert fk_of(pg, f"{p}_c") == [f"FOREIGN KEY (p) REFERENCES {p}_p(id)"]
+    # The referencing table stays covered: a later write to it is captured and undone as before.
+    cp = ok(pg.sql(f"DELETE FROM {p}_c WHERE id = 11", token=agent))["checkpoint"]["id"]
+    ok(rollback(pg, cp, token=agent))
+    same(pg, p, before)
+
+
+def test_drop_table_cascade_mode_statement(pg: SqlgateServer, agent: str) -> None:
+    """A later write that breaks the kept foreign key is a conflict and nothing changes; without it the
+    foreign key comes back and the referencing table's unrelated later write stays."""
+    p = fresh("cas")
+    parent_child(pg, p, agent)
+    before = full(pg, p)
+    cp = ok(pg.sql(f"DROP TABLE {p}_p CASCADE", token=agent))["checkpoint"]["id"]
+    ok(pg.sql(f"INSERT INTO {p}_c (id, p) VALUES (12, 99)", token=agent))
+    ok(pg.sql(f"UPDATE {p}_c SET v = 'changed' WHERE id = 10", token=agent))
+    state = full(pg, p)
+    [c] = conflict(rollback(pg, cp, token=agent, mode="statement"))
+    assert c["table"] == f"public.{p}_c" and c["constraint"] == f"{p}_c_p_fkey", c
+    assert "(p)=(99)" in c["conflict"], c
+    assert full(pg, p) == state
+    ok(pg.sql(f"DELETE FROM {p}_c WHERE id = 12", token=agent))
+    undone = ok(rollback(pg, cp, token=agent, mode="statement"))
+    assert undone["undone_checkpoints"] == [cp]
+    after = full(pg, p)
+    assert after["data"][f"{p}_p"] == before["data"][f"{p}_p"]
+    # The serial's value stays where the later insert took it: only the DROP is undone.
+    assert [s for s in after["schema"] if s[0] != "seq"] == [s for s in before["schema"] if s[0] != "seq"]
+    assert rows(pg, f"SELECT id, p, v FROM {p}_c ORDER BY id") == [
+        {"id": 10, "p": 1, "v": "changed"}, {"id": 11, "p": 2, "v": "d"}]
+
+
+def _no_capture(snap: dict[str, Any]) -> dict[str, Any]:
+    """sqlgate's own capture triggers stay once installed: not part of what the agent sees changed."""
+    return {**snap, "schema": [s for s in snap["schema"] if not (s[0] == "trg" and s[2].startswith("sqlgate_"))]}
+
+
+@pytest.mark.parametrize("mode", ["all", "statement"])
+def test_drop_schema_cascade_and_later_writes_to_a_table_outside(pg: SqlgateServer, agent: str, mode: str) -> None:
+    """{p}_o, outside the schema, references {s}.t and has a default and a check that use the schema."""
+    p = fresh("cas")
+    s = f"{p}_s"
+    make_schema(pg, s, p, agent)
+    before = _no_capture(schema_snapshot(pg, s, p))
+    [ticket] = rows(pg, f"SELECT ticket FROM {p}_o WHERE id = 1")
+    cp = ok(pg.sql(f"DROP SCHEMA {s} CASCADE", token=agent))["checkpoint"]["id"]
+    later = [ok(pg.sql(q, token=agent))["trace_id"] for q in (
+        f"INSERT INTO {p}_o (id, t_id, ticket, score) VALUES (100, 999, 1, 600)",  # breaks the foreign key, check
+        f"UPDATE {p}_o SET ticket = 7 WHERE id = 1",
+    )]
+    if mode == "statement":
+        state = schema_snapshot(pg, s, p)
+        found = conflict(rollback(pg, cp, token=agent, mode="statement"))
+        assert sorted(c["constraint"] for c in found) == [f"{p}_o_score_check", f"{p}_o_t_id_fkey"], found
+        assert {c["table"] for c in found} == {f"public.{p}_o"}
+        assert schema_snapshot(pg, s, p) == state
+        ok(pg.sql(f"DELETE FROM {p}_o WHERE id = 100", token=agent))
+        ok(rollback(pg, cp, token=agent, mode="statement"))
+        assert rows(pg, f"SELECT ticket FROM {p}_o WHERE id = 1") == [{"ticket": 7}]  # kept
+        ok(pg.sql(f"UPDATE {p}_o SET ticket = {ticket['ticket']} WHERE id = 1", token=agent))  # as before
+    else:
+        undone = ok(rollback(pg, cp, token=agent))
+        assert set(later) <= set(undone["undone_traces"]), undone
+    assert _no_capture(schema_snapshot(pg, s, p)) == before
+
+
+@pytest.mark.parametrize("mode", ["all", "statement"])
+def test_drop_column_cascade_and_later_writes_to_the_referencing_table(
+        pg: SqlgateServer, agent: str, mode: str) -> None:
+    """DROP COLUMN k CASCADE drops {p}_r's foreign key on it; a later write to {p}_r breaks that key."""
+    p = fresh("cas")
+    for statement in (
+        f"CREATE TABLE {p}_t (id int PRIMARY KEY, k int UNIQUE, x text)",
+        f"CREATE TABLE {p}_r (id int PRIMARY KEY, t_k int REFERENCES {p}_t (k), note text)",
+        f"INSERT INTO {p}_t SELECT i, i * 10, 'x' || i FROM generate_series(1, 5) g(i)",
+        f"INSERT INTO {p}_r SELECT i, i * 10, 'n' FROM generate_series(1, 3) g(i)",
+    ):
+        ok(pg.sql(statement, token=agent))
+    before = full(pg, p)
+    answer = ok(pg.sql(f"ALTER TABLE {p}_t DROP COLUMN k CASCADE", token=agent))
+    cp = answer["checkpoint"]["id"]
+    assert fk_of(pg, f"{p}_r") == []
+    later = [ok(pg.sql(q, token=agent))["trace_id"] for q in (
+        f"INSERT INTO {p}_r VALUES (4, 12345, 'n')",
+        f"UPDATE {p}_r SET note = 'later' WHERE id = 1",
+    )]
+    if mode == "statement":
+        state = full(pg, p)
+        [c] = conflict(rollback(pg, cp, token=agent, mode="statement"))
+        assert c["table"] == f"public.{p}_r" and c["constraint"] == f"{p}_r_t_k_fkey", c
+        assert full(pg, p) == state
+        ok(pg.sql(f"DELETE FROM {p}_r WHERE id = 4", token=agent))
+        ok(rollback(pg, cp, token=agent, mode="statement"))
+        after = full(pg, p)
+        assert after["schema"] == before["schema"] and after["extra"] == before["extra"]
+        assert rows(pg, f"SELECT id, note FROM {p}_r ORDER BY id") == [
+            {"id": 1, "note": "later"}, {"id": 2, "note": "n"}, {"id": 3, "note": "n"}]
+        assert after["data"][f"{p}_t"] == before["data"][f"{p}_t"]
+    else:
+        undone = ok(rollback(pg, cp, token=agent))
+        assert set(later) <= set(undone["undone_traces"]), undone
+        same(pg, p, before)
+
+
+def test_a_break_no_capture_covers_is_named_with_a_next_step(pg: SqlgateServer, agent: str) -> None:
+    """DROP COLUMN code keeps {p}_t's foreign key to {p}_ref; a later delete from {p}_ref (a table the
+    statement did not touch, so not covered) breaks it: the rollback names it and says what to do."""
+    p = fresh("cas")
+    for statement in (
+        f"CREATE TABLE {p}_ref (code text PRIMARY KEY)",
+        f"CREATE TABLE {p}_t (id int PRIMARY KEY, code text REFERENCES {p}_ref, x int)",
+        f"INSERT INTO {p}_ref VALUES ('a'), ('b')",
+        f"INSERT INTO {p}_t VALUES (1, 'a', 1), (2, 'b', 2)",
+    ):
+        ok(pg.sql(statement, token=agent))
+    before = full(pg, p)
+    cp = ok(pg.sql(f"ALTER TABLE {p}_t DROP COLUMN code", token=agent))["checkpoint"]["id"]
+    ok(pg.sql(f"DELETE FROM {p}_ref WHERE code = 'a'", token=agent))
+    state = full(pg, p)
+    r = rollback(pg, cp, token=agent)
+    assert r.status_code == 409 and r.json()["reason"] == "branching.rollback_failed", r.text
+    body = r.json()
+    assert f"{p}_t_code_fkey" in body["message"] and f"public.{p}_t" in body["message"], body
+    assert body["code"] == "23503" and "retry" not in body["next"] and f"{p}_t" in body["next"], body
+    assert full(pg, p) == state
+    [c] = conflict(rollback(pg, cp, token=agent, mode="statement"))
+    assert c["constraint"] == f"{p}_t_code_fkey"
+    ok(pg.sql(f"INSERT INTO {p}_ref VALUES ('a')", token=agent))  # the step it named
+    ok(rollback(pg, cp, token=agent))
+    same(pg, p, before)
+
+
+@pytest.mark.parametrize("mode", ["all", "statement"])
+def test_columns_named_like_the_capture_aliases(pg: SqlgateServer, agent: str, mode: str) -> None:
+    """Capture triggers aggregate whole rows (o.*, n.*, x.*): a column named o, n or x is not the row."""
+    p = fresh("cas")
+    ok(pg.sql(f"CREATE TABLE {p}_t (id int PRIMARY KEY, o int, n text, x int)", token=agent))
+    ok(pg.sql(f"INSERT INTO {p}_t SELECT i, i, 'n' || i, i * 2 FROM generate_series(1, 6) g(i)", token=agent))
+    before = full(pg, p)
+    cp = ok(pg.sql(f"UPDATE {p}_t SET o = o + 100, n = 'changed' WHERE id <= 3", token=agent))["checkpoint"]["id"]
+    ok(rollback(pg, cp, token=agent, mode=mode))
+    same(pg, p, before)
+    cp = ok(pg.sql(f"TRUNCATE {p}_t", token=agent))["checkpoint"]["id"]
+    ok(rollback(pg, cp, token=agent, mode=mode))
+    same(pg, p, before)
+
+
+def test_a_kept_not_null_broken_since_is_named(pg: SqlgateServer, agent: str) -> None:
+    """DROP NOT NULL keeps the table's definition only: a later NULL makes putting it back fail, which is a
+    conflict (mode 'statement') or an error naming the column and table (mode 'all'), nothing changed."""
+    p = fresh("cas")
+    ok(pg.sql(f"CREATE TABLE {p}_t (id int PRIMARY KEY, v text NOT NULL)", token=agent))
+    ok(pg.sql(f"INSERT INTO {p}_t VALUES (1, 'a')", token=agent))
+    before = full(pg, p)
+    cp = ok(pg.sql(f"ALTER TABLE {p}_t ALTER COLUMN v DROP NOT NULL", token=agent))["checkpoint"]["id"]
+    ok(pg.sql(f"INSERT INTO {p}_t VALUES (2, NULL)", token=agent))
+    state = full(pg, p)
+    [c] = conflict(rollback(pg, cp, token=agent, mode="statement"))
+    assert c["constraint"] == "NOT NULL on v" and c["table"] == f"public.{p}_t", c
+    r = rollback(pg, cp, token=agent)
+    assert r.status_code == 409 and r.json()["code"] == "23502", r.text
+    assert "NOT NULL on v" in r.json()["message"] and f"public.{p}_t" in r.json()["next"], r.text
+    assert full(pg, p) == state
+    ok(pg.sql(f"DELETE FROM {p}_t WHERE id = 2", token=agent))
+    ok(rollback(pg, cp, token=agent, mode="statement"))
+    same(pg, p, before)
