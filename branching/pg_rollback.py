@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg import sql
 
-from branching import common, pg_restore, pg_restore_column
+from branching import common, pg_redo, pg_restore, pg_restore_column
 from branching.checkpoint import CheckpointContext
 from branching.pg_rows import undo_rows
 from proxy.trace import new_id
@@ -41,6 +41,8 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
             later = await _later_checkpoints(conn, cp_id, mark, relation_oids)
     else:
         later = [(cp_id, objects)]
+    # An undone rollback ran statements again: undoing that undo undoes them too (they came after it).
+    later = await pg_redo.with_redone(conn, later) + later
     new_cp = new_id("cp")
     ctx = context
     # This rollback is a checkpoint of its own: its changes are captured under it, so it can be undone.
@@ -52,9 +54,17 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
          ctx.branch if ctx else "main", json.dumps(list(tables)), list(relids), float(retention_days) * 86400,
          cp_id))
     await conn.execute("SELECT set_config('sqlgate.checkpoint', %s, true)", (new_cp,))
+    # 0. Undoing a rollback: the statements whose objects it brought back run again (oldest first),
+    # each with a checkpoint of its own, before its row changes are reversed.
+    redone: list[dict[str, Any]] = []
+    if kind == "rollback" and not dry_run:
+        redone = await pg_redo.redo_statements(conn, cp_id, context, retention_days)
+        outcome.objects_restored += [r["statement"] for r in redone]
+        await conn.execute("SELECT set_config('sqlgate.checkpoint', %s, true)", (new_cp,))
     # 1. Objects kept aside come back (latest first); definitions kept of other tables wait for step 3.
     deferred: list[dict[str, Any]] = []
-    restored_objects = await _restore_objects(conn, cp_id, mode, later, outcome, deferred)
+    own_definitions: list[dict[str, Any]] = []
+    restored_objects = await _restore_objects(conn, cp_id, mode, later, outcome, deferred, own_definitions)
     # 2. Row deltas: the multiset difference the undone changes made, reversed.
     if mode == "all":
         filt, fargs = ("tbl = ANY(%s::oid[]) AND seq > %s AND (cp IS DISTINCT FROM %s)",
@@ -67,11 +77,21 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
         await undo_rows(conn, tbl, filt, fargs, mode, outcome, conflicts)
     if conflicts:
         raise common.conflicts_error(cp_id, conflicts)
+    # 2b. A table's own definitions (names, types, defaults, NOT NULL, constraints), once the rows written
+    # under the changed definition are undone: those rows still fit it.
+    for o in own_definitions:
+        async with pg_restore.definition_conflicts(cp_id, mode):
+            await pg_restore.restore_definition(conn, o)
     # 3. The foreign keys, checks, defaults and indexes CASCADE took from other tables, on their rows as
     # they now are: a later write that breaks one (mode 'statement' keeps it) is a conflict.
     await _reapply_definitions(conn, cp_id, mode, deferred)
     # 4. Sequences owned by the tables (mode all).
     if mode == "all":
+        # Their values now go with this rollback's checkpoint: undoing it sets them back.
+        await conn.execute(
+            "UPDATE sqlgate.checkpoints SET seqs = (SELECT coalesce(jsonb_object_agg(k, pg_sequence_last_value(k::oid)),"
+            " '{}') FROM jsonb_object_keys(%s::jsonb) k WHERE to_regclass(k::oid::regclass::text) IS NOT NULL)"
+            " WHERE id = %s", (json.dumps(seqs or {}), new_cp))
         await _restore_sequences(conn, seqs or {})
     # 5. Bookkeeping: this rollback is a checkpoint of its own.
     undone = [c for c, _ in later]
@@ -93,7 +113,8 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
     traces.discard(trace_id)
     outcome.undone_traces = sorted(traces)
     rel_oids = sorted(set(relids) | {int(o["relid"]) for o in restored_objects})
-    new_objects = [{"kind": "restored", **o} for o in restored_objects]
+    # Marks only (what this rollback moved back); undoing it runs the statements again instead.
+    new_objects = [{**o, "kind": "restored"} for o in restored_objects] + redone
     await conn.execute("UPDATE sqlgate.checkpoints SET relids = %s, objects = %s WHERE id = %s",
                        (rel_oids, json.dumps(new_objects), new_cp))
     await conn.execute("UPDATE sqlgate.checkpoints SET undone_by = %s WHERE id = ANY(%s)", (new_cp, undone))
@@ -130,10 +151,12 @@ async def _later_checkpoints(conn: Any, cp_id: str, mark: int, relation_oids: se
 
 
 async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[str, Any]],
-                           outcome: common.RollbackOutcome, deferred: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                           outcome: common.RollbackOutcome, deferred: list[dict[str, Any]],
+                           own_definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Put back what each checkpoint kept aside; returns the relations moved back (the new checkpoint's).
     What CASCADE took from other tables (their foreign keys, checks, defaults, indexes) is appended to
-    `deferred`: it is re-applied once their rows are back (step 3)."""
+    `deferred`: it is re-applied once their rows are back (step 3); a table's own kept definitions go to
+    `own_definitions` (step 2b)."""
     restored: list[dict[str, Any]] = []
     for _, other_objects in later:
         for o in reversed(other_objects):
@@ -144,7 +167,7 @@ async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[s
                     outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
                     restored.append(o)
                 elif kind == "definition":
-                    await pg_restore.restore_definition(conn, o)
+                    own_definitions.append(o)  # step 2b, after the rows
                     outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
                 elif kind in ("index", "viewdef"):
                     await pg_restore.restore_index_or_view(conn, cp_id, o)

@@ -135,7 +135,8 @@ BEGIN
     -- Foreign keys reach further than the statement names: ON DELETE/UPDATE CASCADE,
     -- SET NULL/DEFAULT and TRUNCATE ... CASCADE change the referencing tables too,
     -- so every table that references these, at any depth, is captured as well.
-    WHILE p_kind = 'rows' AND frontier IS NOT NULL LOOP
+    -- A table whose definition changes is captured too: mode 'all' undoes the rows written under it.
+    WHILE p_kind IN ('rows', 'definition') AND frontier IS NOT NULL LOOP
         SELECT array_agg(DISTINCT x.ref) FILTER (WHERE NOT x.ref = ANY (rels)),
                jsonb_object_agg(x.seq::text, pg_sequence_last_value(x.seq)) FILTER (WHERE x.seq IS NOT NULL)
         INTO more, found
@@ -154,7 +155,7 @@ BEGIN
         frontier := more;
     END LOOP;
     -- Capture triggers are installed at a table's first checkpoint; later ones only look.
-    IF p_kind = 'rows' THEN
+    IF p_kind IN ('rows', 'definition') THEN
         FOREACH r IN ARRAY rels LOOP
             IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = r AND tgname = 'sqlgate_capture_d') THEN
                 PERFORM sqlgate.ensure_capture(r::regclass);

@@ -75,7 +75,8 @@ async def take(session: Any, part: Part, context: CheckpointContext, retention_d
         return Checkpoint(cp_id, tuple(names), "column")
     if single is not None and single.kind == "table" and (
             single.action == "rename" or single.detail in _DEFINITION_DETAILS):
-        await _record(session, (*base, "definition", names, [], days))
+        # The table is captured from here on: mode 'all' undoes the rows written under the new definition.
+        await _record(session, (*base, "definition", names, names, days))
         type_column = _unquoted(single.column) if single.detail == "type" and single.column else None
         await _call(session, "SELECT sqlgate.cp_keep_definition(%s, %s::regclass, %s)",
                     (cp_id, names[0], type_column))

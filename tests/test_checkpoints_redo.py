@@ -1,0 +1,48 @@
+"""A rollback is itself undoable, DDL included: undoing the rollback of a DROP
+or ALTER runs that statement again (checkpointed), so the branch is exactly as
+it was before the rollback; and that redo can be rolled back in turn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support.sqlgate_server import SqlgateServer
+from tests.test_checkpoints import fresh, make_tables, ok, rollback, snapshot
+
+# (name, statement, a later write to the table it changed, which mode 'all' undoes with it)
+STATEMENTS = [
+    ("drop_table", "DROP TABLE {p}_c", None),
+    ("drop_view", "DROP VIEW {p}_v", None),
+    ("drop_column", "ALTER TABLE {p}_c DROP COLUMN note", "INSERT INTO {p}_c VALUES (100, 41)"),
+    ("drop_default", "ALTER TABLE {p}_t ALTER COLUMN name DROP DEFAULT",
+     "INSERT INTO {p}_t (name, qty) VALUES ('later', 7)"),
+    ("rename_column", "ALTER TABLE {p}_c RENAME COLUMN note TO remark", "INSERT INTO {p}_c VALUES (100, 41, 'r')"),
+    ("drop_index", "DROP INDEX {p}_t_price", None),
+]
+
+
+@pytest.fixture(scope="module")
+def writer(pg: SqlgateServer) -> str:
+    return pg.token("write", "redo-agent")["token"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("kind", STATEMENTS, ids=lambda k: k[0])
+def test_undoing_a_rollback_runs_the_statement_again(pg: SqlgateServer, writer: str, kind: Any) -> None:
+    sqlgate = pg
+    p = fresh("rd")
+    make_tables(sqlgate, p, writer)
+    before = snapshot(sqlgate, p)
+    name, statement, later = kind
+    answer = ok(sqlgate.sql(statement.format(p=p), token=writer))
+    if later:
+        ok(sqlgate.sql(later.format(p=p), token=writer))
+    after = snapshot(sqlgate, p)
+    undone = ok(rollback(sqlgate, answer["checkpoint"]["id"], token=writer))
+    assert snapshot(sqlgate, p) == before
+    redone = ok(rollback(sqlgate, undone["new_checkpoint"], token=writer))
+    assert snapshot(sqlgate, p) == after, "undoing the rollback must bring back the state it undid"
+    assert any("again" in o for o in redone["objects_restored"]), redone
+    ok(rollback(sqlgate, redone["new_checkpoint"], token=writer))
+    assert snapshot(sqlgate, p) == before, "and that undo is undoable in turn"
