@@ -89,8 +89,9 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
     if mode == "all":
         # Their values now go with this rollback's checkpoint: undoing it sets them back.
         await conn.execute(
-            "UPDATE sqlgate.checkpoints SET seqs = (SELECT coalesce(jsonb_object_agg(k, pg_sequence_last_value(k::oid)),"
-            " '{}') FROM jsonb_object_keys(%s::jsonb) k WHERE to_regclass(k::oid::regclass::text) IS NOT NULL)"
+            "UPDATE sqlgate.checkpoints SET seqs = (SELECT"
+            " coalesce(jsonb_object_agg(k, pg_sequence_last_value(k::oid)), '{}')"
+            " FROM jsonb_object_keys(%s::jsonb) k WHERE to_regclass(k::oid::regclass::text) IS NOT NULL)"
             " WHERE id = %s", (json.dumps(seqs or {}), new_cp))
         await _restore_sequences(conn, seqs or {})
     # 5. Bookkeeping: this rollback is a checkpoint of its own.
