@@ -11,11 +11,17 @@ constraints (foreign keys both ways) and triggers on those columns are kept as
 definitions around it. What the DROP took with it (indexes, constraints,
 triggers, views: kept by sqlgate.cp_keep_column, sequences: moved aside) comes
 back after. sqlgate's capture triggers are off during the copy: it is not a change
-of rows, and another rollback must not see it as one."""
+of rows, and another rollback must not see it as one; the table's own triggers are
+off for the copy's UPDATEs too (then back in their states). What evaluates the
+agent's expressions (ADD COLUMN: generated columns, domains; the UPDATE: checks,
+generated columns; checks re-added) runs as the table's owner (SET LOCAL ROLE),
+never with sqlgate's rights. Without a primary key the rows' positions (ctid) are
+first set aside in a column of their own, which no rewrite changes (a stored
+generated column re-added rewrites the table); other checkpoints matched by
+position on the table follow their rows through it."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from psycopg import sql
@@ -59,14 +65,34 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
         raise common.rollback_failed(f"{what}: the columns after {o['column']} cannot be re-created; change it first")
     capture = await _capture_off(conn, relid, rel)
     await _drop_dependents(conn, rel, deps)
+    owner = await _owner(conn, relid)
+    # Without a primary key the kept values are matched by row position (ctid), which the rollback's own
+    # UPDATEs and any rewrite (a stored generated column, a domain with constraints, re-added) change:
+    # each row's position now is set aside first, in a column no rewrite changes.
+    stable = f"sqlgate_{cp_id[-12:]}_ctid" if o["kept"] and o["key"] is None else None
+    if stable:
+        await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} pg_catalog.tid").format(rel, sql.Identifier(stable)))
+        triggers = await _user_triggers_off(conn, relid, rel)
+        async with _as_role(conn, owner):
+            await conn.execute(sql.SQL("UPDATE {} SET {} = ctid").format(rel, sql.Identifier(stable)))
+        await _user_triggers_on(conn, rel, triggers)
     aside = {c["name"]: f"sqlgate_{cp_id[-12:]}_{c['attnum']}" for c in later}
     for c in later:
         await conn.execute(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
             rel, sql.Identifier(c["name"]), sql.Identifier(aside[c["name"]])))
+    if o["kept"] and owner:  # the UPDATE runs as the table's owner: it reads the kept values
+        await conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(o["trash"]), sql.SQL(owner)))
+        await conn.execute(sql.SQL("GRANT SELECT ON {}.kept TO {}").format(sql.Identifier(o["trash"]), sql.SQL(owner)))
     columns = [o["spec"], *later]
-    await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(
-        sql.SQL("ADD COLUMN {}").format(_column_def(c)) for c in columns)))
-    moved = await _copy(conn, o, rel, relid, later, aside)
+    # What evaluates the agent's expressions (generated columns, checks, domains, the table's triggers
+    # are off) runs with the rights of the table's owner, not sqlgate's.
+    async with _as_role(conn, owner):
+        await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(
+            sql.SQL("ADD COLUMN {}").format(_column_def(c)) for c in columns)))
+    triggers = await _user_triggers_off(conn, relid, rel)
+    async with _as_role(conn, owner):
+        await _copy(conn, o, rel, later, aside, stable)
+    await _user_triggers_on(conn, rel, triggers)
     for view in deps["views"]:  # same OID, now over the new columns
         await conn.execute(sql.SQL("CREATE OR REPLACE VIEW {}.{}{} AS {}").format(
             sql.Identifier(view["schema"]), sql.Identifier(view["name"]), _with(view["options"]),
@@ -88,10 +114,14 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
     await _column_attributes(conn, rel, columns, values or {})
     await _recreate_dependents(conn, rel, {
         "indexes": o["indexes"] + deps["indexes"], "constraints": _ordered(o["constraints"] + deps["constraints"]),
-        "triggers": o["triggers"] + deps["triggers"]})
+        "triggers": o["triggers"] + deps["triggers"]}, relid, owner)
     await _recreate_views(conn, o["views"])
     await _capture_on(conn, rel, capture)
-    await _follow_rewrite(conn, relid, moved)
+    if stable:
+        # Other checkpoints keyed by row position on this table follow their rows to where they are now.
+        moved = await _follow_rows(conn, o, relid, rel, stable)
+        await conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(rel, sql.Identifier(stable)))
+        await _follow_rewrite(conn, relid, moved)
     await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
 
 
@@ -110,7 +140,11 @@ async def _row_problems(conn: Any, mode: str, o: dict[str, Any], relid: int, new
     if o["key"] is not None or not o["kept"]:
         return []
     table = await relname(conn, relid)
-    if await _one(conn, "SELECT relfilenode::text FROM pg_class WHERE oid = %s", (relid,)) != str(o["relfilenode"]):
+    # As stored now: a rollback in this transaction that moved its rows along (_follow_rows) updated it.
+    known = await _one(conn, "SELECT x->>'relfilenode' FROM sqlgate.checkpoints c, jsonb_array_elements(c.objects) x"
+                             " WHERE x->>'kind' = 'column' AND x->>'trash' = %s LIMIT 1", (o["trash"],))
+    if await _one(conn, "SELECT relfilenode::text FROM pg_class WHERE oid = %s", (relid,)) != str(
+            known or o["relfilenode"]):
         return [{"table": table, "conflict": "the table was rewritten since the column was dropped (TRUNCATE,"
                                              " VACUUM FULL, CLUSTER, a type change): its rows can no longer be"
                                              " matched with the kept values (it has no primary key)"}]
@@ -179,6 +213,55 @@ async def _capture_on(conn: Any, rel: Any, names: list[str]) -> None:
         await conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(rel, sql.Identifier(name)))
 
 
+async def _owner(conn: Any, relid: int) -> str | None:
+    """The table's owner, to act as; None when that is who runs the rollback already."""
+    cur = await conn.execute(
+        "SELECT c.relowner::regrole::text, c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),"
+        " pg_has_role(c.relowner, CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'SET'"
+        " ELSE 'MEMBER' END) FROM pg_class c WHERE c.oid = %s", (relid,))
+    owner, same, can = await cur.fetchone()
+    if same:
+        return None
+    if not can:
+        raise common.rollback_failed(f"sqlgate cannot act as {owner}, the owner of the table, to re-create its"
+                                     " columns with the owner's rights; grant sqlgate's login that role")
+    return str(owner)
+
+
+class _as_role:
+    """SET LOCAL ROLE for the statements inside, back to the role before after them (an error aborts the
+    transaction or savepoint, which sets it back too)."""
+
+    def __init__(self, conn: Any, role: str | None) -> None:
+        self.conn, self.role, self.previous = conn, role, None
+
+    async def __aenter__(self) -> None:
+        if self.role:
+            self.previous = await _one(self.conn, "SELECT current_setting('role')", ())
+            await self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.SQL(self.role)))
+
+    async def __aexit__(self, kind: Any, error: Any, tb: Any) -> None:
+        if self.role and kind is None:
+            await self.conn.execute("SELECT set_config('role', %s, true)", (self.previous,))
+
+
+async def _user_triggers_off(conn: Any, relid: int, rel: Any) -> list[tuple[str, str]]:
+    """The table's own triggers do not fire on the rollback's copy (it changes no row's values back to
+    anything but what they were): each enabled one is disabled, with its state kept."""
+    cur = await conn.execute("SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal"
+                             " AND tgenabled <> 'D' ORDER BY tgname", (relid,))
+    states = [(r[0], r[1]) for r in await cur.fetchall()]
+    for name, _ in states:
+        await conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(rel, sql.Identifier(name)))
+    return states
+
+
+async def _user_triggers_on(conn: Any, rel: Any, states: list[tuple[str, str]]) -> None:
+    for name, state in states:
+        enable = {"A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}.get(state, "ENABLE TRIGGER")
+        await conn.execute(sql.SQL("ALTER TABLE {} {} {}").format(rel, sql.SQL(enable), sql.Identifier(name)))
+
+
 async def _drop_dependents(conn: Any, rel: Any, deps: dict[str, Any]) -> None:
     for t in deps["triggers"]:
         await conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(t["name"]), rel))
@@ -196,36 +279,34 @@ def _column_def(c: dict[str, Any]) -> sql.Composable:
     return sql.SQL("{} {}{}{}").format(sql.Identifier(c["name"]), sql.SQL(c["type"]), collate, generated)
 
 
-async def _copy(conn: Any, o: dict[str, Any], rel: Any, relid: int, later: list[dict[str, Any]],
-                aside: dict[str, str]) -> list[str]:
-    """One UPDATE: the dropped column's values by key, every later column's from its aside copy."""
+async def _copy(conn: Any, o: dict[str, Any], rel: Any, later: list[dict[str, Any]], aside: dict[str, str],
+                stable: str | None) -> None:
+    """One UPDATE: the dropped column's values by key (a key column among the later ones: by its aside
+    copy; no key: by the row position set aside), every later column's from its aside copy."""
     sets = [sql.SQL("{} = t.{}").format(sql.Identifier(c["name"]), sql.Identifier(aside[c["name"]]))
             for c in later if not c["generated"]]
     if not o["kept"]:
         if sets:
             await conn.execute(sql.SQL("UPDATE {} t SET {}").format(rel, sql.SQL(", ").join(sets)))
-        return []
-    keys = ["ctid"] if o["key"] is None else o["key"]
-    match = sql.SQL(" AND ").join(sql.SQL("k.{} = t.{}").format(sql.Identifier(f"k{i}"), sql.Identifier(c))
-                                  for i, c in enumerate(keys, 1))
+        return
+    keys: list[str] = [str(stable)] if o["key"] is None else [aside.get(c, c) for c in o["key"]]
+    match = sql.SQL(" AND ").join([sql.SQL("k.{} = t.{}").format(sql.Identifier(f"k{i}"), sql.Identifier(c))
+                                   for i, c in enumerate(keys, 1)])
     sets.insert(0, sql.SQL("{} = k.v").format(sql.Identifier(o["column"])))
-    update = sql.SQL("UPDATE {} t SET {} FROM {}.kept k WHERE {}").format(
-        rel, sql.SQL(", ").join(sets), sql.Identifier(o["trash"]), match)
-    others = [] if o["key"] is not None else [r[0] for r in await (await conn.execute(
+    await conn.execute(sql.SQL("UPDATE {} t SET {} FROM {}.kept k WHERE {}").format(
+        rel, sql.SQL(", ").join(sets), sql.Identifier(o["trash"]), match))
+
+
+async def _follow_rows(conn: Any, o: dict[str, Any], relid: int, rel: Any, stable: str) -> list[str]:
+    """The kept rows of the other checkpoints keyed by row position on this table: from each row's
+    position before the rollback (set aside in `stable`) to its position now."""
+    others = [r[0] for r in await (await conn.execute(
         "SELECT x->>'trash' FROM sqlgate.checkpoints c, jsonb_array_elements(c.objects) x WHERE c.undone_by IS NULL"
         " AND x->>'kind' = 'column' AND (x->>'relid')::oid = %s AND x->'key' = 'null' AND x->>'trash' <> %s"
         " AND to_regclass(format('%%I.kept', x->>'trash')) IS NOT NULL", (relid, o["trash"]))).fetchall()]
-    if not others:
-        await conn.execute(update)
-        return []
-    # Other checkpoints keyed by row position on this table: they follow the rows to where the UPDATE put them.
-    await conn.execute("CREATE TEMP TABLE sqlgate_moved (old tid, new tid) ON COMMIT DROP")
-    await conn.execute(sql.SQL("WITH u AS ({} RETURNING k.k1 AS old, t.ctid AS new)"
-                               " INSERT INTO sqlgate_moved SELECT old, new FROM u").format(update))
     for trash in others:
-        await conn.execute(sql.SQL("UPDATE {}.kept k SET k1 = m.new FROM sqlgate_moved m WHERE k.k1 = m.old").format(
-            sql.Identifier(trash)))
-    await conn.execute("DROP TABLE sqlgate_moved")
+        await conn.execute(sql.SQL("UPDATE {}.kept k SET k1 = t.ctid FROM {} t WHERE k.k1 = t.{}").format(
+            sql.Identifier(trash), rel, sql.Identifier(stable)))
     return others
 
 
@@ -237,8 +318,8 @@ async def _follow_rewrite(conn: Any, relid: int, others: list[str]) -> None:
             "UPDATE sqlgate.checkpoints c SET objects = (SELECT jsonb_agg(CASE WHEN x->>'trash' = ANY (%s)"
             " THEN jsonb_set(x, '{relfilenode}', to_jsonb(r.relfilenode)) ELSE x END ORDER BY n)"
             " FROM jsonb_array_elements(c.objects) WITH ORDINALITY e(x, n), pg_class r WHERE r.oid = %s)"
-            " WHERE c.objects @> %s::jsonb",
-            (others, relid, json.dumps([{"kind": "column", "relid": relid}])))
+            " WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(c.objects) y WHERE y->>'trash' = ANY (%s))",
+            (others, relid, others))
 
 
 def _with(options: list[str] | None) -> sql.Composable:
@@ -289,7 +370,9 @@ async def _column_attributes(conn: Any, rel: Any, columns: list[dict[str, Any]],
                 sql.SQL(privilege), col, rel, sql.SQL(grantee), sql.SQL(" WITH GRANT OPTION" if grantable else "")))
 
 
-async def _recreate_dependents(conn: Any, rel: Any, kept: dict[str, Any]) -> None:
+async def _recreate_dependents(conn: Any, rel: Any, kept: dict[str, Any], relid: int, owner: str | None) -> None:
+    """Indexes (PostgreSQL builds them as the table's owner), constraints (a check on this table validated
+    as its owner; foreign keys are checked as the tables' owners), triggers."""
     for i in kept["indexes"]:
         await conn.execute(i["def"])
         if i["comment"] is not None:
@@ -297,8 +380,9 @@ async def _recreate_dependents(conn: Any, rel: Any, kept: dict[str, Any]) -> Non
                 sql.Identifier(i["schema"]), sql.Identifier(i["name"]), sql.Literal(i["comment"])))
     for c in kept["constraints"]:
         table = sql.SQL(await relname(conn, int(c["relid"])))
-        await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            table, sql.Identifier(c["name"]), sql.SQL(c["def"])))
+        async with _as_role(conn, owner if c["type"] == "c" and int(c["relid"]) == relid else None):
+            await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                table, sql.Identifier(c["name"]), sql.SQL(c["def"])))
         if c["comment"] is not None:
             await conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
                 sql.Identifier(c["name"]), table, sql.Literal(c["comment"])))

@@ -211,6 +211,9 @@ BEGIN
     IF NOT pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = p_rel), 'USAGE') THEN
         RAISE EXCEPTION 'must be owner of table %', p_rel USING ERRCODE = '42501';
     END IF;
+    -- The lock the DROP takes anyway, taken before the values are kept: a writer's transaction open on
+    -- the table is waited for (its committed rows are kept), and none can write in between.
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', p_rel);
     SELECT * INTO a FROM pg_attribute WHERE attrelid = p_rel AND attname = p_column AND attnum > 0
         AND NOT attisdropped;
     IF NOT FOUND THEN

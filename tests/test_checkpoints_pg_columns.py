@@ -7,12 +7,15 @@ sequences' values and every row (full-table checksums)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
 from tests.test_checkpoints import checkpoints, fresh, make_tables, num, ok, rollback, rows, snapshot
+from tests.test_checkpoints_pg_race import wait_until_blocked
 
 MODES = ["all", "statement"]
 
@@ -324,3 +327,119 @@ def test_what_cannot_come_back_exactly_is_refused(pg: SqlgateServer, agent: str)
     ok(pg.sql(f"CREATE TABLE {p}_part (id int, k int, v text) PARTITION BY RANGE (id)", token=agent))
     refused(pg, agent, p, f"ALTER TABLE {p}_part DROP COLUMN k", "partitioned")
     ok(pg.sql(f"ALTER TABLE {p}_t DROP COLUMN IF EXISTS nowhere", token=agent))
+
+
+# --- review fixes: keys after the column, rewrites, owner's rights, racing writers, user triggers ----
+
+@pytest.mark.parametrize("mode", MODES)
+def test_primary_key_after_the_dropped_column(pg: SqlgateServer, agent: str, mode: str) -> None:
+    """The key (one column, and a composite one split around the column) is among the columns the
+    rollback re-creates: the kept values are matched on the key as it was before being re-created."""
+    p = fresh("col")
+    ok(pg.sql(f"CREATE TABLE {p}_a (a text, b text, id int PRIMARY KEY, c int)", token=agent))
+    ok(pg.sql(f"INSERT INTO {p}_a SELECT 'a' || i, 'b' || i, i, i * 10 FROM generate_series(1, 20) g(i)", token=agent))
+    ok(pg.sql(f"CREATE TABLE {p}_k (k1 int, b text, k2 int, c int, PRIMARY KEY (k1, k2))", token=agent))
+    ok(pg.sql(f"INSERT INTO {p}_k SELECT i % 4, 'b' || i, i, i * 10 FROM generate_series(1, 20) g(i)", token=agent))
+    before = full(pg, p)
+    for t in (f"{p}_a", f"{p}_k"):
+        cp = drop(pg, agent, f"ALTER TABLE {t} DROP COLUMN b")
+        ok(rollback(pg, cp, token=agent, mode=mode))
+    same(pg, p, before)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_primary_key_and_a_later_generated_column(pg: SqlgateServer, agent: str, mode: str) -> None:
+    """Re-adding a stored generated column rewrites the table (new row positions): the kept values still
+    land on their rows, and so do an older drop's, matched by position too (mode 'all' undoes both)."""
+    p = fresh("col")
+    ok(pg.sql(f"CREATE TABLE {p}_np (a int, b text, c int, d text, g int GENERATED ALWAYS AS (c * 2) STORED)",
+              token=agent))
+    ok(pg.sql(f"INSERT INTO {p}_np (a, b, c, d) SELECT i, 'b' || i, i * 10, 'd' || i FROM generate_series(1, 30) g(i)",
+              token=agent))
+    ok(pg.sql(f"DELETE FROM {p}_np WHERE a % 7 = 1", token=agent))  # dead rows: a rewrite moves the others
+    before = full(pg, p)
+    first = drop(pg, agent, f"ALTER TABLE {p}_np DROP COLUMN b")
+    second = drop(pg, agent, f"ALTER TABLE {p}_np DROP COLUMN d")
+    if mode == "statement":
+        ok(rollback(pg, second, token=agent, mode=mode))
+        ok(rollback(pg, first, token=agent, mode=mode))
+    else:
+        assert len(ok(rollback(pg, first, token=agent))["undone_checkpoints"]) == 2
+    same(pg, p, before)
+
+
+def test_rollback_evaluates_expressions_with_the_table_owners_rights(pg: SqlgateServer, agent: str) -> None:
+    """A generated column's function runs during the rollback with the rights of the table's owner, not
+    sqlgate's: a table revoked from the agents stays unread."""
+    p = fresh("col")
+    logins = [r["rolname"] for r in rows(pg, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlgate\\_%'")]
+    ok(pg.sql(f"CREATE TABLE {p}_secret (v text)"))
+    ok(pg.sql(f"INSERT INTO {p}_secret VALUES ('TOP-SECRET')"))
+    ok(pg.sql(f"REVOKE ALL ON {p}_secret FROM PUBLIC, " + ", ".join(logins)))
+    for statement in (
+        f"CREATE FUNCTION {p}_steal() RETURNS text LANGUAGE sql STABLE AS"
+        f" $$ SELECT string_agg(v, ',') FROM public.{p}_secret $$",
+        f"CREATE FUNCTION {p}_g(a int) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN"
+        f" has_table_privilege('public.{p}_secret', 'SELECT') THEN public.{p}_steal() ELSE 'nothing' END $$",
+        f"CREATE TABLE {p}_t (id int PRIMARY KEY, b int, a int, x text GENERATED ALWAYS AS (public.{p}_g(a)) STORED,"
+        f" CHECK (public.{p}_g(a) = 'nothing'))",
+        f"INSERT INTO {p}_t VALUES (1, 1, 1), (2, 2, 2)",
+    ):
+        ok(pg.sql(statement, token=agent))
+    before = full(pg, p)
+    cp = drop(pg, agent, f"ALTER TABLE {p}_t DROP COLUMN b")
+    r = rollback(pg, cp, token=agent)
+    assert num(pg, f"SELECT count(*) AS n FROM {p}_t WHERE x LIKE '%SECRET%'") == 0
+    ok(r)
+    same(pg, p, before)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_drop_column_waits_for_a_writer_before_keeping_values(pg: SqlgateServer, agent: str, mode: str) -> None:
+    """A writer's transaction open on the table: the DROP's checkpoint waits for it before keeping the
+    column's values, so its committed write comes back with the column."""
+
+    p = fresh("col")
+    ok(pg.sql(f"CREATE TABLE {p}_t (id int PRIMARY KEY, b text, c int)", token=agent))
+    ok(pg.sql(f"INSERT INTO {p}_t VALUES (1, 'old', 1), (2, 'old', 2)", token=agent))
+    ok(pg.sql(f"UPDATE {p}_t SET c = c", token=agent))  # a first checkpoint: capture triggers are in place
+    assert pg.database is not None
+    with psycopg.connect(pg.database) as writer:
+        writer.execute(f"UPDATE {p}_t SET b = 'committed' WHERE id = 1")
+        answer: list[Any] = []
+        thread = threading.Thread(target=lambda: answer.append(pg.sql(f"ALTER TABLE {p}_t DROP COLUMN b",
+                                                                      token=agent)))
+        thread.start()
+        try:
+            wait_until_blocked(writer.info.backend_pid, pg)
+        finally:
+            writer.commit()
+            thread.join()
+    cp = ok(answer[0])["checkpoint"]["id"]
+    ok(rollback(pg, cp, token=agent, mode=mode))
+    assert rows(pg, f"SELECT id, b, c FROM {p}_t ORDER BY id") == [
+        {"id": 1, "b": "committed", "c": 1}, {"id": 2, "b": "old", "c": 2}]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_user_triggers_do_not_fire_on_the_rollbacks_copy(pg: SqlgateServer, agent: str, mode: str) -> None:
+    """The rollback's UPDATE sets values back, it is no change of rows: the table's own triggers (one
+    ENABLE ALWAYS, one disabled) do not fire, and keep their states."""
+    p = fresh("col")
+    ok(pg.sql(f"CREATE TABLE {p}_t (id int PRIMARY KEY, n int, b text, c int, touched timestamptz)", token=agent))
+    ok(pg.sql(f"INSERT INTO {p}_t SELECT i, i, 'b' || i, i, '2000-01-01' FROM generate_series(1, 10) g(i)",
+              token=agent))
+    for statement in (
+        f"CREATE FUNCTION {p}_bump() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN NEW.n := NEW.n + 1; NEW.touched := now(); RETURN NEW; END $$",
+        f"CREATE TRIGGER {p}_a BEFORE UPDATE ON {p}_t FOR EACH ROW EXECUTE FUNCTION {p}_bump()",
+        f"CREATE TRIGGER {p}_b BEFORE UPDATE ON {p}_t FOR EACH ROW EXECUTE FUNCTION {p}_bump()",
+        f"CREATE TRIGGER {p}_c BEFORE UPDATE ON {p}_t FOR EACH ROW EXECUTE FUNCTION {p}_bump()",
+        f"ALTER TABLE {p}_t ENABLE ALWAYS TRIGGER {p}_b",
+        f"ALTER TABLE {p}_t DISABLE TRIGGER {p}_c",
+    ):
+        ok(pg.sql(statement))
+    before = full(pg, p)
+    cp = drop(pg, agent, f"ALTER TABLE {p}_t DROP COLUMN b")
+    ok(rollback(pg, cp, token=agent, mode=mode))
+    same(pg, p, before)
