@@ -28,6 +28,9 @@ class PostgresCheckpointer:
         self.backend = backend
         self.retention_days = retention_days
         self._superuser: bool | None = None
+        # The first part of a statement as the pipeline classifies it (set by the server: branching does
+        # not import policy); undoing a rollback uses it to run statements again.
+        self.classify: Any = None
 
     @property
     def pool(self) -> Any:
@@ -135,7 +138,8 @@ class PostgresCheckpointer:
                     # (ON UPDATE CASCADE...) would otherwise fire again during the undo.
                     # sqlgate's capture triggers are ENABLE ALWAYS, so they still record it.
                     await conn.execute("SET LOCAL session_replication_role = replica")
-                outcome = await rollback_in(conn, cp_id, mode, dry_run, context, self.retention_days)
+                outcome = await rollback_in(conn, cp_id, mode, dry_run, context, self.retention_days,
+                                            self.classify)
                 if dry_run or outcome is None:
                     await conn.execute("ROLLBACK")
                 else:

@@ -5,19 +5,20 @@ Row changes the rollback made are reversed by the ordinary row undo after this."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 from branching import common, pg_take
 from branching.checkpoint import CheckpointContext
-from policy.classify import classify
+from proxy.statement import Part
 
 # Checkpoint kinds whose undo brought objects back; 'rows' and 'rollback' are reversed by rows alone.
 _OBJECT_KINDS = ("table", "view", "sequence", "schema", "column", "definition")
 
 
 async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContext | None,
-                          retention_days: float) -> list[dict[str, Any]]:
+                          retention_days: float, classify: Callable[[str], Part] | None) -> list[dict[str, Any]]:
     """Run again the destructive statements rollback `rollback_id` undid; returns a `redo` object for
     each (kept with the undo's own checkpoint, so undoing the undo undoes them: see with_redone)."""
     cur = await conn.execute(
@@ -29,7 +30,9 @@ async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContex
             raise common.rollback_failed(
                 f"checkpoint {cp_id} ({kind}) was undone by {rollback_id}, and its statement's trace is gone,"
                 " so it cannot run again")
-        part = classify(statement, "postgres").parts[0]
+        if classify is None:
+            raise common.rollback_failed("this server cannot classify statements to run them again")
+        part = classify(statement)
         ctx = context or CheckpointContext("sqlgate", None, "main", None)
         checkpoint = await pg_take.take(SimpleNamespace(conn=conn), part, ctx, retention_days)
         if checkpoint.run is not None:

@@ -6,6 +6,7 @@ owned sequences reset, and the rollback recorded as a checkpoint of its own."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -14,11 +15,12 @@ from psycopg import sql
 from branching import common, pg_redo, pg_restore, pg_restore_column
 from branching.checkpoint import CheckpointContext
 from branching.pg_rows import undo_rows
+from proxy.statement import Part
 from proxy.trace import new_id
 
 
 async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: CheckpointContext | None,
-                      retention_days: float) -> common.RollbackOutcome:
+                      retention_days: float, classify: Callable[[str], Part] | None = None) -> common.RollbackOutcome:
     cur = await conn.execute(
         "SELECT id, trace_id, kind, tables, relids, mark, seqs, objects, undone_by, created_at"
         " FROM sqlgate.checkpoints WHERE id = %s AND expires_at > now() FOR UPDATE", (cp_id,))
@@ -58,7 +60,7 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
     # each with a checkpoint of its own, before its row changes are reversed.
     redone: list[dict[str, Any]] = []
     if kind == "rollback" and not dry_run:
-        redone = await pg_redo.redo_statements(conn, cp_id, context, retention_days)
+        redone = await pg_redo.redo_statements(conn, cp_id, context, retention_days, classify)
         outcome.objects_restored += [r["statement"] for r in redone]
         await conn.execute("SELECT set_config('sqlgate.checkpoint', %s, true)", (new_cp,))
     # 1. Objects kept aside come back (latest first); definitions kept of other tables wait for step 3.

@@ -120,8 +120,12 @@ background: list[asyncio.Task[None]] = []
 async def make_checkpointer(backend: Backend, retention_days: float) -> Checkpointer:
     """The backend's checkpoint adapter, installed (schema, functions) and purging expired checkpoints hourly."""
     from branching.setup import install
+    from policy.classify import classify
 
-    return await install(backend, retention_days)  # type: ignore[no-any-return]
+    checkpointer = await install(backend, retention_days)
+    # Undoing a rollback runs statements again: they are classified as the pipeline classifies them.
+    checkpointer.classify = lambda text: classify(text, backend.dialect).parts[0]
+    return checkpointer  # type: ignore[no-any-return]
 
 
 async def serve(settings: Settings) -> None:
