@@ -55,7 +55,14 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   pass). UPDATE: old rows by the statement's own FROM/WHERE (rowids, from the sqlglot tree), new rows
   by RETURNING. TRUNCATE copies. The table's row-slot count (duckdb_tables().estimated_size, O(1)) is
   the watermark: mode 'all' removes rows with higher rowids and puts back the first kept version of
-  every older row a later statement touched. Assumes rowids are stable (no renumbering by DuckDB).
+  every older row a later statement touched. Row ids across rebuilds (duck_moves): a rollback that builds a
+  table again (DROP COLUMN not last, a table copied back by DROP TABLE / DROP SCHEMA; copies keep row ids)
+  copies rows in row-id order (dense new ids at commit) and records (new, old) as a "moves" object of its
+  checkpoint; an older checkpoint's rollback maps the table's row ids, kept images and kept column values
+  back through every rebuild since (its own too) before comparing. Rows a rollback puts back get fresh ids
+  with no link: an older mode 'all' (or DROP COLUMN / ALTER TYPE values) across it is refused (409, changed
+  nothing; statement mode matches by value). Mode 'all' across a DROP COLUMN it undoes takes that column's
+  kept values for rows kept after the drop.
   Mode 'all' sets back (setval) the sequences the table's defaults draw from; one never used before
   the checkpoint (no is_called in DuckDB, and START is its MINVALUE by default) is created again from
   its kept definition, with the defaults that draw from it dropped and set again around that.
@@ -72,15 +79,16 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   changes) are kept with their rowids before the statement runs as sent; afterwards only the rows
   that changed stay in the checkpoint (duck_images, duck_candidates).
 - DROP TABLE: renamed aside (indexes dropped and re-created on rollback, as DuckDB forbids renaming
-  an indexed table); a table with foreign keys is copied (renamed aside, its keys would still hold its
+  an indexed table); a table with foreign keys is copied with its row ids (renamed aside, its keys would still hold its
   parent): O(table). A table other tables reference: DuckDB refuses the rename, the statement fails. The
   `__sqlgate_*` tables stay in their schema (DuckDB cannot move a table) and psql's catalog answers leave them out.
 - DROP SCHEMA: its tables are copied (DuckDB can neither rename a schema nor move a table), and
   sequences (current values), tables, indexes and views are recreated in creation order; a schema
   holding macros or types is refused.
 - DROP COLUMN (any column, CASCADE too): rowid + values; when not last or constrained, the table and
-  index definitions too, and rollback rebuilds the table in its column order (which renumbers rowids:
-  an older row checkpoint of that table is then no longer safe to roll back). RENAME, DROP DEFAULT/
+  index definitions too, and rollback rebuilds the table in its column order (renumbering row ids, which
+  duck_moves maps for older checkpoints); the checkpoint keeps the table's watermark too (an empty rows
+  piece), so mode 'all' also removes rows added since. RENAME, DROP DEFAULT/
   NOT NULL, ALTER TYPE (+ rowid/values), DROP INDEX/SEQUENCE, CREATE OR REPLACE VIEW: definitions.
 Anything else destructive is refused (checkpoint.unavailable): sqlgate never runs what it cannot undo.
 """

@@ -78,7 +78,7 @@ class DuckDBCheckpointer:
             for r in rows:
                 size = 0
                 for o in json.loads(r[7]):
-                    for kept in [o.get("old"), o.get("new"), o.get("keep"), *o.get("keeps", [])]:
+                    for kept in [o.get("old"), o.get("new"), o.get("keep"), o.get("map"), *o.get("keeps", [])]:
                         if kept:
                             size += int(sizes.get(kept.replace('"', ""), 0) or 0)
                     if o.get("kind") == "relation" and r[10] is None:
@@ -109,7 +109,7 @@ class DuckDBCheckpointer:
                                    " WHERE expires_at <= now()").fetchall()
                 for cp_id, objects, undone_by in rows:
                     for o in json.loads(objects):
-                        for kept in [o.get("old"), o.get("new"), o.get("keep"), *o.get("keeps", [])]:
+                        for kept in [o.get("old"), o.get("new"), o.get("keep"), o.get("map"), *o.get("keeps", [])]:
                             if kept:
                                 cur.execute(f"DROP TABLE IF EXISTS {kept}")
                         if o.get("kind") == "relation" and undone_by is None:

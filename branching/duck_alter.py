@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from branching.duck_rows import rows_object
 from branching.duck_sql import ROWID, Cursor, Take, q, split
 
 
@@ -70,6 +71,10 @@ def drop_column_runner(take: Take, name: str, column: str) -> Any:
         if cols[-1][0] != column or constrained:
             obj.update(rebuild=True, table_sql=table_sql, indexes=[i for i in indexes or [] if i],
                        columns=[c[0] for c in cols])
-        take.record(cur, "column", [name], [obj])
+        # No rows, but the watermark: mode 'all' then also removes the rows added since (and sets the
+        # sequences back), as it does for row checkpoints.
+        marker = rows_object(cur, take.catalog, schema, table, take.kept("cpd"))
+        cur.execute(f"CREATE TABLE {marker['old']} AS SELECT rowid AS {ROWID}, * FROM {q(schema)}.{q(table)} LIMIT 0")
+        take.record(cur, "column", [name], [obj, marker])
 
     return take.keep_runner(keep)

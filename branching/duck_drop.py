@@ -9,7 +9,7 @@ import duckdb
 from sqlglot import exp
 
 from branching.duck_catalog import TableFacts
-from branching.duck_sql import TRASH_PREFIX, Cursor, Take, exists, q, split
+from branching.duck_sql import ROWID, TRASH_PREFIX, Cursor, Take, exists, q, split
 from proxy import errors
 from proxy.result import Result
 
@@ -68,7 +68,7 @@ def drop_table(take: Take, cur: Cursor, schema: str, table: str, n: int = 0,
         # DuckDB cannot rename a table whose foreign keys would then hold its parent: keep a copy
         # and its definition (cost: the table's rows; DuckDB has no cheaper way).
         keep = take.kept("keep", n)
-        cur.execute(f"CREATE TABLE {keep} AS SELECT * FROM {qualified}")
+        cur.execute(f"CREATE TABLE {keep} AS SELECT rowid AS {ROWID}, * FROM {qualified}")
         _drop(cur, f"DROP TABLE {qualified}")
         return {"kind": "copy", "schema": schema, "name": table, "keep": keep, "sql": facts.sql,
                 "indexes": [s for _, s in indexes]}

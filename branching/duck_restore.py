@@ -7,12 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from branching import common
-from branching.duck_schema import restore_schema
-from branching.duck_sql import NAME_TAKEN, ROWID, Cursor, columns, exists, q, relation_exists
+from branching.duck_moves import Moves, Space
+from branching.duck_schema import copy_back, restore_schema
+from branching.duck_sql import NAME_TAKEN, ROWID, Cursor, columns, exists, q, relation_exists, watermark
 
 
-def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any]) -> str | None:
-    """Puts one kept object back; answers its name for the outcome (None: not an object kind)."""
+def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any], moves: Moves | None = None,
+                   seq: int = 0) -> str | None:
+    """Puts one kept object back; answers its name for the outcome (None: not an object kind).
+    `seq`: the checkpoint's, whose row ids the kept values carry (duck_moves maps them to the table's)."""
+    moves = moves or Moves(cp_id)
     kind = o["kind"]
     here = f"{o['schema']}.{o['name']}"
     if kind == "relation":
@@ -28,15 +32,15 @@ def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any]) -> str
             raise common.conflicts_error(cp_id, [{"table": here, "conflict": NAME_TAKEN}])
         cur.execute(f"SET schema = {q(o['schema'])}")
         cur.execute(o["sql"])
-        cur.execute(f"INSERT INTO {q(o['schema'])}.{q(o['name'])} SELECT * FROM {o['keep']}")
+        copy_back(cur, moves, o["schema"], o["name"], o["keep"])
         for index_sql in o.get("indexes", []):
             cur.execute(index_sql)
         cur.execute(f"DROP TABLE {o['keep']}")
     elif kind == "column":
-        restore_column(cur, cp_id, o)
+        restore_column(cur, cp_id, o, moves, seq)
         return f"{here}.{o['column']}"
     elif kind == "definition":
-        restore_definition(cur, o)
+        restore_definition(cur, o, moves, cp_id, seq)
     elif kind in ("indexdef", "sequencedef", "viewdef"):
         cur.execute(f"SET schema = {q(o['schema'])}")
         statement = o["sql"]
@@ -50,7 +54,7 @@ def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any]) -> str
         if o.get("last_value") is not None:
             cur.execute("SELECT setval(?, ?)", [f"{o['schema']}.{o['name']}", o["last_value"]])
     elif kind == "schema":
-        restore_schema(cur, cp_id, o)
+        restore_schema(cur, cp_id, o, moves)
     elif kind == "view":
         if relation_exists(cur, o["schema"], o["name"]):
             raise common.conflicts_error(cp_id, [{"view": here, "conflict": NAME_TAKEN}])
@@ -61,48 +65,58 @@ def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any]) -> str
     return here
 
 
-def restore_column(cur: Cursor, cp_id: str, o: dict[str, Any]) -> None:
+def _keyed(cur: Cursor, moves: Moves, cp_id: str, o: dict[str, Any], seq: int, column: str) -> str:
+    """The kept values of `column` by the table's row ids now (__r), through every rebuild since."""
+    live = Space(cur, moves, cp_id, o["schema"], o["name"], seq).live()
+    return (f"(SELECT s.__live AS __r, k.{q(column)} FROM ({live}) s JOIN {o['keep']} k ON k.{ROWID} = s.__k)")
+
+
+def restore_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq: int) -> None:
     qualified = f"{q(o['schema'])}.{q(o['name'])}"
     if o["column"] in columns(cur, o["schema"], o["name"]):
         raise common.conflicts_error(cp_id, [{"column": o["column"],
                                               "conflict": "a column with this name was added since"}])
+    # A mode 'all' rollback may restore rows kept after the drop (without the column) with these values.
+    moves.fills.setdefault((o["schema"], o["name"]), {})[o["column"]] = (o["keep"], seq)
+    moves.drop_later.append(o["keep"])
     if o.get("rebuild"):
-        rebuild_with_column(cur, cp_id, o)
+        rebuild_with_column(cur, cp_id, o, moves, seq)
         return
     default = f" DEFAULT {o['default']}" if o.get("default") is not None else ""
+    values = _keyed(cur, moves, cp_id, o, seq, o["column"])
     cur.execute(f"ALTER TABLE {qualified} ADD COLUMN {q(o['column'])} {o['type']}{default}")
-    cur.execute(f"UPDATE {qualified} SET {q(o['column'])} = k.{q(o['column'])} FROM {o['keep']} k"
-                f" WHERE {qualified}.rowid = k.{ROWID}")
+    cur.execute(f"UPDATE {qualified} SET {q(o['column'])} = k.{q(o['column'])} FROM {values} k"
+                f" WHERE {qualified}.rowid = k.__r")
     if o.get("notnull"):
         cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(o['column'])} SET NOT NULL")
-    cur.execute(f"DROP TABLE {o['keep']}")
 
 
-def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any]) -> None:
+def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq: int) -> None:
     """The table again from its kept definition, rows in row-id order with the column's kept values
-    (DuckDB cannot add a column between others). Its row ids are renumbered."""
+    (DuckDB cannot add a column between others). Its row ids are renumbered: `moves` records how."""
     schema, name, column = o["schema"], o["name"], o["column"]
     qualified = f"{q(schema)}.{q(name)}"
     if columns(cur, schema, name) != [c for c in o["columns"] if c != column]:
         raise common.conflicts_error(cp_id, [{"table": f"{schema}.{name}", "conflict": "its columns changed since"}])
     scratch = f"sqlgate.{q('rebuild_' + cp_id)}"
     select = ", ".join(f"k.{q(c)}" if c == column else f"t.{q(c)}" for c in o["columns"])
-    cur.execute(f"CREATE TABLE {scratch} AS SELECT {select} FROM {qualified} t LEFT JOIN {o['keep']} k"
-                f" ON t.rowid = k.{ROWID} ORDER BY t.rowid")
+    mark = watermark(cur, schema, name)
+    cur.execute(f"CREATE TABLE {scratch} AS SELECT t.rowid AS __old, {select} FROM {qualified} t"
+                f" LEFT JOIN {_keyed(cur, moves, cp_id, o, seq, column)} k ON t.rowid = k.__r ORDER BY t.rowid")
     for (index,) in cur.execute("SELECT index_name FROM duckdb_indexes() WHERE schema_name = ? AND table_name = ?"
                                 " AND database_name = current_database()", [schema, name]).fetchall():
         cur.execute(f"DROP INDEX {q(schema)}.{q(index)}")
     cur.execute(f"DROP TABLE {qualified}")
     cur.execute(f"SET schema = {q(schema)}")  # the kept definition names no schema for tables in main
     cur.execute(o["table_sql"])
-    cur.execute(f"INSERT INTO {qualified} SELECT * FROM {scratch}")
+    cur.execute(f"INSERT INTO {qualified} SELECT * EXCLUDE (__old) FROM {scratch} ORDER BY __old")
+    moves.rebuilt(cur, schema, name, f"SELECT __old FROM {scratch}", mark)
     for index_sql in o.get("indexes", []):
         cur.execute(index_sql)
     cur.execute(f"DROP TABLE {scratch}")
-    cur.execute(f"DROP TABLE {o['keep']}")
 
 
-def restore_definition(cur: Cursor, o: dict[str, Any]) -> None:
+def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int) -> None:
     row = cur.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE table_oid = ?",
                       [o["oid"]]).fetchone()
     if row is None:
@@ -121,8 +135,8 @@ def restore_definition(cur: Cursor, o: dict[str, Any]) -> None:
             cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {type_}"
                         f" USING {'NULL' if kept else f'CAST({col} AS {type_})'}")
         if kept:  # even when the type reads the same (VARCHAR(4) is VARCHAR), USING may have changed values
-            cur.execute(f"UPDATE {qualified} SET {col} = k.{col} FROM {o['keep']} k"
-                        f" WHERE {qualified}.rowid = k.{ROWID}")
+            cur.execute(f"UPDATE {qualified} SET {col} = k.{col} FROM {_keyed(cur, moves, cp_id, o, seq, name)} k"
+                        f" WHERE {qualified}.rowid = k.__r")
         if current[2] != default:
             cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} "
                         + ("DROP DEFAULT" if default is None else f"SET DEFAULT {default}"))

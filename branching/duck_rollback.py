@@ -11,12 +11,13 @@ from typing import Any
 from branching import common
 from branching.checkpoint import CheckpointContext
 from branching.duck_catalog import Catalog
+from branching.duck_moves import Moves
 from branching.duck_restore import restore_object
 from branching.duck_sql import Cursor, record
 from branching.duck_undo import undo_all, undo_statement
 from proxy.trace import new_id
 
-Pieces = list[tuple[str, list[dict[str, Any]], str | None]]  # (checkpoint id, objects, trace id)
+Pieces = list[tuple[str, list[dict[str, Any]], str | None, int]]  # (checkpoint id, objects, trace id, seq)
 
 
 def _keys(objs: list[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -38,27 +39,29 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
     touched = _keys(objects)
     later: Pieces = []
     if mode == "all":
-        for other_id, other_objects, other_trace in cur.execute(
-                "SELECT id, objects, trace_id FROM sqlgate.checkpoints WHERE seq >= ? AND undone_by IS NULL"
+        for other_id, other_objects, other_trace, other_seq in cur.execute(
+                "SELECT id, objects, trace_id, seq FROM sqlgate.checkpoints WHERE seq >= ? AND undone_by IS NULL"
                 " ORDER BY seq DESC", [seq]).fetchall():
             objs = json.loads(other_objects)
             if other_id == cp_id or _keys(objs) & touched:
-                later.append((other_id, objs, other_trace))
+                later.append((other_id, objs, other_trace, int(other_seq)))
                 touched |= _keys(objs)
     else:
-        later = [(cp_id, objects, trace_id)]
+        later = [(cp_id, objects, trace_id, int(seq))]
     new_cp = new_id("cp")
+    moves = Moves(new_cp)
     # 1. Relations renamed aside come back; dropped views are created again (latest first).
-    for _, objs, _ in later:
+    for _, objs, _, piece_seq in later:
         for o in reversed(objs):
-            if o["kind"] != "rows":
+            if o["kind"] not in ("rows", "moves"):
                 catalog.changed()
-            restored = restore_object(cur, cp_id, mode, o)
+            restored = restore_object(cur, cp_id, mode, o, moves, piece_seq)
             if restored is not None:
                 outcome.objects_restored.append(restored)
-    # 2. Rows.
-    new_objects = _undo_rows(cur, objects, later, touched, mode, new_cp, outcome, catalog)
-    undone = [c for c, _, _ in later]
+    # 2. Rows (row ids mapped back through every rebuild since, this rollback's too).
+    new_objects = _undo_rows(cur, objects, later, touched, mode, new_cp, outcome, catalog, moves, int(seq))
+    new_objects += moves.objects(cur)
+    undone = [c for c, _, _, _ in later]
     outcome.undone_checkpoints = undone
     outcome.undone_traces = _undone_traces(cur, later, tables, touched, mode, created_at, trace_id)
     record(cur, retention_days, new_cp, context, "rollback", list(tables), new_objects, catalog.next_seq(cur),
@@ -70,21 +73,22 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
 
 
 def _undo_rows(cur: Cursor, objects: list[dict[str, Any]], later: Pieces, touched: set[tuple[str, str]], mode: str,
-               new_cp: str, outcome: common.RollbackOutcome, catalog: Catalog) -> list[dict[str, Any]]:
+               new_cp: str, outcome: common.RollbackOutcome, catalog: Catalog, moves: Moves,
+               seq: int) -> list[dict[str, Any]]:
     conflicts: list[dict[str, Any]] = []
     new_objects: list[dict[str, Any]] = []
     n = 0
     if mode == "statement":
         for o in objects:
             if o["kind"] == "rows":
-                new_objects.append(undo_statement(cur, o, new_cp, n, outcome, conflicts))
+                new_objects.append(undo_statement(cur, o, new_cp, n, outcome, conflicts, moves))
                 n += 1
     else:
         for schema, name in sorted(touched):
-            pieces = [o for _, objs, _ in reversed(later) for o in objs
+            pieces = [(s, o) for _, objs, _, s in reversed(later) for o in objs
                       if o["kind"] == "rows" and (o["schema"], o["name"]) == (schema, name)]
             if pieces:
-                new_objects.append(undo_all(cur, schema, name, pieces, new_cp, n, outcome, catalog))
+                new_objects.append(undo_all(cur, schema, name, pieces, new_cp, n, outcome, catalog, moves))
                 n += 1
     if conflicts:
         raise common.conflicts_error(outcome.checkpoint, conflicts)
@@ -94,7 +98,7 @@ def _undo_rows(cur: Cursor, objects: list[dict[str, Any]], later: Pieces, touche
 def _undone_traces(cur: Cursor, later: Pieces, tables: list[str], touched: set[tuple[str, str]], mode: str,
                    created_at: Any, trace_id: str | None) -> list[str]:
     """The later statements this rollback undid (mode 'all': every successful write since, on those tables)."""
-    traces = {t for _, _, t in later if t}
+    traces = {t for _, _, t, _ in later if t}
     if mode == "all":
         names = set(tables) | {f"{s}.{n_}" for s, n_ in touched} | {n_ for _, n_ in touched}
         for tid, ttables in cur.execute(

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from branching import common
-from branching.duck_sql import Cursor, Take, count, q
+from branching.duck_moves import Moves
+from branching.duck_sql import ROWID, Cursor, Take, columns, count, q
 from proxy import errors
 from proxy.result import Result
 
@@ -51,7 +52,7 @@ def _keep_schema(take: Take, cur: Cursor, schema: str) -> dict[str, Any]:
     for i, (name, sql) in enumerate(cur.execute(
             f"SELECT table_name, sql FROM duckdb_tables() {where} ORDER BY table_oid", [schema]).fetchall()):
         keep = take.kept("sch", i)
-        cur.execute(f"CREATE TABLE {keep} AS SELECT * FROM {q(schema)}.{q(name)}")
+        cur.execute(f"CREATE TABLE {keep} AS SELECT rowid AS {ROWID}, * FROM {q(schema)}.{q(name)}")
         tables.append({"name": name, "sql": sql, "keep": keep})
     indexes = [r[0] for r in cur.execute(f"SELECT sql FROM duckdb_indexes() {where} ORDER BY index_oid",
                                          [schema]).fetchall() if r[0]]
@@ -61,7 +62,20 @@ def _keep_schema(take: Take, cur: Cursor, schema: str) -> dict[str, Any]:
             "indexes": indexes, "views": views, "keeps": [t["keep"] for t in tables]}
 
 
-def restore_schema(cur: Cursor, cp_id: str, o: dict[str, Any]) -> None:
+def copy_back(cur: Cursor, moves: Moves, schema: str, name: str, keep: str) -> None:
+    """Fill the table created again from its kept copy, in row-id order; `moves` records the new row
+    ids (copies kept by an older sqlgate carry none: the table is then marked rebuilt without them)."""
+    qualified = f"{q(schema)}.{q(name)}"
+    if ROWID not in columns(cur, "sqlgate", keep.split(".", 1)[1].strip('"')):
+        cur.execute(f"INSERT INTO {qualified} SELECT * FROM {keep}")
+        moves.rebuilt(cur, schema, name, None, -1)
+        return
+    cur.execute(f"INSERT INTO {qualified} SELECT * EXCLUDE ({ROWID}) FROM {keep} ORDER BY {ROWID}")
+    mark = count(cur, f"SELECT coalesce(max({ROWID}), -1) FROM {keep}")
+    moves.rebuilt(cur, schema, name, f"SELECT {ROWID} AS __old FROM {keep}", mark)
+
+
+def restore_schema(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves) -> None:
     schema = o["schema"]
     if count(cur, "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ? AND database_name = current_database()",
              [schema]):
@@ -74,7 +88,7 @@ def restore_schema(cur: Cursor, cp_id: str, o: dict[str, Any]) -> None:
             cur.execute("SELECT setval(?, ?)", [f"{schema}.{name}", last_value])
     for t in o.get("tables", []):
         cur.execute(t["sql"])
-        cur.execute(f"INSERT INTO {q(schema)}.{q(t['name'])} SELECT * FROM {t['keep']}")
+        copy_back(cur, moves, schema, t["name"], t["keep"])
         cur.execute(f"DROP TABLE {t['keep']}")
     for sql in [*o.get("indexes", []), *o.get("views", [])]:
         cur.execute(sql)

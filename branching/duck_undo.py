@@ -10,11 +10,12 @@ import duckdb
 
 from branching import common
 from branching.duck_catalog import Catalog
+from branching.duck_moves import Moves, Space
 from branching.duck_sql import ROWID, Cursor, columns, count, q, restore_sequences, watermark
 
 
 def undo_statement(cur: Cursor, o: dict[str, Any], new_cp: str, n: int, outcome: common.RollbackOutcome,
-                   conflicts: list[dict[str, Any]]) -> dict[str, Any]:
+                   conflicts: list[dict[str, Any]], moves: Moves | None = None) -> dict[str, Any]:
     qualified = f"{q(o['schema'])}.{q(o['name'])}"
     cols = columns(cur, o["schema"], o["name"])
     kept = columns(cur, "sqlgate", o["old"].split(".", 1)[1].strip('"'))
@@ -46,7 +47,10 @@ def undo_statement(cur: Cursor, o: dict[str, Any], new_cp: str, n: int, outcome:
     outcome.rows_removed += count(cur, f"DELETE FROM {qualified} WHERE rowid IN (SELECT {ROWID} FROM {removed_old})")
     cur.execute(f"CREATE TABLE {added_new} AS SELECT {collist} FROM {o['old']}")
     try:
-        outcome.rows_restored += count(cur, f"INSERT INTO {qualified} ({collist}) SELECT {collist} FROM {added_new}")
+        restored = count(cur, f"INSERT INTO {qualified} ({collist}) SELECT {collist} FROM {added_new}")
+        outcome.rows_restored += restored
+        if restored and moves is not None:
+            moves.reinserted.add((o["schema"], o["name"]))
     except duckdb.ConstraintException as exc:
         conflicts.append({"table": f"{o['schema']}.{o['name']}",
                           "conflict": f"a restored row collides with a later change: {str(exc).splitlines()[0]}"})
@@ -55,26 +59,69 @@ def undo_statement(cur: Cursor, o: dict[str, Any], new_cp: str, n: int, outcome:
             "watermark": now_mark}
 
 
-def undo_all(cur: Cursor, schema: str, name: str, pieces: list[dict[str, Any]], new_cp: str, n: int,
-             outcome: common.RollbackOutcome, catalog: Catalog | None = None) -> dict[str, Any]:
+def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[str, Any]]], new_cp: str, n: int,
+             outcome: common.RollbackOutcome, catalog: Catalog | None = None,
+             moves: Moves | None = None) -> dict[str, Any]:
     """The table as it was at the first piece: rows present then and never touched since, plus the
-    first kept version of every row a later statement removed or changed (row ids ≤ the watermark)."""
+    first kept version of every row a later statement removed or changed (row ids ≤ the watermark).
+    Row ids are mapped back into the first piece's space through every rebuild since (duck_moves);
+    a piece kept before a DROP COLUMN this rollback undid takes that column's kept values."""
+    moves = moves or Moves(new_cp)
     qualified = f"{q(schema)}.{q(name)}"
+    table = f"{schema}.{name}"
+    space = Space(cur, moves, outcome.checkpoint, schema, name, pieces[0][0])
     cols = columns(cur, schema, name)
     collist = ", ".join(q(c) for c in cols)
-    mark = int(pieces[0]["watermark"])
-    olds = " UNION ALL ".join(
-        f"SELECT {i} AS __o, {ROWID}, {collist} FROM {p['old']} WHERE {ROWID} <= {mark}"
-        for i, p in enumerate(pieces))
+    mark = int(pieces[0][1]["watermark"])
+    fills = moves.fills.get((schema, name), {})
+    selects = []
+    for i, (seq, p) in enumerate(pieces):
+        have = [c for c in columns(cur, "sqlgate", p["old"].split(".", 1)[1].strip('"')) if c != ROWID]
+        if [c for c in have if c not in cols] or [c for c in cols if c not in have and c not in fills]:
+            why = "its columns changed since (a column was added or dropped without a checkpoint)"
+            raise common.conflicts_error(outcome.checkpoint, [{"table": table, "conflict": why}])
+        joins: list[str] = []
+        values: list[str] = []
+        for c in cols:
+            if c in have:
+                values.append(f"x.{q(c)} AS {q(c)}")
+                continue
+            keep, keep_seq = fills[c]
+            alias = f"f{len(joins)}"
+            joins.append(f" LEFT JOIN (SELECT s.__k, k.{q(c)} FROM ({space.kept(keep, keep_seq)}) s"
+                         f" JOIN {keep} k ON k.{ROWID} = s.__live) {alias} ON {alias}.__k = y.__k")
+            values.append(f"{alias}.{q(c)} AS {q(c)}")
+        selects.append(f"SELECT {i} AS __o, y.__k, {', '.join(values)} FROM {p['old']} x"
+                       f" JOIN ({space.kept(p['old'], seq)}) y ON y.__live = x.{ROWID}{''.join(joins)}"
+                       f" WHERE y.__k <= {mark}")
+    olds = " UNION ALL ".join(selects)
     removed_old = f"sqlgate.{q(f'cpd_{new_cp}_{n}')}"
     added_new = f"sqlgate.{q(f'cpi_{new_cp}_{n}')}"
-    now_mark = watermark(cur, schema, name)
-    cur.execute(f"CREATE TABLE {removed_old} AS SELECT rowid AS {ROWID}, * FROM {qualified}"
-                f" WHERE rowid > {mark} OR rowid IN (SELECT {ROWID} FROM ({olds}))")
-    outcome.rows_removed += count(cur, f"DELETE FROM {qualified} WHERE rowid IN (SELECT {ROWID} FROM {removed_old})")
-    cur.execute(f"CREATE TABLE {added_new} AS SELECT {collist} FROM ({olds})"
-                f" QUALIFY row_number() OVER (PARTITION BY {ROWID} ORDER BY __o) = 1")
-    outcome.rows_restored += count(cur, f"INSERT INTO {qualified} ({collist}) SELECT {collist} FROM {added_new}")
-    restore_sequences(cur, pieces[0].get("sequences") or {}, pieces[0].get("fresh_sequences"), catalog)
+    now_mark = space.mark(watermark(cur, schema, name))
+    cur.execute(f"CREATE TEMP TABLE __sqlgate_olds AS {olds}")
+    try:
+        if space.remapped():
+            cur.execute(f"CREATE TEMP TABLE __sqlgate_live AS {space.live()}")
+            cur.execute(f"CREATE TEMP TABLE __sqlgate_before AS {space.before_rollback()}")
+        else:  # no rebuild since: only the rows this undo removes, by their own row ids (no full copy)
+            cur.execute(f"CREATE TEMP TABLE __sqlgate_live AS SELECT rowid AS __live, rowid AS __k FROM {qualified}"
+                        f" WHERE rowid > {mark} OR rowid IN (SELECT __k FROM __sqlgate_olds)")
+            cur.execute("CREATE TEMP TABLE __sqlgate_before AS SELECT * FROM __sqlgate_live")
+        cur.execute(f"CREATE TABLE {removed_old} AS SELECT b.__k AS {ROWID}, t.* FROM {qualified} t"
+                    " JOIN __sqlgate_live l ON l.__live = t.rowid JOIN __sqlgate_before b ON b.__live = t.rowid"
+                    f" WHERE l.__k IS NULL OR l.__k > {mark} OR l.__k IN (SELECT __k FROM __sqlgate_olds)")
+        outcome.rows_removed += count(
+            cur, f"DELETE FROM {qualified} WHERE rowid IN (SELECT __live FROM __sqlgate_live WHERE __k IS NULL"
+                 f" OR __k > {mark} OR __k IN (SELECT __k FROM __sqlgate_olds))")
+        cur.execute(f"CREATE TABLE {added_new} AS SELECT {collist} FROM __sqlgate_olds"
+                    " QUALIFY row_number() OVER (PARTITION BY __k ORDER BY __o) = 1")
+        restored = count(cur, f"INSERT INTO {qualified} ({collist}) SELECT {collist} FROM {added_new}")
+    finally:
+        for temp in ("__sqlgate_olds", "__sqlgate_live", "__sqlgate_before"):
+            cur.execute(f"DROP TABLE IF EXISTS temp.{temp}")
+    outcome.rows_restored += restored
+    if restored:
+        moves.reinserted.add((schema, name))
+    restore_sequences(cur, pieces[0][1].get("sequences") or {}, pieces[0][1].get("fresh_sequences"), catalog)
     return {"kind": "rows", "schema": schema, "name": name, "old": removed_old, "new": added_new,
             "watermark": now_mark}
