@@ -7,6 +7,7 @@ restore the wrong rows. Real DuckDB files through a real `sqlgate serve`."""
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -206,3 +207,15 @@ def _undone(duck: SqlgateServer) -> set[str]:
 def _columns(duck: SqlgateServer, t: str) -> list[dict[str, Any]]:
     return [{"name": r["column_name"]} for r in rows(
         duck, f"SELECT column_name FROM duckdb_columns() WHERE table_name = '{t}' ORDER BY column_index")]
+
+
+def test_duckdb_never_renumbers_row_ids_behind_a_checkpoint(duck: SqlgateServer) -> None:
+    """Row checkpoints name rows by row id. DuckDB's storage checkpoint vacuums row groups that are
+    mostly deleted and renumbers the rows after them, unless vacuum tasks are off (the backend does so)."""
+    t = "rn_" + uuid.uuid4().hex[:8]
+    ok(duck.sql(f"CREATE TABLE {t} AS SELECT i AS id FROM range(500000) r(i)"))
+    ok(duck.sql(f"DELETE FROM {t} WHERE id BETWEEN 10 AND 399999"))
+    [before] = rows(duck, f"SELECT rowid AS r FROM {t} WHERE id = 450000")
+    ok(duck.sql("CHECKPOINT"))
+    [after] = rows(duck, f"SELECT rowid AS r FROM {t} WHERE id = 450000")
+    assert after == before
