@@ -102,7 +102,8 @@ class Catalog:
             " AND database_name = current_database()", [schema, table]).fetchone()
         if row is None:
             return None
-        return row[0], int(row[1]), (int(row[2]) - 1 if row[2] is not None else -1), row[3], int(row[4] or 0)
+        mark = highest_row_id(cur, row[0], table, int(row[2]) - 1 if row[2] is not None else -1)
+        return row[0], int(row[1]), mark, row[3], int(row[4] or 0)
 
     def mark(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, int, dict[str, int | None],
                                                                           dict[str, str]]:
@@ -160,3 +161,12 @@ def catalog_of(backend: Any) -> Catalog:
         found = Catalog(backend)
         backend._sqlgate_catalog = found
     return found
+
+
+def highest_row_id(cur: Cursor, schema: str, table: str, slots_mark: int) -> int:
+    """estimated_size - 1 is the highest row id in use, unless a storage checkpoint dropped row groups
+    whose rows were all deleted: it then counts fewer slots than the ids in use. Rows above it are
+    looked for by row id, which DuckDB answers from row-group bounds (O(1) when there are none)."""
+    ref = '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
+    above = cur.execute(f"SELECT max(rowid) FROM {ref} WHERE rowid > ?", [slots_mark]).fetchone()
+    return int(above[0]) if above is not None and above[0] is not None else slots_mark

@@ -14,7 +14,7 @@ import duckdb
 from sqlglot import exp
 
 from branching.checkpoint import CheckpointContext
-from branching.duck_catalog import Catalog, sequences_used
+from branching.duck_catalog import Catalog, highest_row_id, sequences_used
 from proxy.db_errors import database_error
 from proxy.result import Result
 from proxy.statement import Part
@@ -123,7 +123,9 @@ def watermark(cur: Cursor, schema: str, table: str) -> int:
     estimated_size counts row slots, deleted ones too, so this is O(1), not a scan)."""
     row = cur.execute("SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
                       " AND database_name = current_database()", [schema, table]).fetchone()
-    return int(row[0]) - 1 if row is not None and row[0] is not None else -1
+    if row is None or row[0] is None:
+        return -1
+    return highest_row_id(cur, schema, table, int(row[0]) - 1)
 
 
 def record(cur: Cursor, retention_days: float, cp_id: str, context: CheckpointContext | None, kind: str,
