@@ -28,6 +28,7 @@ from psycopg import sql
 
 from branching import common
 from branching.pg_restore import relname
+from branching.pg_roles import as_role, table_owner
 from branching.pg_rows import undo_rows
 
 _LISTED = 20  # conflicting rows named in a conflict, at most
@@ -65,7 +66,7 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
         raise common.rollback_failed(f"{what}: the columns after {o['column']} cannot be re-created; change it first")
     capture = await _capture_off(conn, relid, rel)
     await _drop_dependents(conn, rel, deps)
-    owner = await _owner(conn, relid)
+    owner = await table_owner(conn, relid)
     # Without a primary key the kept values are matched by row position (ctid), which the rollback's own
     # UPDATEs and any rewrite (a stored generated column, a domain with constraints, re-added) change:
     # each row's position now is set aside first, in a column no rewrite changes.
@@ -73,7 +74,7 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
     if stable:
         await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} pg_catalog.tid").format(rel, sql.Identifier(stable)))
         triggers = await _user_triggers_off(conn, relid, rel)
-        async with _as_role(conn, owner):
+        async with as_role(conn, owner):
             await conn.execute(sql.SQL("UPDATE {} SET {} = ctid").format(rel, sql.Identifier(stable)))
         await _user_triggers_on(conn, rel, triggers)
     aside = {c["name"]: f"sqlgate_{cp_id[-12:]}_{c['attnum']}" for c in later}
@@ -86,11 +87,11 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
     columns = [o["spec"], *later]
     # What evaluates the agent's expressions (generated columns, checks, domains, the table's triggers
     # are off) runs with the rights of the table's owner, not sqlgate's.
-    async with _as_role(conn, owner):
+    async with as_role(conn, owner):
         await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(
             sql.SQL("ADD COLUMN {}").format(_column_def(c)) for c in columns)))
     triggers = await _user_triggers_off(conn, relid, rel)
-    async with _as_role(conn, owner):
+    async with as_role(conn, owner):
         await _copy(conn, o, rel, later, aside, stable)
     await _user_triggers_on(conn, rel, triggers)
     for view in deps["views"]:  # same OID, now over the new columns
@@ -211,38 +212,6 @@ async def _capture_off(conn: Any, relid: int, rel: Any) -> list[str]:
 async def _capture_on(conn: Any, rel: Any, names: list[str]) -> None:
     for name in names:
         await conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(rel, sql.Identifier(name)))
-
-
-async def _owner(conn: Any, relid: int) -> str | None:
-    """The table's owner, to act as; None when that is who runs the rollback already."""
-    cur = await conn.execute(
-        "SELECT c.relowner::regrole::text, c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),"
-        " pg_has_role(c.relowner, CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'SET'"
-        " ELSE 'MEMBER' END) FROM pg_class c WHERE c.oid = %s", (relid,))
-    owner, same, can = await cur.fetchone()
-    if same:
-        return None
-    if not can:
-        raise common.rollback_failed(f"sqlgate cannot act as {owner}, the owner of the table, to re-create its"
-                                     " columns with the owner's rights; grant sqlgate's login that role")
-    return str(owner)
-
-
-class _as_role:
-    """SET LOCAL ROLE for the statements inside, back to the role before after them (an error aborts the
-    transaction or savepoint, which sets it back too)."""
-
-    def __init__(self, conn: Any, role: str | None) -> None:
-        self.conn, self.role, self.previous = conn, role, None
-
-    async def __aenter__(self) -> None:
-        if self.role:
-            self.previous = await _one(self.conn, "SELECT current_setting('role')", ())
-            await self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.SQL(self.role)))
-
-    async def __aexit__(self, kind: Any, error: Any, tb: Any) -> None:
-        if self.role and kind is None:
-            await self.conn.execute("SELECT set_config('role', %s, true)", (self.previous,))
 
 
 async def _user_triggers_off(conn: Any, relid: int, rel: Any) -> list[tuple[str, str]]:
@@ -380,7 +349,7 @@ async def _recreate_dependents(conn: Any, rel: Any, kept: dict[str, Any], relid:
                 sql.Identifier(i["schema"]), sql.Identifier(i["name"]), sql.Literal(i["comment"])))
     for c in kept["constraints"]:
         table = sql.SQL(await relname(conn, int(c["relid"])))
-        async with _as_role(conn, owner if c["type"] == "c" and int(c["relid"]) == relid else None):
+        async with as_role(conn, owner if c["type"] == "c" and int(c["relid"]) == relid else None):
             await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                 table, sql.Identifier(c["name"]), sql.SQL(c["def"])))
         if c["comment"] is not None:

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from branching import common
 from branching.pg_restore import relname
+from branching.pg_roles import as_role, table_owner
 
 # Every change to a captured table, one row per (statement, table, direction, row): `row` as jsonb, to
 # group and compare by value; `raw` as captured, to restore from (jsonb would rewrite a json column's text).
@@ -41,13 +42,25 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
         f" WHERE tbl = %s AND {filt} GROUP BY row HAVING sum(CASE op WHEN 'D' THEN 1 ELSE -1 END) <> 0",
         [tbl, *fargs])
     await conn.execute("ANALYZE sqlgate_delta")
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS sqlgate_pairs (old jsonb, new jsonb, old_raw json) ON COMMIT DROP")
+    owner = await table_owner(conn, tbl, strict=False)
+    if owner:
+        await conn.execute(sql.SQL("GRANT SELECT, INSERT, DELETE, TRUNCATE ON sqlgate_delta, sqlgate_pairs TO {}")
+                           .format(sql.SQL(owner)))
+    # What the undo writes may run the agent's own functions (generated columns, CHECKs, domain checks,
+    # ENABLE ALWAYS triggers): as the table's owner, never as sqlgate's login.
+    async with as_role(conn, owner):
+        await _apply(conn, tbl, rel, target, insertable, pk, mode, outcome, conflicts)
+
+
+async def _apply(conn: Any, tbl: int, rel: str, target: sql.Composable, insertable: list[str], pk: list[str],
+                 mode: str, outcome: common.RollbackOutcome, conflicts: list[dict[str, Any]]) -> None:
     if pk:
         # A row the undo changes back keeps its key: UPDATE it in place, so foreign keys that point at it
         # (and ON DELETE CASCADE children) are never disturbed.
         key_a = sql.SQL(", ").join(sql.SQL("a.row -> {}").format(sql.Literal(c)) for c in pk)
         key_b = sql.SQL(", ").join(sql.SQL("b.row -> {}").format(sql.Literal(c)) for c in pk)
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS sqlgate_pairs (old jsonb, new jsonb, old_raw json) ON COMMIT DROP")
         await conn.execute("TRUNCATE sqlgate_pairs")
         await conn.execute(sql.SQL(
             "INSERT INTO sqlgate_pairs SELECT a.row, b.row, a.raw FROM sqlgate_delta a JOIN sqlgate_delta b"

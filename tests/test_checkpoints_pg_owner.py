@@ -1,0 +1,30 @@
+"""A rollback writes rows back into an agent's table, and what that evaluates (a generated column,
+a CHECK) may call the agent's own functions: they run as the table's owner, never with the rights of
+sqlgate's login, so a rollback cannot read what the admin revoked from every agent."""
+
+from __future__ import annotations
+
+from tests.support.sqlgate_server import SqlgateServer
+from tests.test_checkpoints import fresh, ok, rollback, rows
+
+
+def test_a_row_rollback_runs_the_agents_functions_as_the_tables_owner(pg: SqlgateServer) -> None:
+    agent = pg.token("write", "owner-agent")["token"]
+    p = fresh("ow")
+    logins = [r["rolname"] for r in rows(pg, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlgate_%'")]
+    ok(pg.sql(f"CREATE TABLE {p}_secret (v text); INSERT INTO {p}_secret VALUES ('TOP-SECRET')"))
+    ok(pg.sql(f"REVOKE ALL ON {p}_secret FROM PUBLIC, " + ", ".join(logins)))
+    assert pg.sql(f"SELECT * FROM {p}_secret", token=agent).status_code == 400
+    for statement in (
+        f"CREATE FUNCTION {p}_steal() RETURNS text LANGUAGE sql STABLE AS"
+        f" $$ SELECT string_agg(v, ',') FROM public.{p}_secret $$",
+        f"CREATE FUNCTION {p}_g(a int) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN"
+        f" has_table_privilege('public.{p}_secret', 'SELECT') THEN public.{p}_steal() ELSE 'nothing' END $$",
+        f"CREATE TABLE {p} (id int PRIMARY KEY, a int, x text GENERATED ALWAYS AS (public.{p}_g(a)) STORED)",
+        f"INSERT INTO {p} (id, a) VALUES (1, 1), (2, 2)",
+    ):
+        ok(pg.sql(statement, token=agent))
+    for mode in ("statement", "all"):
+        answer = ok(pg.sql(f"DELETE FROM {p}", token=agent))
+        ok(rollback(pg, answer["checkpoint"]["id"], token=agent, mode=mode))
+        assert rows(pg, f"SELECT x FROM {p} ORDER BY id", token=agent) == [{"x": "nothing"}, {"x": "nothing"}]
