@@ -60,6 +60,19 @@ def conflicts_error(checkpoint_id: str, conflicts: list[dict[str, Any]]) -> erro
     return error
 
 
+def redo_unavailable(checkpoint_id: str, statements: list[str]) -> errors.SqlgateError:
+    """Undoing a rollback that brought objects back would have to run their statements again."""
+    again = "; ".join(statements) or "the statement it undid"
+    return errors.SqlgateError(
+        "branching.redo_unavailable", "0A000",
+        f"cannot undo rollback {checkpoint_id} here: it brought back what a statement had dropped or changed,"
+        " and undoing it means running that statement again, which this backend cannot do inside a rollback;"
+        " nothing was changed",
+        "Undoing a rollback of rows alone works; objects (tables, columns, definitions) need their statement.",
+        f"send the statement again (it takes a checkpoint of its own): {again}", status=409,
+    )
+
+
 def bad_mode(mode: object) -> errors.SqlgateError:
     return errors.bad_request(
         f"unknown rollback mode {mode!r}", 'mode is "all" (default) or "statement".',

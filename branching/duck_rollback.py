@@ -35,6 +35,8 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
         raise common.already_undone(cp_id, undone_by)
     tables = json.loads(tables)
     objects = json.loads(objects)
+    if kind == "rollback":
+        _refuse_redo(cur, cp_id)
     outcome = common.RollbackOutcome(cp_id, mode, dry_run, list(tables))
     touched = _keys(objects)
     later: Pieces = []
@@ -70,6 +72,16 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
                 [new_cp, *undone])
     outcome.new_checkpoint = None if dry_run else new_cp
     return outcome
+
+
+def _refuse_redo(cur: Cursor, rollback_id: str) -> None:
+    """A rollback that brought objects back is undone by running their statements again (as on
+    PostgreSQL); DuckDB's rollback cannot yet, so it says so rather than undo only the rows."""
+    again = cur.execute(
+        "SELECT coalesce(t.sql, c.id) FROM sqlgate.checkpoints c LEFT JOIN sqlgate.traces t ON t.id = c.trace_id"
+        " WHERE c.undone_by = ? AND c.kind NOT IN ('rows', 'rollback') ORDER BY c.seq", [rollback_id]).fetchall()
+    if again:
+        raise common.redo_unavailable(rollback_id, [r[0] for r in again])
 
 
 def _undo_rows(cur: Cursor, objects: list[dict[str, Any]], later: Pieces, touched: set[tuple[str, str]], mode: str,

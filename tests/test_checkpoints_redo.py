@@ -46,3 +46,24 @@ def test_undoing_a_rollback_runs_the_statement_again(pg: SqlgateServer, writer: 
     assert any("again" in o for o in redone["objects_restored"]), redone
     ok(rollback(sqlgate, redone["new_checkpoint"], token=writer))
     assert snapshot(sqlgate, p) == before, "and that undo is undoable in turn"
+
+
+def test_duckdb_says_when_undoing_a_rollback_needs_the_statement_again(duck: SqlgateServer) -> None:
+    """On DuckDB a rollback that brought objects back cannot yet be undone by running the statement
+    again: it answers so, with the statement to send, and changes nothing (never only the rows)."""
+    agent = duck.token("write", "redo-duck")["token"]
+    p = fresh("rdd")
+    make_tables(duck, p, agent)
+    answer = ok(duck.sql(f"ALTER TABLE {p}_c DROP COLUMN note", token=agent))
+    undone = ok(rollback(duck, answer["checkpoint"]["id"], token=agent))
+    restored = snapshot(duck, p)
+    r = rollback(duck, undone["new_checkpoint"], token=agent)
+    assert r.status_code == 409 and r.json()["reason"] == "branching.redo_unavailable", r.text
+    assert f"ALTER TABLE {p}_c DROP COLUMN note" in r.json()["next"]
+    assert snapshot(duck, p) == restored
+    # A rollback of rows alone is still undone as before.
+    rows_cp = ok(duck.sql(f"DELETE FROM {p}_c WHERE id < 5", token=agent))["checkpoint"]["id"]
+    after_delete = snapshot(duck, p)
+    undone = ok(rollback(duck, rows_cp, token=agent, mode="statement"))
+    ok(rollback(duck, undone["new_checkpoint"], token=agent, mode="statement"))
+    assert snapshot(duck, p) == after_delete
