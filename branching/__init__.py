@@ -34,17 +34,19 @@ SECURITY DEFINER, owned by the owner login):
   would drop outside it (found through pg_depend) is moved aside (views, sequences) or kept as a
   definition (foreign keys, checks, defaults, expression indexes); anything else is refused.
 - DROP COLUMN (any column, CASCADE too; pg_sql_column, pg_restore_column): runs as sent; before it
-  (ACCESS EXCLUSIVE first, so no write lands between the copy and the drop) the key (primary key, else ctid: DROP COLUMN moves no row) and that column's values are kept, with its
-  definition (type, collation, default, NOT NULL, identity, generated, storage, statistics, comment,
-  grants) and, found through pg_depend as CASCADE finds them, its indexes, constraints (foreign keys both
-  ways), triggers and views (over views too) as definitions; a sequence it owns is moved aside. Rollback
-  keeps the table's OID: it adds the column back and re-creates each later column after it (renamed
-  aside, added, all values in ONE UPDATE with capture and user triggers off, rows matched on their
-  positions copied into a column before any rewrite, as the table's owner (pg_roles), views re-pointed by CREATE OR REPLACE,
-  sequences re-owned, the aside columns dropped; their indexes, constraints, triggers re-created). Mode
-  'all' first undoes the rows written since (their shape lacks the column). Rows the kept values do not
-  cover (added since), a name taken since, and, without a primary key, any later row write or rewrite
-  are conflicts. Refused: policies, rules, materialized views, statistics objects or other columns on
+  (ACCESS EXCLUSIVE first, so no write lands between the copy and the drop) the key (primary key, else
+  ctid: DROP COLUMN moves no row) and that column's values are kept, with its definition (type,
+  collation, default, NOT NULL, identity, generated, storage, statistics, comment, grants) and, found
+  through pg_depend as CASCADE finds them, its indexes, constraints (foreign keys both ways), triggers
+  and views (over views too) as definitions; a sequence it owns is moved aside. Rollback keeps the
+  table's OID: it adds the column back and re-creates each later column after it (renamed aside, added,
+  all values in ONE UPDATE with capture and user triggers off, rows matched on their positions copied
+  into a column before any rewrite, as the table's owner (pg_roles), views re-pointed by CREATE OR
+  REPLACE, sequences re-owned, the aside columns dropped; their indexes, constraints, triggers
+  re-created). Mode 'all' first undoes the rows written since (their shape lacks the column). Rows the
+  kept values do not cover (added since), a name taken since, and, without a primary key, any later row
+  write or rewrite are conflicts. Refused: policies, rules, materialized views, statistics objects or
+  other columns on
   those columns, partitioned or inherited tables.
 - DROP/SET DEFAULT, DROP NOT NULL, DROP CONSTRAINT, RENAME (table, column), ALTER COLUMN TYPE: the
   table's definition by OID/attnum (+ key and values for a type change), and the table is captured from

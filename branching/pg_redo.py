@@ -11,6 +11,7 @@ from typing import Any
 
 from branching import common, pg_take
 from branching.checkpoint import CheckpointContext
+from branching.pg_roles import as_role, table_owner
 from proxy.statement import Part
 
 # Checkpoint kinds whose undo brought objects back; 'rows' and 'rollback' are reversed by rows alone.
@@ -35,10 +36,12 @@ async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContex
         part = classify(statement)
         ctx = context or CheckpointContext("sqlgate", None, "main", None)
         checkpoint = await pg_take.take(SimpleNamespace(conn=conn), part, ctx, retention_days)
-        if checkpoint.run is not None:
+        if checkpoint.run is not None:  # a drop: sqlgate moves the object aside, no agent expression runs
             await checkpoint.run(None, None)
-        else:
-            await conn.execute(part.sql)
+        else:  # an ALTER may evaluate the agent's expressions (USING, DEFAULT): as the table's owner
+            owner = await _owner_of(conn, part.targets[0].name) if part.targets else None
+            async with as_role(conn, owner):
+                await conn.execute(part.sql)
         done.append({"kind": "redo", "checkpoint": checkpoint.id,
                      "statement": f"{statement} (again, checkpoint {checkpoint.id})"})
     return done
@@ -54,3 +57,8 @@ async def with_redone(conn: Any, later: list[tuple[str, Any]]) -> list[tuple[str
     cur = await conn.execute("SELECT id, objects FROM sqlgate.checkpoints WHERE id = ANY(%s) AND undone_by IS NULL"
                              " ORDER BY mark DESC FOR UPDATE", (ids,))
     return [(r[0], r[1]) for r in await cur.fetchall()]
+
+
+async def _owner_of(conn: Any, name: str) -> str | None:
+    row = await (await conn.execute("SELECT to_regclass(%s)::oid", (name,))).fetchone()
+    return await table_owner(conn, int(row[0]), strict=False) if row and row[0] is not None else None

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from branching import common
+from branching.pg_roles import as_role, table_owner
 
 _NAME_TAKEN = "a relation with this name was created since"
 
@@ -174,9 +175,7 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
             await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}").format(
                 rel, col, sql.SQL(c["type"]), using))
             if kept:
-                match = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(k)) for k in o["pk"])
-                await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
-                    rel, col, col, sql.Identifier(o["trash"]), match))
+                await _put_back_values(conn, relid, rel, col, o)
         if default != c["default"]:
             if c["default"] is None:
                 await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(rel, col))
@@ -205,3 +204,24 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
 async def relname(conn: Any, oid: int) -> str:
     row = await (await conn.execute("SELECT %s::oid::regclass::text", (oid,))).fetchone()
     return str(row[0])
+
+
+async def _put_back_values(conn: Any, relid: int, rel: Any, col: Any, o: dict[str, Any]) -> None:
+    """The kept values of a column whose type changed, by key. Not captured: putting the type back is
+    the definition's undo, and undoing this rollback runs the ALTER again rather than reverse these
+    rows. As the table's owner: its CHECKs may call the agent's functions."""
+    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(k)) for k in o["pk"])
+    capture = [r[0] for r in await (await conn.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = %s AND tgname LIKE 'sqlgate\\_capture\\_%%'"
+        " AND tgenabled <> 'D'", (relid,))).fetchall()]
+    for name in capture:
+        await conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(rel, sql.Identifier(name)))
+    owner = await table_owner(conn, relid, strict=False)
+    if owner:
+        await conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}; GRANT SELECT ON {}.kept TO {}").format(
+            sql.Identifier(o["trash"]), sql.SQL(owner), sql.Identifier(o["trash"]), sql.SQL(owner)))
+    async with as_role(conn, owner):
+        await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
+            rel, col, col, sql.Identifier(o["trash"]), match))
+    for name in capture:
+        await conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(rel, sql.Identifier(name)))

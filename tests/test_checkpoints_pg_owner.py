@@ -28,3 +28,27 @@ def test_a_row_rollback_runs_the_agents_functions_as_the_tables_owner(pg: Sqlgat
         answer = ok(pg.sql(f"DELETE FROM {p}", token=agent))
         ok(rollback(pg, answer["checkpoint"]["id"], token=agent, mode=mode))
         assert rows(pg, f"SELECT x FROM {p} ORDER BY id", token=agent) == [{"x": "nothing"}, {"x": "nothing"}]
+
+
+def test_a_statement_run_again_by_undoing_a_rollback_runs_as_the_tables_owner(pg: SqlgateServer) -> None:
+    """Undoing the rollback of an ALTER ... TYPE ... USING runs it again: its USING expression may call
+    the agent's function, which must not get sqlgate's login's rights there either."""
+    agent = pg.token("write", "owner-agent-2")["token"]
+    p = fresh("ow")
+    logins = [r["rolname"] for r in rows(pg, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlgate_%'")]
+    ok(pg.sql(f"CREATE TABLE {p}_secret (v text); INSERT INTO {p}_secret VALUES ('TOP-SECRET')"))
+    ok(pg.sql(f"REVOKE ALL ON {p}_secret FROM PUBLIC, " + ", ".join(logins)))
+    for statement in (
+        f"CREATE FUNCTION {p}_steal() RETURNS text LANGUAGE sql STABLE AS"
+        f" $$ SELECT string_agg(v, ',') FROM public.{p}_secret $$",
+        f"CREATE FUNCTION {p}_g(a text) RETURNS varchar LANGUAGE sql STABLE AS $$ SELECT CASE WHEN"
+        f" has_table_privilege('public.{p}_secret', 'SELECT') THEN public.{p}_steal() ELSE 'nothing' END $$",
+        f"CREATE TABLE {p} (id int PRIMARY KEY, c text)",
+        f"INSERT INTO {p} VALUES (1, 'x')",
+    ):
+        ok(pg.sql(statement, token=agent))
+    answer = ok(pg.sql(f"ALTER TABLE {p} ALTER COLUMN c TYPE varchar USING public.{p}_g(c)", token=agent))
+    assert rows(pg, f"SELECT c FROM {p}", token=agent) == [{"c": "nothing"}]
+    undone = ok(rollback(pg, answer["checkpoint"]["id"], token=agent))
+    ok(rollback(pg, undone["new_checkpoint"], token=agent))
+    assert rows(pg, f"SELECT c FROM {p}", token=agent) == [{"c": "nothing"}]
