@@ -91,7 +91,7 @@ class Catalog:
     # --- the reads -----------------------------------------------------------------
 
     def table_row(self, cur: Cursor, schema: str | None, table: str,
-                  ddl: bool) -> tuple[str, int, int, str | None, int] | None:
+                  ddl: bool, watermark: bool = True) -> tuple[str, int, int, str | None, int] | None:
         """(schema, oid, watermark, DDL if asked for, index count) of the table, from one catalog read;
         None if there is none. `schema` None: the session's current schema. The watermark is the highest
         row id a row of the table has now: rows appended later get higher ones (estimated_size counts row
@@ -102,7 +102,9 @@ class Catalog:
             " AND database_name = current_database()", [schema, table]).fetchone()
         if row is None:
             return None
-        mark = highest_row_id(cur, row[0], table, int(row[2]) - 1 if row[2] is not None else -1)
+        mark = int(row[2]) - 1 if row[2] is not None else -1
+        if watermark:
+            mark = highest_row_id(cur, row[0], table, mark)
         return row[0], int(row[1]), mark, row[3], int(row[4] or 0)
 
     def mark(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, int, dict[str, int | None],
@@ -130,7 +132,7 @@ class Catalog:
     def for_drop(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, TableFacts] | None:
         """(schema, facts with indexes) of a table about to be dropped, None if there is none: one catalog
         read (its indexes, which include its keys', are read too when it has any and they are not cached)."""
-        row = self.table_row(cur, schema, table, ddl=True)
+        row = self.table_row(cur, schema, table, ddl=True, watermark=False)
         if row is None:
             return None
         schema, oid, _, ddl, index_count = row
