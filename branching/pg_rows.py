@@ -20,6 +20,10 @@ CHANGE_ROWS = ("(SELECT c.seq, c.cp, c.tbl, c.op, r.raw::jsonb AS row, r.raw FRO
                " CROSS JOIN LATERAL json_array_elements(c.rows) AS r(raw))")
 
 
+# The rows to remove, by value: a table row is matched as jsonb, whatever text a json column had.
+_REMOVED = sql.SQL("SELECT row, sum(n) AS n FROM sqlgate_delta WHERE n < 0 GROUP BY row")
+
+
 async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
                     outcome: common.RollbackOutcome, conflicts: list[dict[str, Any]]) -> None:
     """Reverse the net delta of the changes `filt` selects on table `tbl`; conflicts are appended, not raised."""
@@ -39,7 +43,8 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
     await conn.execute(
         f"INSERT INTO sqlgate_delta SELECT row, (array_agg(raw))[1], sum(CASE op WHEN 'D' THEN 1 ELSE -1 END)"
         f" FROM {CHANGE_ROWS} x"
-        f" WHERE tbl = %s AND {filt} GROUP BY row HAVING sum(CASE op WHEN 'D' THEN 1 ELSE -1 END) <> 0",
+        # By value and text: a json column whose text alone changed is put back as it was.
+        f" WHERE tbl = %s AND {filt} GROUP BY row, raw::text HAVING sum(CASE op WHEN 'D' THEN 1 ELSE -1 END) <> 0",
         [tbl, *fargs])
     await conn.execute("ANALYZE sqlgate_delta")
     await conn.execute(
@@ -97,12 +102,11 @@ async def _apply(conn: Any, tbl: int, rel: str, target: sql.Composable, insertab
         match = sql.SQL("to_jsonb(x.*) = d.row")
     found = sql.SQL(
         "SELECT x.ctid AS tid, d.row, -d.n AS want, row_number() OVER (PARTITION BY d.row ORDER BY x.ctid) AS k"
-        " FROM (SELECT row, n, {rec} AS r FROM sqlgate_delta d WHERE n < 0) d JOIN {t} x ON {match}"
-    ).format(rec=rec, t=target, match=match)
+        " FROM (SELECT row, n, {rec} AS r FROM ({removed}) d) d JOIN {t} x ON {match}"
+    ).format(rec=rec, removed=_REMOVED, t=target, match=match)
     cur = await conn.execute(sql.SQL(
-        "SELECT d.row, -d.n, (SELECT count(*) FROM ({found}) f WHERE f.row = d.row)"
-        " FROM sqlgate_delta d WHERE d.n < 0"
-    ).format(found=found))
+        "SELECT d.row, -d.n, (SELECT count(*) FROM ({found}) f WHERE f.row = d.row) FROM ({removed}) d"
+    ).format(found=found, removed=_REMOVED))
     for value, want, have in await cur.fetchall():
         if have < want:
             conflicts.append({"table": rel, "row": value, "conflict": "changed or deleted since the checkpoint"})

@@ -96,3 +96,12 @@ def test_json_text_comes_back_byte_for_byte(pg: SqlgateServer, agent: str) -> No
     answer = ok(pg.sql(f"""UPDATE {p}_t SET j = '{{"a":3}}'""", token=agent))
     ok(rollback(pg, answer["checkpoint"]["id"], token=agent))
     assert rows(pg, f"SELECT j::text AS j FROM {p}_t")[0]["j"] == '{"b" : 1,  "a":2}'
+    # An UPDATE that changes only the text (equal as jsonb) is undone too, keyed or not.
+    ok(pg.sql(f"CREATE TABLE {p}_n (j json)", token=agent))
+    ok(pg.sql(f"""INSERT INTO {p}_n VALUES ('{{"k":1,"k":2}}'), ('{{"k": 2}}')""", token=agent))
+    for table in (f"{p}_t", f"{p}_n"):
+        before = rows(pg, f"SELECT j::text AS j FROM {table} ORDER BY j::text")
+        answer = ok(pg.sql(f"""UPDATE {table} SET j = '{{"k":2, "b":1, "a":2}}'::jsonb::json""", token=agent))
+        ok(pg.sql(f"""UPDATE {table} SET j = j::jsonb::text::json""", token=agent))
+        ok(rollback(pg, answer["checkpoint"]["id"], token=agent))
+        assert rows(pg, f"SELECT j::text AS j FROM {table} ORDER BY j::text") == before
