@@ -60,14 +60,14 @@ def conflicts_error(checkpoint_id: str, conflicts: list[dict[str, Any]]) -> erro
     return error
 
 
-def redo_unavailable(checkpoint_id: str, statements: list[str]) -> errors.SqlgateError:
+def redo_unavailable(checkpoint_id: str, statements: list[str], why: str = "") -> errors.SqlgateError:
     """Undoing a rollback that brought objects back would have to run their statements again."""
     again = "; ".join(statements) or "the statement it undid"
+    why = why or "which this backend cannot do inside a rollback"
     return errors.SqlgateError(
         "branching.redo_unavailable", "0A000",
-        f"cannot undo rollback {checkpoint_id} here: it brought back what a statement had dropped or changed,"
-        " and undoing it means running that statement again, which this backend cannot do inside a rollback;"
-        " nothing was changed",
+        f"cannot undo rollback {checkpoint_id}: it brought back what a statement had dropped or changed,"
+        f" and undoing it means running that statement again, {why}; nothing was changed",
         "Undoing a rollback of rows alone works; objects (tables, columns, definitions) need their statement.",
         f"send the statement again (it takes a checkpoint of its own): {again}", status=409,
     )

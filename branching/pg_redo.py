@@ -34,6 +34,10 @@ async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContex
         if classify is None:
             raise common.rollback_failed("this server cannot classify statements to run them again")
         part = classify(statement)
+        if not await _names_the_same_objects(conn, cp_id, part):
+            raise common.redo_unavailable(rollback_id, [statement], why=(
+                f"its names no longer name the objects this rollback brought back (renamed or replaced since),"
+                f" so running {statement!r} again could touch something else"))
         ctx = context or CheckpointContext("sqlgate", None, "main", None)
         checkpoint = await pg_take.take(SimpleNamespace(conn=conn), part, ctx, retention_days)
         if checkpoint.run is not None:  # a drop: sqlgate moves the object aside, no agent expression runs
@@ -62,3 +66,36 @@ async def with_redone(conn: Any, later: list[tuple[str, Any]]) -> list[tuple[str
 async def _owner_of(conn: Any, name: str) -> str | None:
     row = await (await conn.execute("SELECT to_regclass(%s)::oid", (name,))).fetchone()
     return await table_owner(conn, int(row[0]), strict=False) if row and row[0] is not None else None
+
+
+async def _names_the_same_objects(conn: Any, cp_id: str, part: Part) -> bool:
+    """The statement runs again by name, on sqlgate's login: each name must still resolve to what the
+    checkpoint kept (the relation by OID; an index or view by its definition; a schema by its owner),
+    or an agent could rename its object and have another one of the same name dropped in its place."""
+    relids, objects = await (await conn.execute(
+        "SELECT relids, objects FROM sqlgate.checkpoints WHERE id = %s", (cp_id,))).fetchone()
+    by_def = {(o["schema"], o["name"]): o["def"] for o in objects if o.get("kind") in ("index", "viewdef")}
+    schemas = {o["name"]: o.get("owner") for o in objects if o.get("kind") == "schema"}
+    oids = {int(r) for r in relids} | {int(o["relid"]) for o in objects
+                                       if "relid" in o and o.get("kind") not in ("index", "viewdef")}
+    for target in part.targets:
+        if target.kind == "schema":
+            name = target.name.removesuffix(".*").strip('"')
+            row = await (await conn.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
+                                            (name,))).fetchone()
+            if row is None or name not in schemas or row[0] != schemas[name]:
+                return False
+            continue
+        row = await (await conn.execute(
+            "SELECT c.oid, n.nspname, c.relname, CASE c.relkind WHEN 'i' THEN pg_get_indexdef(c.oid)"
+            " WHEN 'v' THEN pg_get_viewdef(c.oid) END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.oid = to_regclass(%s)", (target.name,))).fetchone()
+        if row is None:
+            return False
+        oid, schema, name, definition = row
+        if (schema, name) in by_def:
+            if definition != by_def[(schema, name)]:
+                return False
+        elif int(oid) not in oids:
+            return False
+    return True

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import fresh, make_tables, ok, rollback, snapshot
+from tests.test_checkpoints import fresh, make_tables, ok, rollback, rows, snapshot
 
 # (name, statement, a later write to the table it changed, which mode 'all' undoes with it)
 STATEMENTS = [
@@ -67,3 +67,20 @@ def test_duckdb_says_when_undoing_a_rollback_needs_the_statement_again(duck: Sql
     undone = ok(rollback(duck, rows_cp, token=agent, mode="statement"))
     ok(rollback(duck, undone["new_checkpoint"], token=agent, mode="statement"))
     assert snapshot(duck, p) == after_delete
+
+
+def test_undoing_a_rollback_never_runs_its_statement_on_another_object_of_the_same_name(
+        pg: SqlgateServer, writer: str) -> None:
+    """The statement runs again by name on sqlgate's login: if the agent renamed its table away and
+    another one (here the admin's) took the name, the undo is refused and the other table stays."""
+    p = fresh("rdn")
+    ok(pg.sql(f"CREATE TABLE {p}_a (id int); INSERT INTO {p}_a VALUES (1)", token=writer))
+    dropped = ok(pg.sql(f"DROP TABLE {p}_a", token=writer))["checkpoint"]["id"]
+    undone = ok(rollback(pg, dropped, token=writer, mode="statement"))
+    ok(pg.sql(f"ALTER TABLE {p}_a RENAME TO {p}_mine", token=writer))
+    ok(pg.sql(f"CREATE TABLE {p}_a (id int, secret text); INSERT INTO {p}_a VALUES (7, 'admin data')"))
+    assert pg.sql(f"DROP TABLE {p}_a", token=writer).status_code in (400, 403)
+    r = rollback(pg, undone["new_checkpoint"], token=writer, mode="statement")
+    assert r.status_code == 409 and r.json()["reason"] == "branching.redo_unavailable", r.text
+    assert rows(pg, f"SELECT secret FROM {p}_a") == [{"secret": "admin data"}]
+    assert rows(pg, f"SELECT id FROM {p}_mine") == [{"id": 1}]
