@@ -47,6 +47,20 @@ def not_yours(checkpoint_id: str) -> errors.SqlgateError:
     )
 
 
+def others_later(checkpoint_id: str, others: list[str]) -> errors.SqlgateError:
+    """Mode 'all' would also undo checkpoints other tokens took after this one."""
+    error = errors.SqlgateError(
+        "branching.not_allowed", "42501",
+        f"rolling back checkpoint {checkpoint_id} in mode 'all' would also undo {len(others)} later"
+        f" checkpoint(s) another token took ({', '.join(others[:5])}); nothing was changed",
+        "A token may undo only its own statements; mode 'all' undoes every later change to the same tables.",
+        f'POST /rollback with {{"checkpoint": "{checkpoint_id}", "mode": "statement"}} to undo only your statement,'
+        " or ask an admin", status=403,
+    )
+    error.extra["checkpoints"] = others[:100]
+    return error
+
+
 def conflicts_error(checkpoint_id: str, conflicts: list[dict[str, Any]]) -> errors.SqlgateError:
     error = errors.SqlgateError(
         "branching.rollback_conflict", "40001",

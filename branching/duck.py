@@ -136,6 +136,8 @@ class DuckDBCheckpointer:
             # What it renames, creates or alters makes cached catalog facts stale as it does (rows alone
             # only create tables of fresh names in schema sqlgate), and again when its transaction ends.
             version = catalog.version()
+            # setval is not transactional: a dry run puts back by hand the values it set.
+            sequences = _sequence_values(cur) if dry_run else {}
             try:
                 cur.execute("BEGIN TRANSACTION")
                 try:
@@ -146,6 +148,8 @@ class DuckDBCheckpointer:
                     cur.execute("ROLLBACK")
                     raise
                 cur.execute("ROLLBACK" if dry_run else "COMMIT")
+                if dry_run:
+                    _set_back(cur, sequences)
                 return outcome
             finally:
                 if catalog.version() != version:
@@ -155,6 +159,19 @@ class DuckDBCheckpointer:
             return await self.backend.run_write(run)  # type: ignore[no-any-return]
         except duckdb.Error as exc:
             raise common.rollback_failed(str(exc).strip()) from exc
+
+
+def _sequence_values(cur: Cursor) -> dict[str, int]:
+    return {f"{q(schema)}.{q(name)}": int(value) for schema, name, value in cur.execute(
+        "SELECT schema_name, sequence_name, last_value FROM duckdb_sequences()"
+        " WHERE database_name = current_database() AND last_value IS NOT NULL").fetchall()}
+
+
+def _set_back(cur: Cursor, values: dict[str, int]) -> None:
+    now = _sequence_values(cur)
+    for name, value in values.items():
+        if now.get(name) != value:
+            cur.execute("SELECT setval(?, ?)", [name, value])
 
 
 def _plan(take: Take, tree: exp.Expression) -> tuple[str, Any]:

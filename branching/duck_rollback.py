@@ -48,6 +48,9 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
             if other_id == cp_id or _keys(objs) & touched:
                 later.append((other_id, objs, other_trace, int(other_seq)))
                 touched |= _keys(objs)
+        for other_id, _, _, _ in later:  # crossing a rollback that brought objects back would need a redo
+            if other_id != cp_id:
+                _refuse_redo(cur, other_id)
     else:
         later = [(cp_id, objects, trace_id, int(seq))]
     new_cp = new_id("cp")

@@ -99,3 +99,15 @@ async def _names_the_same_objects(conn: Any, cp_id: str, part: Part) -> bool:
         elif int(oid) not in oids:
             return False
     return True
+
+
+async def refuse_crossing(conn: Any, cp_id: str, later: list[str]) -> None:
+    cur = await conn.execute(
+        "SELECT r.id, coalesce(t.sql, c.id) FROM sqlgate.checkpoints r JOIN sqlgate.checkpoints c ON c.undone_by = r.id"
+        " LEFT JOIN sqlgate.traces t ON t.id = c.trace_id WHERE r.id = ANY(%s) AND r.id <> %s AND r.kind = 'rollback'"
+        " AND c.kind = ANY(%s) ORDER BY c.mark", (later, cp_id, list(_OBJECT_KINDS)))
+    found = await cur.fetchall()
+    if found:
+        raise common.redo_unavailable(found[0][0], [r[1] for r in found], why=(
+            f"which rolling back {cp_id} in mode 'all' would have to do in its middle: undo rollback"
+            f" {found[0][0]} first, then roll back {cp_id}"))

@@ -45,6 +45,9 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
         later = [(cp_id, objects)]
     # An undone rollback ran statements again: undoing that undo undoes them too (they came after it).
     later = await pg_redo.with_redone(conn, later) + later
+    # Crossing a later rollback that brought objects back would mean running their statements again
+    # in the middle of this one: refused, with the order that works.
+    await pg_redo.refuse_crossing(conn, cp_id, [c for c, _ in later])
     new_cp = new_id("cp")
     ctx = context
     # This rollback is a checkpoint of its own: its changes are captured under it, so it can be undone.
@@ -95,7 +98,8 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
             " coalesce(jsonb_object_agg(k, pg_sequence_last_value(k::oid)), '{}')"
             " FROM jsonb_object_keys(%s::jsonb) k WHERE to_regclass(k::oid::regclass::text) IS NOT NULL)"
             " WHERE id = %s", (json.dumps(seqs or {}), new_cp))
-        await _restore_sequences(conn, seqs or {})
+        if not dry_run:  # setval is not transactional: a dry run's ROLLBACK would not take it back
+            await _restore_sequences(conn, seqs or {})
     # 5. Bookkeeping: this rollback is a checkpoint of its own.
     undone = [c for c, _ in later]
     outcome.undone_checkpoints = undone

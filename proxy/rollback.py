@@ -38,6 +38,8 @@ async def perform_rollback(checkpointer: Any, traces: Any, identity: Identity, c
         raise common.not_found(cp_id)
     if identity.role is not Role.ADMIN and found["token_id"] != identity.token.id:
         raise common.not_yours(cp_id)
+    if identity.role is not Role.ADMIN and mode == "all" and not dry_run:
+        await _only_own_checkpoints(checkpointer, identity, cp_id)
     from_sql = trace is not None
     if trace is None:
         trace = Trace(request_id=new_id("rq"), actor=identity.actor, token_id=identity.token.id, branch=branch,
@@ -71,3 +73,16 @@ async def perform_rollback(checkpointer: Any, traces: Any, identity: Identity, c
     if dry_run and not from_sql:  # nothing committed: traced on its own
         traces.add(finish(outcome))
     return outcome
+
+
+async def _only_own_checkpoints(checkpointer: Any, identity: Identity, cp_id: str) -> None:
+    """Mode 'all' undoes later checkpoints on the same tables too: a token that is not admin may not undo
+    another token's (an admin's DROP COLUMN of PII, say). Planned by a dry run, which changes nothing."""
+    plan = await checkpointer.rollback(cp_id, "all", True, None, None)
+    others = []
+    for other in plan.undone_checkpoints:
+        found = await checkpointer.get(other)
+        if found is not None and found["token_id"] != identity.token.id:
+            others.append(other)
+    if others:
+        raise common.others_later(cp_id, others)

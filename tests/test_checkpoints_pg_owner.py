@@ -52,3 +52,22 @@ def test_a_statement_run_again_by_undoing_a_rollback_runs_as_the_tables_owner(pg
     undone = ok(rollback(pg, answer["checkpoint"]["id"], token=agent))
     ok(rollback(pg, undone["new_checkpoint"], token=agent))
     assert rows(pg, f"SELECT c FROM {p}", token=agent) == [{"c": "nothing"}]
+
+
+def test_mode_all_never_undoes_another_tokens_checkpoints_for_an_agent(sqlgate: SqlgateServer) -> None:
+    """An admin drops a column of personal data after an agent's UPDATE of the same table: the agent's
+    mode-'all' rollback of its UPDATE would bring the column back, so it is refused, nothing changed."""
+    agent = sqlgate.token("write", "owner-agent-3")["token"]
+    p = fresh("ow")
+    ok(sqlgate.sql(f"CREATE TABLE {p}_u (id int PRIMARY KEY, name text, ssn text)"))
+    ok(sqlgate.sql(f"INSERT INTO {p}_u VALUES (1, 'a', '111'), (2, 'b', '222')"))
+    mine = ok(sqlgate.sql(f"UPDATE {p}_u SET name = 'x' WHERE id = 1", token=agent))["checkpoint"]["id"]
+    ok(sqlgate.sql(f"ALTER TABLE {p}_u DROP COLUMN ssn"))
+    r = rollback(sqlgate, mine, token=agent)
+    assert r.status_code == 403 and r.json()["reason"] == "branching.not_allowed", r.text
+    assert rows(sqlgate, f"SELECT * FROM {p}_u ORDER BY id", token=agent) == [
+        {"id": 1, "name": "x"}, {"id": 2, "name": "b"}]
+    # An admin may: the column comes back with the agent's UPDATE undone.
+    ok(rollback(sqlgate, mine))
+    assert rows(sqlgate, f"SELECT * FROM {p}_u ORDER BY id") == [
+        {"id": 1, "name": "a", "ssn": "111"}, {"id": 2, "name": "b", "ssn": "222"}]

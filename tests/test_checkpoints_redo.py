@@ -84,3 +84,16 @@ def test_undoing_a_rollback_never_runs_its_statement_on_another_object_of_the_sa
     assert r.status_code == 409 and r.json()["reason"] == "branching.redo_unavailable", r.text
     assert rows(pg, f"SELECT secret FROM {p}_a") == [{"secret": "admin data"}]
     assert rows(pg, f"SELECT id FROM {p}_mine") == [{"id": 1}]
+
+
+def test_a_dry_run_leaves_sequences_alone(sqlgate: SqlgateServer) -> None:
+    """setval is not transactional on PostgreSQL: a dry run of mode 'all' must not call it (the dry run a
+    non-admin rollback plans with set sequences back, and the real rollback then kept the wrong value)."""
+    agent = sqlgate.token("write", "redo-dry")["token"]
+    p = fresh("rdy")
+    make_tables(sqlgate, p, agent)
+    answer = ok(sqlgate.sql(f"DELETE FROM {p}_t WHERE id < 3", token=agent))
+    ok(sqlgate.sql(f"INSERT INTO {p}_t (name, qty) VALUES ('later', 7)", token=agent))
+    before = snapshot(sqlgate, p)
+    ok(rollback(sqlgate, answer["checkpoint"]["id"], token=agent, dry_run=True))
+    assert snapshot(sqlgate, p) == before
