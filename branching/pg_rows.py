@@ -50,13 +50,25 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS sqlgate_pairs (old jsonb, new jsonb, old_raw json) ON COMMIT DROP")
     owner = await table_owner(conn, tbl, strict=False)
+    aside = None
     if owner:
         await conn.execute(sql.SQL("GRANT SELECT, INSERT, DELETE, TRUNCATE ON sqlgate_delta, sqlgate_pairs TO {}")
                            .format(sql.SQL(owner)))
+        # A table kept aside by a later DROP sits in a private schema its owner cannot enter: for this
+        # transaction only (GRANT and REVOKE are transactional, both happen before it commits).
+        aside = (await (await conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s"
+            " AND NOT has_schema_privilege(%s, n.oid, 'USAGE')", (tbl, owner))).fetchone())
+        if aside:
+            await conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(aside[0]),
+                                                                                 sql.SQL(owner)))
     # What the undo writes may run the agent's own functions (generated columns, CHECKs, domain checks,
     # ENABLE ALWAYS triggers): as the table's owner, never as sqlgate's login.
     async with as_role(conn, owner):
         await _apply(conn, tbl, rel, target, insertable, pk, mode, outcome, conflicts)
+    if owner and aside:
+        await conn.execute(sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(sql.Identifier(aside[0]),
+                                                                                sql.SQL(owner)))
 
 
 async def _apply(conn: Any, tbl: int, rel: str, target: sql.Composable, insertable: list[str], pk: list[str],

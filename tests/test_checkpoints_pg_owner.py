@@ -71,3 +71,20 @@ def test_mode_all_never_undoes_another_tokens_checkpoints_for_an_agent(sqlgate: 
     ok(rollback(sqlgate, mine))
     assert rows(sqlgate, f"SELECT * FROM {p}_u ORDER BY id") == [
         {"id": 1, "name": "a", "ssn": "111"}, {"id": 2, "name": "b", "ssn": "222"}]
+
+
+def test_row_undo_of_an_agents_table_kept_aside_by_a_later_drop(pg: SqlgateServer) -> None:
+    """Row undo runs as the table's owner; a table a later DROP kept aside sits in a private schema its
+    owner cannot enter: the rollback lets it in for its own transaction only, and succeeds."""
+    from tests.test_checkpoints import make_tables
+
+    agent = pg.token("write", "owner-agent-4")["token"]
+    p = fresh("ow")
+    make_tables(pg, p, agent)
+    deleted = ok(pg.sql(f"DELETE FROM {p}_c WHERE id < 4", token=agent))["checkpoint"]["id"]
+    ok(pg.sql(f"DROP TABLE {p}_c", token=agent))
+    undone = ok(rollback(pg, deleted, token=agent, mode="statement"))
+    assert undone["rows_restored"] == 3
+    aside = rows(pg, "SELECT count(*) AS n FROM pg_namespace n, pg_roles r WHERE n.nspname LIKE 'sqlgate\\_trash%'"
+                     " AND r.rolname LIKE 'sqlgate\\_%\\_ddl' AND has_schema_privilege(r.oid, n.oid, 'USAGE')")
+    assert aside == [{"n": "0"}], "the owner's way into the private schema must not outlive the rollback"
