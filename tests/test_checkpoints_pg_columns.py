@@ -371,16 +371,11 @@ def test_no_primary_key_and_a_later_generated_column(pg: SqlgateServer, agent: s
 def test_rollback_evaluates_expressions_with_the_table_owners_rights(pg: SqlgateServer, agent: str) -> None:
     """A generated column's function runs during the rollback with the rights of the table's owner, not
     sqlgate's: a table revoked from the agents stays unread."""
+    from tests.test_checkpoints_pg_owner import plant_secret
+
     p = fresh("col")
-    logins = [r["rolname"] for r in rows(pg, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlgate\\_%'")]
-    ok(pg.sql(f"CREATE TABLE {p}_secret (v text)"))
-    ok(pg.sql(f"INSERT INTO {p}_secret VALUES ('TOP-SECRET')"))
-    ok(pg.sql(f"REVOKE ALL ON {p}_secret FROM PUBLIC, " + ", ".join(logins)))
+    plant_secret(pg, agent, p)
     for statement in (
-        f"CREATE FUNCTION {p}_steal() RETURNS text LANGUAGE sql STABLE AS"
-        f" $$ SELECT string_agg(v, ',') FROM public.{p}_secret $$",
-        f"CREATE FUNCTION {p}_g(a int) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN"
-        f" has_table_privilege('public.{p}_secret', 'SELECT') THEN public.{p}_steal() ELSE 'nothing' END $$",
         f"CREATE TABLE {p}_t (id int PRIMARY KEY, b int, a int, x text GENERATED ALWAYS AS (public.{p}_g(a)) STORED,"
         f" CHECK (public.{p}_g(a) = 'nothing'))",
         f"INSERT INTO {p}_t VALUES (1, 1, 1), (2, 2, 2)",

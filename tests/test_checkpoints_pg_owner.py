@@ -8,18 +8,27 @@ from tests.support.sqlgate_server import SqlgateServer
 from tests.test_checkpoints import fresh, ok, rollback, rows
 
 
-def test_a_row_rollback_runs_the_agents_functions_as_the_tables_owner(pg: SqlgateServer) -> None:
-    agent = pg.token("write", "owner-agent")["token"]
-    p = fresh("ow")
-    logins = [r["rolname"] for r in rows(pg, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlgate_%'")]
+def plant_secret(pg: SqlgateServer, agent: str, p: str, arg: str = "int", result: str = "text") -> None:
+    """A table the admin revokes from every sqlgate login, and the agent's functions {p}_steal() (reads
+    it) and {p}_g(a) (reads it only where the caller may: 'nothing' otherwise)."""
+    logins = [r["rolname"] for r in rows(pg, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlgate\\_%'")]
     ok(pg.sql(f"CREATE TABLE {p}_secret (v text); INSERT INTO {p}_secret VALUES ('TOP-SECRET')"))
     ok(pg.sql(f"REVOKE ALL ON {p}_secret FROM PUBLIC, " + ", ".join(logins)))
     assert pg.sql(f"SELECT * FROM {p}_secret", token=agent).status_code == 400
     for statement in (
         f"CREATE FUNCTION {p}_steal() RETURNS text LANGUAGE sql STABLE AS"
         f" $$ SELECT string_agg(v, ',') FROM public.{p}_secret $$",
-        f"CREATE FUNCTION {p}_g(a int) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN"
+        f"CREATE FUNCTION {p}_g(a {arg}) RETURNS {result} LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN"
         f" has_table_privilege('public.{p}_secret', 'SELECT') THEN public.{p}_steal() ELSE 'nothing' END $$",
+    ):
+        ok(pg.sql(statement, token=agent))
+
+
+def test_a_row_rollback_runs_the_agents_functions_as_the_tables_owner(pg: SqlgateServer) -> None:
+    agent = pg.token("write", "owner-agent")["token"]
+    p = fresh("ow")
+    plant_secret(pg, agent, p)
+    for statement in (
         f"CREATE TABLE {p} (id int PRIMARY KEY, a int, x text GENERATED ALWAYS AS (public.{p}_g(a)) STORED)",
         f"INSERT INTO {p} (id, a) VALUES (1, 1), (2, 2)",
     ):
@@ -35,14 +44,8 @@ def test_a_statement_run_again_by_undoing_a_rollback_runs_as_the_tables_owner(pg
     the agent's function, which must not get sqlgate's login's rights there either."""
     agent = pg.token("write", "owner-agent-2")["token"]
     p = fresh("ow")
-    logins = [r["rolname"] for r in rows(pg, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlgate_%'")]
-    ok(pg.sql(f"CREATE TABLE {p}_secret (v text); INSERT INTO {p}_secret VALUES ('TOP-SECRET')"))
-    ok(pg.sql(f"REVOKE ALL ON {p}_secret FROM PUBLIC, " + ", ".join(logins)))
+    plant_secret(pg, agent, p, arg="text", result="varchar")
     for statement in (
-        f"CREATE FUNCTION {p}_steal() RETURNS text LANGUAGE sql STABLE AS"
-        f" $$ SELECT string_agg(v, ',') FROM public.{p}_secret $$",
-        f"CREATE FUNCTION {p}_g(a text) RETURNS varchar LANGUAGE sql STABLE AS $$ SELECT CASE WHEN"
-        f" has_table_privilege('public.{p}_secret', 'SELECT') THEN public.{p}_steal() ELSE 'nothing' END $$",
         f"CREATE TABLE {p} (id int PRIMARY KEY, c text)",
         f"INSERT INTO {p} VALUES (1, 'x')",
     ):
