@@ -48,9 +48,9 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
             if other_id == cp_id or _keys(objs) & touched:
                 later.append((other_id, objs, other_trace, int(other_seq)))
                 touched |= _keys(objs)
-        for other_id, _, _, _ in later:  # crossing a rollback that brought objects back would need a redo
-            if other_id != cp_id:
-                _refuse_redo(cur, other_id)
+        for other_id, _, _, _ in later:  # crossing a rollback that brought back what was dropped before
+            if other_id != cp_id:       # this checkpoint would need that statement run again in its middle
+                _refuse_redo(cur, other_id, before_seq=int(seq))
     else:
         later = [(cp_id, objects, trace_id, int(seq))]
     new_cp = new_id("cp")
@@ -77,12 +77,15 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
     return outcome
 
 
-def _refuse_redo(cur: Cursor, rollback_id: str) -> None:
+def _refuse_redo(cur: Cursor, rollback_id: str, before_seq: int | None = None) -> None:
     """A rollback that brought objects back is undone by running their statements again (as on
-    PostgreSQL); DuckDB's rollback cannot yet, so it says so rather than undo only the rows."""
+    PostgreSQL); DuckDB's rollback cannot yet, so it says so rather than undo only the rows.
+    `before_seq`: only statements older than that checkpoint count (what a mode-'all' rollback to it
+    crosses; newer ones it undoes anyway)."""
     again = cur.execute(
         "SELECT coalesce(t.sql, c.id) FROM sqlgate.checkpoints c LEFT JOIN sqlgate.traces t ON t.id = c.trace_id"
-        " WHERE c.undone_by = ? AND c.kind NOT IN ('rows', 'rollback') ORDER BY c.seq", [rollback_id]).fetchall()
+        " WHERE c.undone_by = ? AND c.kind NOT IN ('rows', 'rollback') AND c.seq < coalesce(?, c.seq + 1)"
+        " ORDER BY c.seq", [rollback_id, before_seq]).fetchall()
     if again:
         raise common.redo_unavailable(rollback_id, [r[0] for r in again])
 

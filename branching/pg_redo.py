@@ -101,11 +101,14 @@ async def _names_the_same_objects(conn: Any, cp_id: str, part: Part) -> bool:
     return True
 
 
-async def refuse_crossing(conn: Any, cp_id: str, later: list[str]) -> None:
+async def refuse_crossing(conn: Any, cp_id: str, mark: int, later: list[str]) -> None:
+    """A later rollback brought back what a statement older than `cp_id` dropped: going back to before
+    `cp_id` means dropping it again in the middle of this rollback. (What newer statements dropped, going
+    back undoes anyway.)"""
     cur = await conn.execute(
         "SELECT r.id, coalesce(t.sql, c.id) FROM sqlgate.checkpoints r JOIN sqlgate.checkpoints c ON c.undone_by = r.id"
         " LEFT JOIN sqlgate.traces t ON t.id = c.trace_id WHERE r.id = ANY(%s) AND r.id <> %s AND r.kind = 'rollback'"
-        " AND c.kind = ANY(%s) ORDER BY c.mark", (later, cp_id, list(_OBJECT_KINDS)))
+        " AND c.kind = ANY(%s) AND c.mark < %s ORDER BY c.mark", (later, cp_id, list(_OBJECT_KINDS), mark))
     found = await cur.fetchall()
     if found:
         raise common.redo_unavailable(found[0][0], [r[1] for r in found], why=(

@@ -47,7 +47,7 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
     later = await pg_redo.with_redone(conn, later) + later
     # Crossing a later rollback that brought objects back would mean running their statements again
     # in the middle of this one: refused, with the order that works.
-    await pg_redo.refuse_crossing(conn, cp_id, [c for c, _ in later])
+    await pg_redo.refuse_crossing(conn, cp_id, mark, [c for c, _ in later])
     new_cp = new_id("cp")
     ctx = context
     # This rollback is a checkpoint of its own: its changes are captured under it, so it can be undone.
