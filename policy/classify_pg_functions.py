@@ -65,6 +65,15 @@ def handle_create_function(acc, body, stmt, text, prepared):
         acc.raise_to(C.DANGEROUS, f"functions in language {lang} run code sqlgate cannot inspect")
 
 
+def _judge_body_statement(acc, inner) -> None:
+    if inner.klass >= C.DANGEROUS:
+        acc.raise_to(C.DANGEROUS, "the function body does something sqlgate denies: " + inner.reason)
+    elif inner.klass is C.DESTRUCTIVE_DDL:  # rows a function changes are captured by triggers; objects are not
+        acc.raise_to(C.DANGEROUS, f"the function body runs {inner.command or 'destructive DDL'}, which no "
+                                  "checkpoint covers when the function is called")
+    acc.meta = acc.meta or inner.meta
+
+
 def _check_sql_body(acc, src: str, prepared) -> None:
     try:
         tree = json.loads(pgparser.parse_sql_json(src))
@@ -72,10 +81,7 @@ def _check_sql_body(acc, src: str, prepared) -> None:
         acc.raise_to(C.DANGEROUS, "the function body does not parse")
         return
     for s in tree.get("stmts", ()):
-        inner = _classify_node(s["stmt"], src, {})
-        if inner.klass >= C.DANGEROUS:
-            acc.raise_to(C.DANGEROUS, "the function body does something sqlgate denies: " + inner.reason)
-        acc.meta = acc.meta or inner.meta
+        _judge_body_statement(acc, _classify_node(s["stmt"], src, {}))
 
 
 def _check_plpgsql(acc, text: str) -> None:
@@ -102,10 +108,7 @@ def _check_plpgsql(acc, text: str) -> None:
             except Exception:
                 continue  # PL/pgSQL fragments such as assignment targets
         for s in tree.get("stmts", ()):
-            inner = _classify_node(s["stmt"], q, {})
-            if inner.klass >= C.DANGEROUS:
-                acc.raise_to(C.DANGEROUS, "the function body does something sqlgate denies: " + inner.reason)
-            acc.meta = acc.meta or inner.meta
+            _judge_body_statement(acc, _classify_node(s["stmt"], q, {}))
 
 
 def handle_alter_function(acc, body, stmt, text, prepared):

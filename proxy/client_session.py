@@ -22,6 +22,7 @@ class ClientSession:
     pending: list[Trace] = field(default_factory=list)  # statements inside the open transaction
     savepoints: list[tuple[str, int]] = field(default_factory=list)  # name, len(pending) when taken
     active: Session | None = None  # the session holding the open transaction, if any
+    active_login: BackendRole | None = None  # the login `active` belongs to
 
     @property
     def in_transaction(self) -> bool:

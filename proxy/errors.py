@@ -243,6 +243,15 @@ def in_failed_transaction() -> SqlgateError:
     )
 
 
+def ddl_after_writes(command: str) -> SqlgateError:
+    return SqlgateError(
+        "sql.ddl_after_writes", "25001", f"{command} cannot run in this transaction: it has already written",
+        "A write token's DDL runs as sqlgate's ddl login, and a transaction is one connection: it moves "
+        "there only while it has done nothing but read.",
+        "ROLLBACK, then run the transaction again with its DDL first (or the DDL in a transaction of its own)",
+    )
+
+
 def prepared_multiple_statements() -> SqlgateError:
     return SqlgateError(
         "sql.prepared_multi", "42601", "cannot insert multiple commands into a prepared statement",

@@ -8,11 +8,11 @@ import time
 from typing import TYPE_CHECKING
 
 from proxy import errors
-from proxy.backends.base import BackendRole
+from proxy.backends.base import BackendRole, Session
 from proxy.client_session import ClientSession
 from proxy.statement import StatementClass
 from proxy.steps import Request, Step, runs_alone, savepoint_name
-from proxy.txcontrol import TxVerb, transaction_verb
+from proxy.txcontrol import TxVerb, begin_options, transaction_verb
 
 if TYPE_CHECKING:
     from proxy.pipeline import Pipeline
@@ -61,6 +61,8 @@ class LastingSessions:
             return
         session = client.active
         assert session is not None
+        if client.active_login is BackendRole.WRITE and self.login_for(request.identity, [step]) is BackendRole.DDL:
+            session = await self._move_to_ddl_login(client, step)
         started = time.perf_counter()
         try:
             await self._run_step(request, session, step)
@@ -70,6 +72,22 @@ class LastingSessions:
             client.pending.append(step.trace)  # the transaction is now aborted; ROLLBACK settles it
             raise
         client.pending.append(step.trace)
+
+    async def _move_to_ddl_login(self: Pipeline, client: ClientSession, step: Step) -> Session:
+        """A write token's DDL runs on the ddl login, and a transaction is one connection:
+        the transaction moves there while it has only read (under READ COMMITTED, each
+        statement takes a fresh snapshot anyway), as an HTTP request with DDL runs there whole."""
+        begin, *since = client.pending
+        isolation, _, _ = begin_options(begin.sql, self.backend.dialect)
+        if client.savepoints or any(t.klass != C.READ.label or t.outcome != "ok" for t in since) or (
+                since and isolation not in (None, "READ COMMITTED", "READ UNCOMMITTED")):
+            raise errors.ddl_after_writes(step.part.command or "DDL")
+        assert client.active is not None
+        await client.active.execute("ROLLBACK", None, "ROLLBACK")
+        session = await client.source.session_for(BackendRole.DDL)
+        await session.execute(begin.sql, None, "BEGIN")
+        client.active, client.active_login = session, BackendRole.DDL
+        return session
 
     async def _run_tx_control(self: Pipeline, step: Step, client: ClientSession, login: BackendRole) -> None:
         verb = transaction_verb(step.part.sql, self.backend.dialect)
@@ -87,7 +105,7 @@ class LastingSessions:
                 step.result = await session.commit_with_traces(traces, step.part.sql, step.part.command)
                 client.pending.clear()
                 client.savepoints.clear()
-                client.active = None
+                client.active = client.active_login = None
                 return
             step.result = await session.execute(step.part.sql, None, step.part.command)
         except errors.SqlgateError as error:
@@ -101,7 +119,7 @@ class LastingSessions:
             raise
         self._finish(step, started, "ok")
         if verb is TxVerb.BEGIN and not was_open:
-            client.active = session
+            client.active, client.active_login = session, client.active_login if client.active else login
             client.pending.append(step.trace)
         elif verb is TxVerb.ROLLBACK and was_open:
             self._settle(client, "rolled_back", step)
@@ -136,6 +154,6 @@ class LastingSessions:
         self.traces.add(client.pending)
         client.pending = []
         client.savepoints.clear()
-        client.active = None
+        client.active = client.active_login = None
 
 

@@ -150,6 +150,35 @@ class WireSession:
             self.inner.conn.interrupt()
 
 
+# What a client SET on one login's connection, the next login's connection takes over (and what
+# it RESET, it resets), so that `SET search_path` holds for the DDL a write token runs on the
+# ddl login as on a direct connection. Only settings the client changed are read: source 'session'.
+_SESSION_SETTINGS = "SELECT coalesce(jsonb_object_agg(name, current_setting(name)), '{}')::text FROM pg_settings " \
+    "WHERE source = 'session'"
+_TAKE_SETTINGS = """
+SELECT count(set_config(name, value, false)) FROM (
+    SELECT key AS name, value FROM jsonb_each_text(%(settings)s::jsonb)
+    UNION ALL
+    SELECT name, reset_val FROM pg_settings WHERE source = 'session' AND NOT %(settings)s::jsonb ? name
+) AS settings"""
+
+
+async def _carry_settings(source: WireSession, target: WireSession) -> None:
+    import psycopg
+
+    from proxy.db_errors import postgres_error
+
+    if source.in_transaction or target.in_transaction:
+        return  # only between transactions: inside one, every statement uses its connection
+    try:
+        cur = await source.inner.conn.execute(_SESSION_SETTINGS)
+        row = await cur.fetchone()
+        await target.inner.conn.execute(_TAKE_SETTINGS, {"settings": row[0] if row else "{}"}, prepare=False)
+    except psycopg.Error as exc:
+        raise postgres_error(exc) from exc
+    target.dirty = True
+
+
 _TX_TAGS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "END", "ROLLBACK", "ABORT"})
 
 
@@ -163,16 +192,22 @@ class WireSessions:
         self.copy_io = copy_io
         self.held: dict[BackendRole, WireSession] = {}
         self.client: Any = None  # the ClientSession, to know which session holds a transaction
+        self.last: WireSession | None = None  # the session the previous statement ran on
 
     async def session_for(self, login: BackendRole) -> Session:
         if self.branch != "main":
             raise errors.branch_not_found(self.branch)
+        if self.backend.dialect == "duckdb" and login is BackendRole.DDL:
+            login = BackendRole.WRITE  # no privileges to separate: one connection keeps SET and temp state whole
         session = self.held.get(login)
         if session is None:
             session = WireSession(await self._open(login), self.copy_io)
             self.held[login] = session
         elif session.read_only_duckdb and not session.client_tx:
             await session.fresh_snapshot()
+        last, self.last = self.last, session
+        if last is not None and last is not session and last.dirty and self.backend.dialect == "postgres":
+            await _carry_settings(last, session)
         return session  # type: ignore[return-value]
 
     async def _open(self, login: BackendRole) -> Any:
