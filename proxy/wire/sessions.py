@@ -238,6 +238,8 @@ class WireSessions:
             if inner.dirty or inner.in_transaction or session.busy or session is getattr(self.client, "active", None):
                 continue
             del self.held[login]
+            if self.last is session:
+                self.last = None
             await self.backend.pools[login].putconn(inner.conn)
 
     async def cancel(self) -> None:
@@ -248,7 +250,7 @@ class WireSessions:
                 pass
 
     async def close(self) -> None:
-        held, self.held = self.held, {}
+        held, self.held, self.last = self.held, {}, None
         for login, session in held.items():
             inner = session.inner
             if self.backend.dialect == "postgres":
