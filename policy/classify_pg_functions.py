@@ -93,7 +93,7 @@ def _check_plpgsql(acc, text: str) -> None:
     exprs = []
     for key, val in walk(fns):
         if key in ("PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors") or (
-            key == "PLpgSQL_stmt_open" and "dynquery" in val
+            key in ("PLpgSQL_stmt_open", "PLpgSQL_stmt_return_query") and "dynquery" in val
         ):
             acc.raise_to(C.DANGEROUS, "the function runs dynamic SQL (EXECUTE)")
             return

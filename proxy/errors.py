@@ -243,11 +243,11 @@ def in_failed_transaction() -> SqlgateError:
     )
 
 
-def ddl_after_writes(command: str) -> SqlgateError:
+def ddl_in_transaction(command: str, why: str) -> SqlgateError:
     return SqlgateError(
-        "sql.ddl_after_writes", "25001", f"{command} cannot run in this transaction: it has already written",
+        "sql.ddl_in_transaction", "25001", f"{command} cannot run in this transaction: {why}",
         "A write token's DDL runs as sqlgate's ddl login, and a transaction is one connection: it moves "
-        "there only while it has done nothing but read.",
+        "there only while moving loses nothing (plain reads under READ COMMITTED).",
         "ROLLBACK, then run the transaction again with its DDL first (or the DDL in a transaction of its own)",
     )
 

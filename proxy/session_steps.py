@@ -12,7 +12,7 @@ from proxy.backends.base import BackendRole, Session
 from proxy.client_session import ClientSession
 from proxy.statement import StatementClass
 from proxy.steps import Request, Step, runs_alone, savepoint_name
-from proxy.txcontrol import TxVerb, begin_options, transaction_verb
+from proxy.txcontrol import TxVerb, transaction_verb
 
 if TYPE_CHECKING:
     from proxy.pipeline import Pipeline
@@ -61,7 +61,8 @@ class LastingSessions:
             return
         session = client.active
         assert session is not None
-        if client.active_login is BackendRole.WRITE and self.login_for(request.identity, [step]) is BackendRole.DDL:
+        if (client.active_login is BackendRole.WRITE and self.backend.dialect == "postgres"
+                and self.login_for(request.identity, [step]) is BackendRole.DDL):
             session = await self._move_to_ddl_login(client, step)
         started = time.perf_counter()
         try:
@@ -74,15 +75,19 @@ class LastingSessions:
         client.pending.append(step.trace)
 
     async def _move_to_ddl_login(self: Pipeline, client: ClientSession, step: Step) -> Session:
-        """A write token's DDL runs on the ddl login, and a transaction is one connection:
-        the transaction moves there while it has only read (under READ COMMITTED, each
-        statement takes a fresh snapshot anyway), as an HTTP request with DDL runs there whole."""
-        begin, *since = client.pending
-        isolation, _, _ = begin_options(begin.sql, self.backend.dialect)
-        if client.savepoints or any(t.klass != C.READ.label or t.outcome != "ok" for t in since) or (
-                since and isolation not in (None, "READ COMMITTED", "READ UNCOMMITTED")):
-            raise errors.ddl_after_writes(step.part.command or "DDL")
+        """A write token's DDL runs on the ddl login, and a transaction is one connection: it
+        moves there (ROLLBACK on one, BEGIN on the other) only while that loses nothing, as
+        PostgreSQL itself reports: as an HTTP request with DDL runs there whole."""
+        from proxy.backends.postgres_logins import why_not_movable
+
         assert client.active is not None
+        begin, *since = client.pending
+        why = next((f"it ran {t.command or t.klass}" for t in since
+                    if (t.klass != C.READ.label and t.command != "SHOW") or t.outcome != "ok"), None)
+        why = why or ("it has savepoints" if client.savepoints else None)
+        why = why or await why_not_movable(client.active.conn)
+        if why:
+            raise errors.ddl_in_transaction(step.part.command or "DDL", why)
         await client.active.execute("ROLLBACK", None, "ROLLBACK")
         session = await client.source.session_for(BackendRole.DDL)
         await session.execute(begin.sql, None, "BEGIN")

@@ -1,7 +1,8 @@
 """A write token over the wire: its DDL runs as the ddl login and its DML as
 the write login, yet the session behaves as one direct connection: what it
 SET holds for both, and a transaction that reads and then runs DDL commits
-whole (a transaction that already wrote is refused clearly instead)."""
+whole. A transaction that moving would change (a write, a lock, a cursor, a
+snapshot, temporary tables) is refused clearly instead, and stays as it was."""
 
 from __future__ import annotations
 
@@ -77,14 +78,107 @@ def test_ddl_after_a_write_in_the_transaction_is_refused_clearly(wire_pg: Wire) 
         conn.execute("INSERT INTO wt_wrote VALUES (1)")
         with pytest.raises(psycopg.errors.ActiveSqlTransaction) as refused:
             conn.execute("CREATE TABLE wt_never (id int)")
+        assert "it ran INSERT" in str(refused.value)
         assert "ROLLBACK" in (refused.value.diag.message_hint or "")
         conn.execute("ROLLBACK")
         assert conn.execute("SELECT count(*) FROM wt_wrote").fetchone() == (0,)
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        conn.execute("SELECT count(*) FROM wt_wrote")  # the snapshot is taken: moving would lose it
-        with pytest.raises(psycopg.errors.ActiveSqlTransaction):
-            conn.execute("CREATE TABLE wt_never (id int)")
-        conn.execute("ROLLBACK")
-        assert _where(conn, "wt_never") == []
         conn.execute("CREATE TABLE wt_never (id int)")  # outside a transaction it runs
         assert _where(conn, "wt_never") == [("public",)]
+
+
+# What a move would lose, as PostgreSQL reports it (each was lost silently before).
+LOSSES = {
+    "snapshot": (["BEGIN ISOLATION LEVEL REPEATABLE READ", "SELECT count(*) FROM wl_t"], "holds a snapshot"),
+    "session_isolation": (["SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", "BEGIN",
+                           "SELECT count(*) FROM wl_t"], "holds a snapshot"),
+    "lock_table": (["BEGIN", "LOCK TABLE wl_t IN ACCESS EXCLUSIVE MODE"], "holds locks"),
+    "for_update": (["BEGIN", "SELECT * FROM wl_t FOR UPDATE"], "holds locks"),
+    "advisory": (["BEGIN", "SELECT pg_advisory_xact_lock(4242)"], "holds locks"),
+    "cursor": (["BEGIN", "DECLARE wl_c CURSOR FOR SELECT * FROM wl_t"], "open cursors"),
+    "temp": (["CREATE TEMP TABLE wl_tmp (id int)", "BEGIN"], "temporary tables"),
+    "set_local": (["BEGIN", "SET LOCAL work_mem = '8MB'"], "it ran SET"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOSSES))
+def test_a_move_that_would_lose_state_is_refused(wire_pg: Wire, case: str) -> None:
+    token = wire_pg.server.token("write", "wire-writer")["token"]
+    statements, reason = LOSSES[case]
+    with psycopg.connect(wire_pg.dsn(token), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS wl_t (id int)")
+        conn.execute("INSERT INTO wl_t VALUES (1)")
+        for sql in statements:
+            conn.execute(sql)
+        backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction) as refused:
+            conn.execute(f"CREATE TABLE wl_{case} (id int)")
+        assert reason in str(refused.value)
+        # Nothing moved: the transaction is still on the write login's connection, which PostgreSQL
+        # saw no error on (the client's transaction is aborted, as after any error).
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT pg_backend_pid()").fetchone() == backend_pid
+        assert _where(conn, f"wl_{case}") == []
+
+
+def test_moving_keeps_nothing_behind_and_reads_stay_plain(wire_pg: Wire) -> None:
+    """The plain reads before the DDL took only AccessShare locks: after the move no lock of the
+    transaction is left on the write login's connection (a writer is not blocked)."""
+    token = wire_pg.server.token("write", "wire-writer")["token"]
+    with psycopg.connect(wire_pg.dsn(token), autocommit=True) as conn, \
+            psycopg.connect(wire_pg.server.database, autocommit=True) as owner:
+        conn.execute("CREATE TABLE wm_t (id int)")
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM wm_t")
+        conn.execute("CREATE INDEX wm_i ON wm_t (id)")
+        owner.execute("SET lock_timeout = '2s'")
+        owner.execute("SELECT count(*) FROM wm_t")  # the index build's ShareLock lets reads through
+        conn.execute("COMMIT")
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'wm_i'").fetchone() == (1,)
+
+
+def test_settings_that_cannot_follow_do_not_break_the_session(wire_pg: Wire) -> None:
+    token = wire_pg.server.token("write", "wire-writer")["token"]
+    with psycopg.connect(wire_pg.dsn(token), autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA wf_s")
+        conn.execute("SET search_path = wf_s")
+        conn.execute("SET transaction_deferrable = on")  # settable only before a transaction's first query
+        conn.execute("SET app.tenant = 'alice'")  # a custom setting: pg_settings does not list it
+        conn.execute("CREATE TABLE wf_t AS SELECT current_setting('app.tenant') AS tenant")
+        assert _where(conn, "wf_t") == [("wf_s",)]
+        assert conn.execute("SELECT tenant FROM wf_t").fetchone() == ("alice",)
+        conn.execute("INSERT INTO wf_t VALUES (current_setting('app.tenant'))")
+        assert conn.execute("SELECT count(*) FROM wf_t WHERE tenant = 'alice'").fetchone() == (2,)
+
+
+def test_an_agent_catalog_lookalike_cannot_change_the_safeguards(wire_pg: Wire) -> None:
+    """The settings copy reads the catalog by qualified names, and never copies a safeguard: a view
+    named pg_settings in the agent's own schema, first on its search_path, changes nothing."""
+    token = wire_pg.server.token("write", "wire-writer")["token"]
+    with psycopg.connect(wire_pg.dsn(token), autocommit=True) as conn:
+        timeout = conn.execute("SELECT current_setting('statement_timeout')").fetchone()
+        user = conn.execute("SELECT current_user").fetchone()[0]
+        conn.execute("CREATE SCHEMA ev")
+        conn.execute("CREATE VIEW ev.pg_settings AS SELECT name, source, reset_val, setting "
+                     "FROM pg_catalog.pg_settings WHERE source = 'session' AND name <> 'statement_timeout' "
+                     f"UNION ALL SELECT 'statement_timeout', 'session', '0', '0' WHERE current_user = '{user}'")
+        conn.execute("SET search_path = ev, pg_catalog, public")
+        conn.execute("CREATE TABLE ev_t (id int)")  # to the ddl login's connection
+        conn.execute("INSERT INTO ev_t VALUES (1)")  # and back to the write login's
+        assert conn.execute("SELECT current_setting('statement_timeout')").fetchone() == timeout
+        assert timeout != ("0",)
+
+
+@pytest.mark.parametrize("wire", ["duckdb"], indirect=True)
+def test_duckdb_transactions_never_move(wire: Wire) -> None:
+    """DuckDB has one connection for both: a write then DDL runs, and the snapshot holds."""
+    token = wire.server.token("write", "wire-writer")["token"]
+    with psycopg.connect(wire.dsn(token), autocommit=True) as conn, \
+            psycopg.connect(wire.dsn(), autocommit=True) as other:
+        conn.execute("CREATE TABLE wd_t (id int)")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO wd_t VALUES (1)")
+        other.execute("INSERT INTO wd_t VALUES (2)")
+        conn.execute("CREATE TABLE wd_u (id int)")
+        assert conn.execute("SELECT count(*) FROM wd_t").fetchone() == (1,)  # its snapshot, and its write
+        conn.execute("COMMIT")
+        assert conn.execute("SELECT count(*) FROM wd_t").fetchone() == (2,)

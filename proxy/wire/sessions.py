@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from proxy import errors
 from proxy.backends.base import BackendRole, Session, TxOptions
+from proxy.backends.postgres_logins import custom_names
 from proxy.result import Field, Result, result_from_pgresult
 from proxy.trace import Trace
 
@@ -30,8 +31,9 @@ class CopyIO(Protocol):
 class WireSession:
     """A backend Session as the pipeline sees it, for one wire client."""
 
-    def __init__(self, inner: Any, copy_io: CopyIO | None) -> None:
+    def __init__(self, inner: Any, copy_io: CopyIO | None, custom_settings: set[str] | None = None) -> None:
         self.inner = inner
+        self.custom_settings = custom_settings  # where the custom settings the client names are noted
         self.dialect = inner.dialect
         self.copy_io = copy_io
         self.busy = False
@@ -67,6 +69,8 @@ class WireSession:
                 if self.dialect == "postgres":
                     return await self._copy_postgres(sql, params)
                 return await self._copy_duckdb(sql)
+            if self.custom_settings is not None and (command in ("SET", "RESET") or "set_config" in sql.lower()):
+                self.custom_settings |= custom_names(sql)
             return await self.inner.execute(sql, params, command)  # type: ignore[no-any-return]
         finally:
             self.busy = False
@@ -150,35 +154,6 @@ class WireSession:
             self.inner.conn.interrupt()
 
 
-# What a client SET on one login's connection, the next login's connection takes over (and what
-# it RESET, it resets), so that `SET search_path` holds for the DDL a write token runs on the
-# ddl login as on a direct connection. Only settings the client changed are read: source 'session'.
-_SESSION_SETTINGS = "SELECT coalesce(jsonb_object_agg(name, current_setting(name)), '{}')::text FROM pg_settings " \
-    "WHERE source = 'session'"
-_TAKE_SETTINGS = """
-SELECT count(set_config(name, value, false)) FROM (
-    SELECT key AS name, value FROM jsonb_each_text(%(settings)s::jsonb)
-    UNION ALL
-    SELECT name, reset_val FROM pg_settings WHERE source = 'session' AND NOT %(settings)s::jsonb ? name
-) AS settings"""
-
-
-async def _carry_settings(source: WireSession, target: WireSession) -> None:
-    import psycopg
-
-    from proxy.db_errors import postgres_error
-
-    if source.in_transaction or target.in_transaction:
-        return  # only between transactions: inside one, every statement uses its connection
-    try:
-        cur = await source.inner.conn.execute(_SESSION_SETTINGS)
-        row = await cur.fetchone()
-        await target.inner.conn.execute(_TAKE_SETTINGS, {"settings": row[0] if row else "{}"}, prepare=False)
-    except psycopg.Error as exc:
-        raise postgres_error(exc) from exc
-    target.dirty = True
-
-
 _TX_TAGS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "END", "ROLLBACK", "ABORT"})
 
 
@@ -193,6 +168,7 @@ class WireSessions:
         self.held: dict[BackendRole, WireSession] = {}
         self.client: Any = None  # the ClientSession, to know which session holds a transaction
         self.last: WireSession | None = None  # the session the previous statement ran on
+        self.custom_settings: set[str] = set()  # app.tenant...: names pg_settings does not list
 
     async def session_for(self, login: BackendRole) -> Session:
         if self.branch != "main":
@@ -201,14 +177,32 @@ class WireSessions:
             login = BackendRole.WRITE  # no privileges to separate: one connection keeps SET and temp state whole
         session = self.held.get(login)
         if session is None:
-            session = WireSession(await self._open(login), self.copy_io)
+            session = WireSession(await self._open(login), self.copy_io,
+                                  self.custom_settings if self.backend.dialect == "postgres" else None)
             self.held[login] = session
         elif session.read_only_duckdb and not session.client_tx:
             await session.fresh_snapshot()
-        last, self.last = self.last, session
+        last = self.last
         if last is not None and last is not session and last.dirty and self.backend.dialect == "postgres":
-            await _carry_settings(last, session)
+            await self._carry_settings(last, session)
+        self.last = session
         return session  # type: ignore[return-value]
+
+    async def _carry_settings(self, source: WireSession, target: WireSession) -> None:
+        """What the client SET on one login's connection holds on the next login's too (and what it
+        RESET is reset), so `SET search_path` governs a write token's DDL as on a direct connection."""
+        import psycopg
+
+        from proxy.backends.postgres_logins import carry_settings
+        from proxy.db_errors import postgres_error
+
+        if source.in_transaction or target.in_transaction:
+            return  # inside a transaction every statement uses its one connection
+        try:
+            await carry_settings(source.inner.conn, target.inner.conn, self.custom_settings)
+        except psycopg.Error as exc:
+            raise postgres_error(exc) from exc
+        target.dirty = True
 
     async def _open(self, login: BackendRole) -> Any:
         if self.backend.dialect == "postgres":
