@@ -62,10 +62,11 @@ SECURITY DEFINER, owned by the owner login):
 DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
 - DELETE: `CREATE TABLE sqlgate.cpd_.. AS WITH d AS (<DELETE> RETURNING rowid, *) SELECT * FROM d` (one
   pass). UPDATE: old rows by the statement's own FROM/WHERE (rowids, from the sqlglot tree), new rows
-  by RETURNING. TRUNCATE copies. The table's highest row id in use is the watermark (estimated_size - 1,
-  O(1), raised to any row id above it: a storage checkpoint that drops all-deleted row groups makes
-  estimated_size count fewer slots; vacuum is off, so DuckDB never renumbers rows): mode 'all' removes
-  rows with higher rowids and puts back the first kept version of
+  by RETURNING. TRUNCATE copies. The watermark is the table's highest live row id, kept with its live row
+  count (duck_rowids; vacuum is off, so DuckDB never renumbers rows, but a storage checkpoint gives back
+  the ids of all-deleted trailing row groups: when an id at or below the watermark may have gone to a row
+  added since, mode 'all' refuses with a 409): mode 'all' removes rows with higher rowids and puts back
+  the first kept version of
   every older row a later statement touched. Row ids across rebuilds (duck_moves): a rollback that builds a
   table again (DROP COLUMN not last, a table copied back by DROP TABLE / DROP SCHEMA; copies keep row ids)
   copies rows in row-id order (dense new ids at commit) and records (new, old) as a "moves" object of its

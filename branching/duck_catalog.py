@@ -9,9 +9,9 @@ full scan of the catalog (0.5-2 ms, growing with the number of tables), so:
   alone (DuckDB locks it), and every statement that is not a plain read or DML
   bumps that version when it runs and again when its transaction ends
   (proxy.backends.duckdb), as do sqlgate's own DDL (checkpoints, rollback, purge);
-- what DML changes (the watermark: estimated_size, the table's row-slot count;
-  sequences' last values) is read every time, in the one catalog read a row
-  checkpoint makes.
+- what DML changes (the watermark, found from estimated_size, the table's
+  row-slot count, with the live row count: duck_rowids; sequences' last
+  values) is read every time, in the one catalog read a row checkpoint makes.
 A backend without `catalog_version` gets no caching."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+
+from branching.duck_rowids import live_mark
 
 Cursor = duckdb.DuckDBPyConnection
 
@@ -91,11 +93,11 @@ class Catalog:
     # --- the reads -----------------------------------------------------------------
 
     def table_row(self, cur: Cursor, schema: str | None, table: str,
-                  ddl: bool, watermark: bool = True) -> tuple[str, int, int, str | None, int] | None:
-        """(schema, oid, watermark, DDL if asked for, index count) of the table, from one catalog read;
-        None if there is none. `schema` None: the session's current schema. The watermark is the highest
-        row id a row of the table has now: rows appended later get higher ones (estimated_size counts row
-        slots, deleted ones too, so this is O(1) in the table's rows)."""
+                  ddl: bool, watermark: bool = True) -> tuple[str, int, int, str | None, int, int | None] | None:
+        """(schema, oid, watermark, DDL if asked for, index count, live rows) of the table, from one catalog
+        read; None if there is none. `schema` None: the session's current schema. The watermark is the
+        highest live row id and comes with the live row count (duck_rowids); not asked for: the slot
+        count - 1 (estimated_size counts deleted rows too) and no count."""
         row = cur.execute(
             f"SELECT schema_name, table_oid, estimated_size, {'sql' if ddl else 'NULL'}, index_count"
             " FROM duckdb_tables() WHERE schema_name = coalesce(?, current_schema()) AND table_name = ?"
@@ -103,19 +105,20 @@ class Catalog:
         if row is None:
             return None
         mark = int(row[2]) - 1 if row[2] is not None else -1
+        live = None
         if watermark:
-            mark = highest_row_id(cur, row[0], table, mark)
-        return row[0], int(row[1]), mark, row[3], int(row[4] or 0)
+            mark, live = live_mark(cur, _ref(row[0], table), mark)
+        return row[0], int(row[1]), mark, row[3], int(row[4] or 0), live
 
-    def mark(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, int, dict[str, int | None],
+    def mark(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, int, int, dict[str, int | None],
                                                                           dict[str, str]]:
-        """(schema, watermark, last value of each sequence the table's defaults draw from, and the DDL of
-        those never used yet): one catalog read when the table's DDL is cached and its defaults use no
-        sequence."""
+        """(schema, watermark, live rows, last value of each sequence the table's defaults draw from, and the
+        DDL of those never used yet): one catalog read (plus duck_rowids' one) when the table's DDL is cached
+        and its defaults use no sequence."""
         row = self.table_row(cur, schema, table, ddl=False)
         if row is None:  # the statement itself reports the missing table
-            return schema or str(cur.execute("SELECT current_schema()").fetchone()[0]), -1, {}, {}  # type: ignore[index]
-        schema, oid, mark, _, _ = row
+            return schema or str(cur.execute("SELECT current_schema()").fetchone()[0]), -1, 0, {}, {}  # type: ignore[index]
+        schema, oid, mark, _, _, live = row
         facts = self._facts_of(cur, schema, table, oid)
         values: dict[str, int | None] = {}
         fresh: dict[str, str] = {}
@@ -127,7 +130,7 @@ class Catalog:
                 values[name] = last_value
                 if last_value is None:
                     fresh[name] = sql
-        return schema, mark, values, fresh
+        return schema, mark, int(live or 0), values, fresh
 
     def for_drop(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, TableFacts] | None:
         """(schema, facts with indexes) of a table about to be dropped, None if there is none: one catalog
@@ -135,7 +138,7 @@ class Catalog:
         row = self.table_row(cur, schema, table, ddl=True, watermark=False)
         if row is None:
             return None
-        schema, oid, _, ddl, index_count = row
+        schema, oid, _, ddl, index_count, _ = row
         facts = self._facts_of(cur, schema, table, oid, ddl)
         if facts.indexes is None:
             indexes: tuple[tuple[str, str], ...] = ()
@@ -165,10 +168,5 @@ def catalog_of(backend: Any) -> Catalog:
     return found
 
 
-def highest_row_id(cur: Cursor, schema: str, table: str, slots_mark: int) -> int:
-    """estimated_size - 1 is the highest row id in use, unless a storage checkpoint dropped row groups
-    whose rows were all deleted: it then counts fewer slots than the ids in use. Rows above it are
-    looked for by row id, which DuckDB answers from row-group bounds (O(1) when there are none)."""
-    ref = '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
-    above = cur.execute(f"SELECT max(rowid) FROM {ref} WHERE rowid > ?", [slots_mark]).fetchone()
-    return int(above[0]) if above is not None and above[0] is not None else slots_mark
+def _ref(schema: str, table: str) -> str:
+    return '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'

@@ -43,12 +43,12 @@ def rowid_select(tree: exp.Expression) -> str:
 
 def rows_object(cur: Cursor, catalog: Catalog, schema: str | None, table: str, old: str,
                 new: str | None = None) -> dict[str, Any]:
-    """A kept-rows object, with the table's watermark taken now (before the statement) and the values of
-    the sequences its defaults draw from (the definitions of those never used yet). `schema` None: the
-    current one, resolved by the same catalog read."""
-    schema, mark, sequences, fresh = catalog.mark(cur, schema, table)
+    """A kept-rows object, with the table's watermark and live row count taken now (before the statement;
+    duck_rowids) and the values of the sequences its defaults draw from (the definitions of those never
+    used yet). `schema` None: the current one, resolved by the same catalog read."""
+    schema, mark, live, sequences, fresh = catalog.mark(cur, schema, table)
     obj: dict[str, Any] = {"kind": "rows", "schema": schema, "name": table, "old": old, "new": new, "watermark": mark,
-           "sequences": sequences}
+           "live_rows": live, "sequences": sequences}
     if fresh:
         obj["fresh_sequences"] = fresh
     return obj

@@ -1,5 +1,5 @@
 """What every DuckDB checkpoint module shares: the metadata schema, name
-quoting, catalog look-ups, the row-slot watermark, and `Take` (one
+quoting, catalog look-ups, the watermark, and `Take` (one
 checkpoint being taken: its id, who for, and how it is recorded)."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import duckdb
 from sqlglot import exp
 
 from branching.checkpoint import CheckpointContext
-from branching.duck_catalog import Catalog, highest_row_id, sequences_used
+from branching.duck_catalog import Catalog, sequences_used
+from branching.duck_rowids import live_mark
 from proxy.db_errors import database_error
 from proxy.result import Result
 from proxy.statement import Part
@@ -119,13 +120,18 @@ def recreate_sequence(cur: Cursor, name: str, sql: str, catalog: Catalog | None 
 
 
 def watermark(cur: Cursor, schema: str, table: str) -> int:
-    """The highest row id a row of the table has now (rows appended later get higher ones; DuckDB's
-    estimated_size counts row slots, deleted ones too, so this is O(1), not a scan)."""
+    """The highest live row id of the table now: rows added later get higher ids, unless DuckDB gives
+    ids back (duck_rowids)."""
+    return live_marks(cur, schema, table)[0]
+
+
+def live_marks(cur: Cursor, schema: str, table: str) -> tuple[int, int]:
+    """(highest live row id, live rows) of the table now (duck_rowids; -1, 0 if it has none)."""
     row = cur.execute("SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
                       " AND database_name = current_database()", [schema, table]).fetchone()
     if row is None or row[0] is None:
-        return -1
-    return highest_row_id(cur, schema, table, int(row[0]) - 1)
+        return -1, 0
+    return live_mark(cur, f"{q(schema)}.{q(table)}", int(row[0]) - 1)
 
 
 def record(cur: Cursor, retention_days: float, cp_id: str, context: CheckpointContext | None, kind: str,

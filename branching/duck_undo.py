@@ -11,7 +11,8 @@ import duckdb
 from branching import common
 from branching.duck_catalog import Catalog
 from branching.duck_moves import Moves, Space
-from branching.duck_sql import ROWID, Cursor, columns, count, q, restore_sequences, watermark
+from branching.duck_rowids import check_untouched
+from branching.duck_sql import ROWID, Cursor, columns, count, live_marks, q, restore_sequences
 
 
 def undo_statement(cur: Cursor, o: dict[str, Any], new_cp: str, n: int, outcome: common.RollbackOutcome,
@@ -26,7 +27,7 @@ def undo_statement(cur: Cursor, o: dict[str, Any], new_cp: str, n: int, outcome:
     match = " AND ".join(f"x.{q(c)} IS NOT DISTINCT FROM g.{q(c)}" for c in cols)
     removed_old = f"sqlgate.{q(f'cpd_{new_cp}_{n}')}"
     added_new = f"sqlgate.{q(f'cpi_{new_cp}_{n}')}"
-    now_mark = watermark(cur, o["schema"], o["name"])
+    now_mark, now_live = live_marks(cur, o["schema"], o["name"])
     victims = "SELECT NULL::BIGINT AS rid WHERE false"
     if o.get("new"):
         groups = f"(SELECT {collist}, count(*) AS __n FROM {o['new']} GROUP BY ALL)"
@@ -56,14 +57,15 @@ def undo_statement(cur: Cursor, o: dict[str, Any], new_cp: str, n: int, outcome:
                           "conflict": f"a restored row collides with a later change: {str(exc).splitlines()[0]}"})
         raise common.conflicts_error(outcome.checkpoint, conflicts) from None
     return {"kind": "rows", "schema": o["schema"], "name": o["name"], "old": removed_old, "new": added_new,
-            "watermark": now_mark}
+            "watermark": now_mark, "live_rows": now_live}
 
 
 def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[str, Any]]], new_cp: str, n: int,
              outcome: common.RollbackOutcome, catalog: Catalog | None = None,
              moves: Moves | None = None) -> dict[str, Any]:
     """The table as it was at the first piece: rows present then and never touched since, plus the
-    first kept version of every row a later statement removed or changed (row ids ≤ the watermark).
+    first kept version of every row a later statement removed or changed (row ids ≤ the watermark), or
+    a 409 when ids at or below it may have gone to rows added since (duck_rowids).
     Row ids are mapped back into the first piece's space through every rebuild since (duck_moves);
     a piece kept before a DROP COLUMN this rollback undid takes that column's kept values."""
     moves = moves or Moves(new_cp)
@@ -97,7 +99,9 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
     olds = " UNION ALL ".join(selects)
     removed_old = f"sqlgate.{q(f'cpd_{new_cp}_{n}')}"
     added_new = f"sqlgate.{q(f'cpi_{new_cp}_{n}')}"
-    now_mark = space.mark(watermark(cur, schema, name))
+    now_mark, now_live = live_marks(cur, schema, name)
+    rebuilt_here = (schema, name) in moves.marks  # by this rollback: its count before that is not known
+    now_mark = space.mark(now_mark)
     cur.execute(f"CREATE TEMP TABLE __sqlgate_olds AS {olds}")
     try:
         if space.remapped():
@@ -107,6 +111,7 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
             cur.execute(f"CREATE TEMP TABLE __sqlgate_live AS SELECT rowid AS __live, rowid AS __k FROM {qualified}"
                         f" WHERE rowid > {mark} OR rowid IN (SELECT __k FROM __sqlgate_olds)")
             cur.execute("CREATE TEMP TABLE __sqlgate_before AS SELECT * FROM __sqlgate_live")
+        check_untouched(cur, outcome.checkpoint, table, pieces[0][1], space.remapped(), qualified)
         cur.execute(f"CREATE TABLE {removed_old} AS SELECT b.__k AS {ROWID}, t.* FROM {qualified} t"
                     " JOIN __sqlgate_live l ON l.__live = t.rowid JOIN __sqlgate_before b ON b.__live = t.rowid"
                     f" WHERE l.__k IS NULL OR l.__k > {mark} OR l.__k IN (SELECT __k FROM __sqlgate_olds)")
@@ -123,5 +128,8 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
     if restored:
         moves.reinserted.add((schema, name))
     restore_sequences(cur, pieces[0][1].get("sequences") or {}, pieces[0][1].get("fresh_sequences"), catalog)
-    return {"kind": "rows", "schema": schema, "name": name, "old": removed_old, "new": added_new,
-            "watermark": now_mark}
+    out = {"kind": "rows", "schema": schema, "name": name, "old": removed_old, "new": added_new,
+           "watermark": now_mark}
+    if not rebuilt_here:
+        out["live_rows"] = now_live
+    return out
