@@ -25,14 +25,14 @@ async def restore_relation(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) 
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", (int(o["relid"]),))).fetchone()
     if trash_rel is None:
         raise common.rollback_failed(f"the kept {o['schema']}.{o['name']} is gone")
-    await _check_name_free(conn, cp_id, mode, o)
+    await check_name_free(conn, cp_id, mode, o)
     verb = {"v": "VIEW", "S": "SEQUENCE"}.get(trash_rel[1], "TABLE")
     await conn.execute(sql.SQL("ALTER {} {} SET SCHEMA {}").format(
         sql.SQL(verb), sql.SQL(trash_rel[0]), sql.Identifier(o["schema"])))
     await conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(o["trash"])))
 
 
-async def _check_name_free(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
+async def check_name_free(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
     clash = await (await conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))",
                                       (o["schema"], o["name"]))).fetchone()
     if clash and clash[0] is not None:
@@ -225,3 +225,4 @@ async def _put_back_values(conn: Any, relid: int, rel: Any, col: Any, o: dict[st
             rel, col, col, sql.Identifier(o["trash"]), match))
     for name in capture:
         await conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(rel, sql.Identifier(name)))
+

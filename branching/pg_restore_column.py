@@ -29,7 +29,7 @@ from psycopg import sql
 from branching import common
 from branching.pg_restore import relname
 from branching.pg_roles import as_role, table_owner
-from branching.pg_rows import undo_rows
+from branching.pg_rows import NOT_DONE, done_table, undo_rows
 
 _LISTED = 20  # conflicting rows named in a conflict, at most
 
@@ -161,15 +161,16 @@ async def _row_problems(conn: Any, mode: str, o: dict[str, Any], relid: int, new
 async def _undo_later_rows(conn: Any, cp_id: str, o: dict[str, Any], relid: int, new_cp: str,
                            outcome: common.RollbackOutcome) -> None:
     """Mode 'all': the rows written after the DROP have the table's shape without the column, so they are
-    undone now, before it comes back; marked as this rollback's, so the row step does not see them again."""
-    filt, fargs = "seq > %s AND cp IS DISTINCT FROM %s", [int(o["mark"]), new_cp]
-    if not await _one(conn, f"SELECT 1 FROM sqlgate.changes WHERE tbl = %s AND {filt} LIMIT 1", [relid, *fargs]):
-        return
-    conflicts: list[dict[str, Any]] = []
-    await undo_rows(conn, relid, filt, fargs, "all", outcome, conflicts)
-    if conflicts:
-        raise common.conflicts_error(cp_id, conflicts)
-    await conn.execute(f"UPDATE sqlgate.changes SET cp = %s WHERE tbl = %s AND {filt}", [new_cp, relid, *fargs])
+    undone now, before it comes back; listed in sqlgate_done, so later steps do not undo them again. They
+    stay filed under their own checkpoints: only the undo's own changes are this rollback's."""
+    await done_table(conn)
+    filt, fargs = f"seq > %s AND cp IS DISTINCT FROM %s AND {NOT_DONE}", [int(o["mark"]), new_cp]
+    if await _one(conn, f"SELECT 1 FROM sqlgate.changes WHERE tbl = %s AND {filt} LIMIT 1", [relid, *fargs]):
+        conflicts: list[dict[str, Any]] = []
+        await undo_rows(conn, relid, filt, fargs, "all", outcome, conflicts)
+        if conflicts:
+            raise common.conflicts_error(cp_id, conflicts)
+    await conn.execute("INSERT INTO sqlgate_done VALUES (%s, %s)", (relid, int(o["mark"])))
 
 
 async def _name_problems(conn: Any, o: dict[str, Any], relid: int) -> list[dict[str, Any]]:

@@ -12,9 +12,9 @@ from typing import Any
 
 from psycopg import sql
 
-from branching import common, pg_redo, pg_restore, pg_restore_column
+from branching import common, pg_redo, pg_restore, pg_restore_column, pg_restore_definition
 from branching.checkpoint import CheckpointContext
-from branching.pg_rows import undo_rows
+from branching.pg_rows import NOT_DONE, done_table, undo_rows
 from proxy.statement import Part
 from proxy.trace import new_id
 
@@ -62,17 +62,18 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
     # 0. Undoing a rollback: the statements whose objects it brought back run again (oldest first),
     # each with a checkpoint of its own, before its row changes are reversed.
     redone: list[dict[str, Any]] = []
-    if kind == "rollback" and not dry_run:
+    if kind == "rollback":  # a dry run too: its row step needs the shapes the statements give (all rolled back)
         redone = await pg_redo.redo_statements(conn, cp_id, context, retention_days, classify)
         outcome.objects_restored += [r["statement"] for r in redone]
         await conn.execute("SELECT set_config('sqlgate.checkpoint', %s, true)", (new_cp,))
     # 1. Objects kept aside come back (latest first); definitions kept of other tables wait for step 3.
     deferred: list[dict[str, Any]] = []
     own_definitions: list[dict[str, Any]] = []
+    await done_table(conn)
     restored_objects = await _restore_objects(conn, cp_id, mode, later, outcome, deferred, own_definitions)
     # 2. Row deltas: the multiset difference the undone changes made, reversed.
     if mode == "all":
-        filt, fargs = ("tbl = ANY(%s::oid[]) AND seq > %s AND (cp IS DISTINCT FROM %s)",
+        filt, fargs = (f"tbl = ANY(%s::oid[]) AND seq > %s AND (cp IS DISTINCT FROM %s) AND {NOT_DONE}",
                        [sorted(relation_oids), mark, new_cp])
     else:
         filt, fargs = "cp = %s", [cp_id]
@@ -84,9 +85,13 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
         raise common.conflicts_error(cp_id, conflicts)
     # 2b. A table's own definitions (names, types, defaults, NOT NULL, constraints), once the rows written
     # under the changed definition are undone: those rows still fit it.
+    # Mode 'statement' reverts only what the statement changed, keeping later definition changes.
     for o in own_definitions:
         async with pg_restore.definition_conflicts(cp_id, mode):
-            await pg_restore.restore_definition(conn, o)
+            if mode == "statement":
+                await pg_restore_definition.undo_change(conn, cp_id, o)
+            else:
+                await pg_restore.restore_definition(conn, o)
     # 3. The foreign keys, checks, defaults and indexes CASCADE took from other tables, on their rows as
     # they now are: a later write that breaks one (mode 'statement' keeps it) is a conflict.
     await _reapply_definitions(conn, cp_id, mode, deferred)
@@ -165,7 +170,7 @@ async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[s
     `deferred`: it is re-applied once their rows are back (step 3); a table's own kept definitions go to
     `own_definitions` (step 2b)."""
     restored: list[dict[str, Any]] = []
-    for _, other_objects in later:
+    for other_id, other_objects in later:
         for o in reversed(other_objects):
             kind = o.get("kind")
             async with pg_restore.definition_conflicts(cp_id, mode):
@@ -174,7 +179,7 @@ async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[s
                     outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
                     restored.append(o)
                 elif kind == "definition":
-                    own_definitions.append(o)  # step 2b, after the rows
+                    own_definitions.append({**o, "cp": other_id})  # step 2b, after the rows
                     outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
                 elif kind in ("index", "viewdef"):
                     await pg_restore.restore_index_or_view(conn, cp_id, o)

@@ -20,6 +20,16 @@ CHANGE_ROWS = ("(SELECT c.seq, c.cp, c.tbl, c.op, r.raw::jsonb AS row, r.raw FRO
                " CROSS JOIN LATERAL json_array_elements(c.rows) AS r(raw))")
 
 
+# Mode 'all': changes a step already undid (a DROP COLUMN's restore undoes the rows written since, in the
+# table's shape then) are skipped by later steps; they stay filed under their own checkpoints.
+NOT_DONE = "NOT EXISTS (SELECT 1 FROM sqlgate_done WHERE done_tbl = tbl AND seq > done_after)"
+
+
+async def done_table(conn: Any) -> None:
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_done (done_tbl oid, done_after bigint)"
+                       " ON COMMIT DROP")
+
+
 # The rows to remove, by value: a table row is matched as jsonb, whatever text a json column had.
 _REMOVED = sql.SQL("SELECT row, sum(n) AS n FROM sqlgate_delta WHERE n < 0 GROUP BY row")
 

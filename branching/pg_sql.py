@@ -301,7 +301,10 @@ GRANT EXECUTE ON FUNCTION sqlgate.cp_drop(text, text[], regclass[], text, boolea
 DEFINITION_SQL = r"""
 -- ALTER TABLE that changes a definition (defaults, NOT NULL, constraints, names, a column's type): keep the
 -- table's definition by OID and attnum, which survive renames; for a type change keep the key and the values.
-CREATE OR REPLACE FUNCTION sqlgate.cp_keep_definition(p_id text, p_rel regclass, p_type_column text) RETURNS void
+-- p_change: what the statement changes (pg_take reads it from the parse tree), so mode 'statement' undoes only that.
+DROP FUNCTION IF EXISTS sqlgate.cp_keep_definition(text, regclass, text);
+CREATE OR REPLACE FUNCTION sqlgate.cp_keep_definition(p_id text, p_rel regclass, p_type_column text, p_change jsonb)
+RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE obj jsonb; pk text[]; trash text := format('sqlgate_trash_%s_1', p_id);
 BEGIN
@@ -309,7 +312,7 @@ BEGIN
         RAISE EXCEPTION 'must be owner of table %', p_rel USING ERRCODE = '42501';
     END IF;
     obj := jsonb_build_object(
-        'kind', 'definition', 'relid', p_rel::oid,
+        'kind', 'definition', 'relid', p_rel::oid, 'change', p_change,
         'schema', (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel),
         'name', (SELECT relname FROM pg_class WHERE oid = p_rel),
         'columns', (SELECT jsonb_agg(jsonb_build_object(
@@ -342,8 +345,8 @@ BEGIN
     END IF;
     UPDATE sqlgate.checkpoints SET objects = objects || jsonb_build_array(obj) WHERE id = p_id;
 END $$;
-REVOKE ALL ON FUNCTION sqlgate.cp_keep_definition(text, regclass, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sqlgate.cp_keep_definition(text, regclass, text) TO {roles};
+REVOKE ALL ON FUNCTION sqlgate.cp_keep_definition(text, regclass, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sqlgate.cp_keep_definition(text, regclass, text, jsonb) TO {roles};
 
 -- DROP INDEX and CREATE OR REPLACE VIEW: their definitions are enough.
 CREATE OR REPLACE FUNCTION sqlgate.cp_keep_relation_def(p_id text, p_rel regclass) RETURNS void

@@ -78,8 +78,8 @@ async def take(session: Any, part: Part, context: CheckpointContext, retention_d
         # The table is captured from here on: mode 'all' undoes the rows written under the new definition.
         await _record(session, (*base, "definition", names, names, days))
         type_column = _unquoted(single.column) if single.detail == "type" and single.column else None
-        await _call(session, "SELECT sqlgate.cp_keep_definition(%s, %s::regclass, %s)",
-                    (cp_id, names[0], type_column))
+        await _call(session, "SELECT sqlgate.cp_keep_definition(%s, %s::regclass, %s, %s::jsonb)",
+                    (cp_id, names[0], type_column, json.dumps(_definition_change(part.sql))))
         return Checkpoint(cp_id, tuple(names), "definition")
     if ((actions == {"drop"} and all(t.kind == "index" for t in targets))
             or (single is not None and single.kind == "view" and single.action == "replace")):
@@ -100,6 +100,29 @@ def _drop_column_behavior(text: str) -> tuple[bool, bool]:
         if cmd.get("subtype") == "AT_DropColumn":
             return cmd.get("behavior") == "DROP_CASCADE", bool(cmd.get("missing_ok"))
     return False, False
+
+
+_CHANGES = {"AT_ColumnDefault": "default", "AT_DropNotNull": "notnull", "AT_DropConstraint": "constraint",
+            "AT_AlterColumnType": "type"}
+_RENAMES = {"OBJECT_COLUMN": "column", "OBJECT_TABLE": "table", "OBJECT_TABCONSTRAINT": "constraint_name"}
+
+
+def _definition_change(text: str) -> dict[str, Any]:
+    """What one definition change changes (mode 'statement' undoes only that), from PostgreSQL's parse
+    tree: {"what": default | notnull | constraint | type | column | table | constraint_name | other,
+    "name": the column or constraint as named before, "to": a rename's new name}."""
+    stmts = json.loads(pgparser.parse_sql_json(text)).get("stmts") or [{}]
+    stmt = stmts[0].get("stmt") or {}
+    if "RenameStmt" in stmt:
+        r = stmt["RenameStmt"]
+        return {"what": _RENAMES.get(str(r.get("renameType")), "other"), "name": r.get("subname"),
+                "to": r.get("newname")}
+    cmds: list[dict[str, Any]] = (stmt.get("AlterTableStmt") or {}).get("cmds") or []
+    cmd: dict[str, Any] = (cmds[0].get("AlterTableCmd") or {}) if len(cmds) == 1 else {}
+    what = _CHANGES.get(str(cmd.get("subtype")), "other")
+    if what == "default" and cmd.get("def"):  # SET DEFAULT is not kept as a definition change
+        what = "other"
+    return {"what": what, "name": cmd.get("name")}
 
 
 def _unquoted(column: str) -> str:

@@ -1,0 +1,211 @@
+"""Mode 'statement' of a definition change: only what that statement changed
+(its checkpoint keeps it, read from the parse tree) is reverted; later
+definition changes stay. Where a later change touched the same thing, or a
+row written since cannot take the old type exactly, a conflict: nothing
+changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from branching import common
+from branching.pg_restore import check_name_free, relname
+from branching.pg_roles import as_role, table_owner
+
+_LISTED = 20  # rows named in a conflict, at most
+
+
+async def undo_change(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
+    """Revert only what the statement changed (o['change'], from its parse tree), not the whole kept
+    definition: later definition changes stay. Where a later change touched the same thing, a conflict,
+    nothing changed."""
+    relid = int(o["relid"])
+    row = await (await conn.execute("SELECT relname FROM pg_class WHERE oid = %s", (relid,))).fetchone()
+    if row is None:
+        raise common.rollback_failed(f"table {o['schema']}.{o['name']} is gone")
+    table = await relname(conn, relid)
+    rel = sql.SQL(table)
+    change = o.get("change") or {"what": "other"}
+    what, name = change["what"], str(change.get("name"))
+
+    def conflict(why: str, **at: Any) -> Exception:
+        return common.conflicts_error(cp_id, [{"table": table, **at, "conflict": why}])
+
+    if what == "table":
+        if row[0] != o["name"]:
+            if row[0] != change["to"]:
+                raise conflict("the table was renamed again since")
+            await check_name_free(conn, cp_id, "statement", o)
+            await conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(rel, sql.Identifier(o["name"])))
+    elif what in ("constraint", "constraint_name"):
+        cur = await conn.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s",
+                                 (relid,))
+        present = dict(await cur.fetchall())
+        kept = next((c for c in o["constraints"] if c["name"] == name), None)
+        if what == "constraint_name" and name not in present:
+            if change["to"] not in present:
+                raise conflict("the constraint was renamed again or dropped since", constraint=name)
+            await conn.execute(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                rel, sql.Identifier(change["to"]), sql.Identifier(name)))
+        elif what == "constraint" and kept is not None:
+            if name in present and present[name] != kept["def"]:
+                raise conflict("a constraint with this name was added since", constraint=name)
+            if name not in present:
+                await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    rel, sql.Identifier(name), sql.SQL(kept["def"])))
+    elif what in ("default", "notnull", "type", "column"):
+        c = next((c for c in o["columns"] if c["name"] == name), None)
+        if c is not None:
+            await _undo_column_change(conn, cp_id, o, c, what, change, rel, conflict)
+    else:
+        raise conflict("sqlgate cannot undo this change of the definition alone")
+    if o.get("trash"):
+        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(o["trash"])))
+
+
+async def _undo_column_change(conn: Any, cp_id: str, o: dict[str, Any], c: dict[str, Any], what: str,
+                              change: dict[str, Any], rel: Any, conflict: Any) -> None:
+    relid = int(o["relid"])
+    cur = await conn.execute(
+        "SELECT a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+        " (SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = a.attrelid AND adnum = a.attnum)"
+        " FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped", (relid,))
+    now = {r[0]: r[1:] for r in await cur.fetchall()}
+    if c["attnum"] not in now:
+        raise conflict("the column was dropped since", column=c["name"])
+    name, type_, notnull, default = now[c["attnum"]]
+    col = sql.Identifier(name)
+    if what == "column" and name != c["name"]:
+        if name != change["to"]:
+            raise conflict("the column was renamed again since", column=c["name"])
+        if c["name"] in {n for n, *_ in now.values()}:
+            raise conflict("a column with this name was added since", column=c["name"])
+        await conn.execute(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(rel, col, sql.Identifier(c["name"])))
+    elif what == "default" and default != c["default"]:
+        if default is not None:
+            raise conflict("its default was set again since", column=c["name"])
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+            rel, col, sql.SQL(c["default"])))
+    elif what == "notnull" and c["notnull"] and not notnull:
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
+    elif what == "type":
+        if type_ != await _type_after(conn, o["cp"], relid, c["attnum"], type_):
+            raise conflict("its type was changed again since", column=c["name"])
+        names = {k["name"]: now.get(k["attnum"], (None,))[0] for k in o["columns"]}
+        if any(names.get(k) is None for k in o["pk"]):
+            raise conflict("a key column was dropped since", column=c["name"])
+        await _undo_type(conn, cp_id, o, c, name, notnull, [(k, names[k]) for k in o["pk"]], rel, conflict)
+
+
+async def _type_after(conn: Any, cp_id: str, relid: int, attnum: int, now: str) -> str:
+    """The column's type right after checkpoint `cp_id`'s statement: as the next definition checkpoint of
+    the table kept it (type changes always take one), else as it is now."""
+    row = await (await conn.execute(
+        "SELECT x->'columns' FROM sqlgate.checkpoints k, jsonb_array_elements(k.objects) x"
+        " WHERE k.mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s) AND x->>'kind' = 'definition'"
+        " AND (x->>'relid')::oid = %s ORDER BY k.mark LIMIT 1", (cp_id, relid))).fetchone()
+    for c in (row[0] if row else None) or ():
+        if c["attnum"] == attnum:
+            return str(c["type"])
+    return now
+
+
+# True when `v` cast to type `t` and back is `v` again; a failing cast is false.
+_FITS_SQL = """
+CREATE OR REPLACE FUNCTION pg_temp.sqlgate_fits(v anyelement, t text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE same boolean;
+BEGIN
+    EXECUTE format('SELECT ($1::%s)::%s IS NOT DISTINCT FROM $1', t, pg_typeof(v)) INTO same USING v;
+    RETURN same;
+EXCEPTION WHEN others THEN RETURN false;
+END $$"""
+
+
+async def _undo_type(conn: Any, cp_id: str, o: dict[str, Any], c: dict[str, Any], name: str, notnull: bool,
+                     keys: list[tuple[str, str]], rel: Any, conflict: Any) -> None:
+    """The old type back. A row whose value of the column no later write changed gets its kept value
+    (exact, whatever the ALTER's USING did); a row written since keeps its value, cast back: one that
+    does not survive the cast exactly is a conflict. `keys`: (kept name, name now) of the primary key."""
+    relid, old, col = int(o["relid"]), sql.SQL(c["type"]), sql.Identifier(name)
+
+    def field(r: str, now: str, then: str) -> sql.Composable:  # a value in a captured row, by either name
+        return sql.SQL("coalesce({r} -> {a}, {r} -> {b})").format(r=sql.SQL(r), a=sql.Literal(now), b=sql.Literal(then))
+
+    mark = (await (await conn.execute("SELECT mark FROM sqlgate.checkpoints WHERE id = %s", (o["cp"],))).fetchone())[0]
+    # Each key's first change since the statement: a 'D' holds the row as the statement left it.
+    first = sql.SQL(
+        "SELECT DISTINCT ON (key) key, op, val FROM (SELECT c.seq, c.op, jsonb_build_array({key}) AS key, {val} AS val"
+        " FROM sqlgate.changes c CROSS JOIN LATERAL json_array_elements(c.rows) e(raw),"
+        " LATERAL (SELECT e.raw::jsonb) j(r) WHERE c.tbl = {tbl} AND c.seq > {mark}) s ORDER BY key, seq"
+    ).format(key=sql.SQL(", ").join(field("r", now, then) for then, now in keys),
+             val=field("r", name, c["name"]), tbl=sql.Literal(relid), mark=sql.Literal(mark))
+    key_now = sql.SQL(", ").join(sql.SQL("to_jsonb(t.{})").format(sql.Identifier(now)) for _, now in keys)
+    await conn.execute("DROP TABLE IF EXISTS sqlgate_retype")
+    await conn.execute(sql.SQL(
+        "CREATE TEMP TABLE sqlgate_retype ON COMMIT DROP AS SELECT {keys}, t.{col} AS cur, k.{kcol} AS v,"
+        " k.{k1} IS NOT NULL AND (f.op IS NULL OR (f.op = 'D' AND f.val = coalesce(to_jsonb(t.{col}), 'null')))"
+        " AS keep FROM {rel} t LEFT JOIN {trash}.kept k ON {match} LEFT JOIN ({first}) f"
+        " ON f.key = jsonb_build_array({key_now})"
+    ).format(keys=sql.SQL(", ").join(sql.SQL("t.{} AS {}").format(sql.Identifier(now), sql.Identifier(f"k{i}"))
+                                     for i, (_, now) in enumerate(keys, 1)),
+             col=col, kcol=sql.Identifier(c["name"]), k1=sql.Identifier(keys[0][0]), rel=rel,
+             trash=sql.Identifier(o["trash"]), first=first, key_now=key_now,
+             match=sql.SQL(" AND ").join(sql.SQL("k.{} = t.{}").format(sql.Identifier(then), sql.Identifier(now))
+                                         for then, now in keys)))
+    await conn.execute(_FITS_SQL)
+    owner = await table_owner(conn, relid, strict=False)
+    if owner:
+        await conn.execute(sql.SQL("GRANT SELECT, UPDATE ON sqlgate_retype TO {}").format(sql.SQL(owner)))
+    by_key = sql.SQL(" AND ").join(sql.SQL("t.{} = s.{}").format(sql.Identifier(now), sql.Identifier(f"k{i}"))
+                                   for i, (_, now) in enumerate(keys, 1))
+    # Casts (and what the ALTER re-checks) may run the agent's functions: as the table's owner.
+    async with as_role(conn, owner):
+        cur = await conn.execute(sql.SQL(
+            "SELECT jsonb_build_object({fields}) FROM sqlgate_retype WHERE NOT keep"
+            " AND NOT pg_temp.sqlgate_fits(cur, {old}) LIMIT {n}"
+        ).format(fields=sql.SQL(", ").join(
+            [sql.SQL("{}, k{}").format(sql.Literal(now), sql.SQL(str(i))) for i, (_, now) in enumerate(keys, 1)]
+            + [sql.SQL("{}, cur").format(sql.Literal(name))]), old=sql.Literal(c["type"]), n=sql.Literal(_LISTED)))
+        bad = [r[0] for r in await cur.fetchall()]
+        if bad:
+            raise common.conflicts_error(cp_id, [
+                {"table": await relname(conn, relid), "column": c["name"], "row": r,
+                 "conflict": f"written since the type change: its value does not fit {c['type']} exactly"}
+                for r in bad])
+        await conn.execute(sql.SQL("UPDATE sqlgate_retype SET v = cur::{} WHERE NOT keep").format(old))
+        try:
+            async with conn.transaction():
+                if notnull:
+                    await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(rel, col))
+                await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING NULL").format(rel, col, old))
+        except (psycopg.errors.IntegrityError, psycopg.errors.DuplicateObject):
+            raise
+        except psycopg.Error as exc:
+            raise conflict(f"the old type cannot come back: {(exc.diag.message_primary or str(exc)).strip()}",
+                           column=c["name"]) from exc
+    capture = await _triggers_off(conn, relid, rel)
+    async with as_role(conn, owner):
+        await conn.execute(sql.SQL("UPDATE {} t SET {} = s.v FROM sqlgate_retype s WHERE {}").format(rel, col, by_key))
+    await _triggers_on(conn, rel, capture)
+    if notnull:
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
+
+
+async def _triggers_off(conn: Any, relid: int, rel: Any) -> list[tuple[str, str]]:
+    """Putting values back changes no row's values to anything new: no trigger fires (sqlgate's own
+    capture included: undoing this rollback runs the ALTER again); each one's state is kept."""
+    cur = await conn.execute("SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal"
+                             " AND tgenabled <> 'D' ORDER BY tgname", (relid,))
+    states = [(r[0], r[1]) for r in await cur.fetchall()]
+    for name, _ in states:
+        await conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(rel, sql.Identifier(name)))
+    return states
+
+
+async def _triggers_on(conn: Any, rel: Any, states: list[tuple[str, str]]) -> None:
+    for name, state in states:
+        enable = {"A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}.get(state, "ENABLE TRIGGER")
+        await conn.execute(sql.SQL("ALTER TABLE {} {} {}").format(rel, sql.SQL(enable), sql.Identifier(name)))
