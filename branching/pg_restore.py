@@ -226,3 +226,20 @@ async def _put_back_values(conn: Any, relid: int, rel: Any, col: Any, o: dict[st
     for name in capture:
         await conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(rel, sql.Identifier(name)))
 
+
+async def triggers_off(conn: Any, relid: int, rel: Any) -> list[tuple[str, str]]:
+    """A restore that puts rows or values back as they were fires no trigger (sqlgate's capture
+    included: undoing the rollback redoes the statement instead): each enabled one is disabled,
+    its state kept for triggers_on."""
+    cur = await conn.execute("SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal"
+                             " AND tgenabled <> 'D' ORDER BY tgname", (relid,))
+    states = [(r[0], r[1]) for r in await cur.fetchall()]
+    for name, _ in states:
+        await conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(rel, sql.Identifier(name)))
+    return states
+
+
+async def triggers_on(conn: Any, rel: Any, states: list[tuple[str, str]]) -> None:
+    for name, state in states:
+        enable = {"A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}.get(state, "ENABLE TRIGGER")
+        await conn.execute(sql.SQL("ALTER TABLE {} {} {}").format(rel, sql.SQL(enable), sql.Identifier(name)))

@@ -27,7 +27,7 @@ from typing import Any
 from psycopg import sql
 
 from branching import common
-from branching.pg_restore import relname
+from branching.pg_restore import relname, triggers_off, triggers_on
 from branching.pg_roles import as_role, table_owner
 from branching.pg_rows import NOT_DONE, done_table, undo_rows
 
@@ -73,10 +73,10 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
     stable = f"sqlgate_{cp_id[-12:]}_ctid" if o["kept"] and o["key"] is None else None
     if stable:
         await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} pg_catalog.tid").format(rel, sql.Identifier(stable)))
-        triggers = await _user_triggers_off(conn, relid, rel)
+        triggers = await triggers_off(conn, relid, rel)
         async with as_role(conn, owner):
             await conn.execute(sql.SQL("UPDATE {} SET {} = ctid").format(rel, sql.Identifier(stable)))
-        await _user_triggers_on(conn, rel, triggers)
+        await triggers_on(conn, rel, triggers)
     aside = {c["name"]: f"sqlgate_{cp_id[-12:]}_{c['attnum']}" for c in later}
     for c in later:
         await conn.execute(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
@@ -90,10 +90,10 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
     async with as_role(conn, owner):
         await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(
             sql.SQL("ADD COLUMN {}").format(_column_def(c)) for c in columns)))
-    triggers = await _user_triggers_off(conn, relid, rel)
+    triggers = await triggers_off(conn, relid, rel)
     async with as_role(conn, owner):
         await _copy(conn, o, rel, later, aside, stable)
-    await _user_triggers_on(conn, rel, triggers)
+    await triggers_on(conn, rel, triggers)
     for view in deps["views"]:  # same OID, now over the new columns
         await conn.execute(sql.SQL("CREATE OR REPLACE VIEW {}.{}{} AS {}").format(
             sql.Identifier(view["schema"]), sql.Identifier(view["name"]), _with(view["options"]),
@@ -213,23 +213,6 @@ async def _capture_off(conn: Any, relid: int, rel: Any) -> list[str]:
 async def _capture_on(conn: Any, rel: Any, names: list[str]) -> None:
     for name in names:
         await conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(rel, sql.Identifier(name)))
-
-
-async def _user_triggers_off(conn: Any, relid: int, rel: Any) -> list[tuple[str, str]]:
-    """The table's own triggers do not fire on the rollback's copy (it changes no row's values back to
-    anything but what they were): each enabled one is disabled, with its state kept."""
-    cur = await conn.execute("SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal"
-                             " AND tgenabled <> 'D' ORDER BY tgname", (relid,))
-    states = [(r[0], r[1]) for r in await cur.fetchall()]
-    for name, _ in states:
-        await conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(rel, sql.Identifier(name)))
-    return states
-
-
-async def _user_triggers_on(conn: Any, rel: Any, states: list[tuple[str, str]]) -> None:
-    for name, state in states:
-        enable = {"A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}.get(state, "ENABLE TRIGGER")
-        await conn.execute(sql.SQL("ALTER TABLE {} {} {}").format(rel, sql.SQL(enable), sql.Identifier(name)))
 
 
 async def _drop_dependents(conn: Any, rel: Any, deps: dict[str, Any]) -> None:

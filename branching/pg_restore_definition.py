@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from branching import common
-from branching.pg_restore import check_name_free, relname
+from branching.pg_restore import check_name_free, relname, triggers_off, triggers_on
 from branching.pg_roles import as_role, table_owner
 
 _LISTED = 20  # rows named in a conflict, at most
@@ -186,26 +186,10 @@ async def _undo_type(conn: Any, cp_id: str, o: dict[str, Any], c: dict[str, Any]
         except psycopg.Error as exc:
             raise conflict(f"the old type cannot come back: {(exc.diag.message_primary or str(exc)).strip()}",
                            column=c["name"]) from exc
-    capture = await _triggers_off(conn, relid, rel)
+    capture = await triggers_off(conn, relid, rel)
     async with as_role(conn, owner):
         await conn.execute(sql.SQL("UPDATE {} t SET {} = s.v FROM sqlgate_retype s WHERE {}").format(rel, col, by_key))
-    await _triggers_on(conn, rel, capture)
+    await triggers_on(conn, rel, capture)
     if notnull:
         await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
 
-
-async def _triggers_off(conn: Any, relid: int, rel: Any) -> list[tuple[str, str]]:
-    """Putting values back changes no row's values to anything new: no trigger fires (sqlgate's own
-    capture included: undoing this rollback runs the ALTER again); each one's state is kept."""
-    cur = await conn.execute("SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal"
-                             " AND tgenabled <> 'D' ORDER BY tgname", (relid,))
-    states = [(r[0], r[1]) for r in await cur.fetchall()]
-    for name, _ in states:
-        await conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(rel, sql.Identifier(name)))
-    return states
-
-
-async def _triggers_on(conn: Any, rel: Any, states: list[tuple[str, str]]) -> None:
-    for name, state in states:
-        enable = {"A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}.get(state, "ENABLE TRIGGER")
-        await conn.execute(sql.SQL("ALTER TABLE {} {} {}").format(rel, sql.SQL(enable), sql.Identifier(name)))

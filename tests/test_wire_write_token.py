@@ -17,10 +17,14 @@ def _where(conn: psycopg.Connection, table: str) -> list[tuple[str, ...]]:
                         "AND table_schema NOT LIKE 'sqlgate%%' ORDER BY 1", (table,)).fetchall()
 
 
+def _write_token_conn(wire: Wire) -> psycopg.Connection:
+    token = wire.server.token("write", "wire-writer")["token"]
+    return psycopg.connect(wire.dsn(token, actor="wire-writer"), autocommit=True)
+
+
 @pytest.fixture
 def writer(wire: Wire) -> psycopg.Connection:
-    token = wire.server.token("write", "wire-writer")["token"]
-    with psycopg.connect(wire.dsn(token, actor="wire-writer"), autocommit=True) as conn:
+    with _write_token_conn(wire) as conn:
         yield conn
 
 
@@ -71,8 +75,7 @@ def test_checkpoint_in_a_transaction_moved_to_the_ddl_login(wire: Wire, writer: 
 
 
 def test_ddl_after_a_write_in_the_transaction_is_refused_clearly(wire_pg: Wire) -> None:
-    token = wire_pg.server.token("write", "wire-writer")["token"]
-    with psycopg.connect(wire_pg.dsn(token), autocommit=True) as conn:
+    with _write_token_conn(wire_pg) as conn:
         conn.execute("CREATE TABLE wt_wrote (id int)")
         conn.execute("BEGIN")
         conn.execute("INSERT INTO wt_wrote VALUES (1)")
@@ -102,9 +105,8 @@ LOSSES = {
 
 @pytest.mark.parametrize("case", sorted(LOSSES))
 def test_a_move_that_would_lose_state_is_refused(wire_pg: Wire, case: str) -> None:
-    token = wire_pg.server.token("write", "wire-writer")["token"]
     statements, reason = LOSSES[case]
-    with psycopg.connect(wire_pg.dsn(token), autocommit=True) as conn:
+    with _write_token_conn(wire_pg) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS wl_t (id int)")
         conn.execute("INSERT INTO wl_t VALUES (1)")
         for sql in statements:
@@ -123,8 +125,7 @@ def test_a_move_that_would_lose_state_is_refused(wire_pg: Wire, case: str) -> No
 def test_moving_keeps_nothing_behind_and_reads_stay_plain(wire_pg: Wire) -> None:
     """The plain reads before the DDL took only AccessShare locks: after the move no lock of the
     transaction is left on the write login's connection (a writer is not blocked)."""
-    token = wire_pg.server.token("write", "wire-writer")["token"]
-    with psycopg.connect(wire_pg.dsn(token), autocommit=True) as conn, \
+    with _write_token_conn(wire_pg) as conn, \
             psycopg.connect(wire_pg.server.database, autocommit=True) as owner:
         conn.execute("CREATE TABLE wm_t (id int)")
         conn.execute("BEGIN")
@@ -137,8 +138,7 @@ def test_moving_keeps_nothing_behind_and_reads_stay_plain(wire_pg: Wire) -> None
 
 
 def test_settings_that_cannot_follow_do_not_break_the_session(wire_pg: Wire) -> None:
-    token = wire_pg.server.token("write", "wire-writer")["token"]
-    with psycopg.connect(wire_pg.dsn(token), autocommit=True) as conn:
+    with _write_token_conn(wire_pg) as conn:
         conn.execute("CREATE SCHEMA wf_s")
         conn.execute("SET search_path = wf_s")
         conn.execute("SET transaction_deferrable = on")  # settable only before a transaction's first query
@@ -153,8 +153,7 @@ def test_settings_that_cannot_follow_do_not_break_the_session(wire_pg: Wire) -> 
 def test_an_agent_catalog_lookalike_cannot_change_the_safeguards(wire_pg: Wire) -> None:
     """The settings copy reads the catalog by qualified names, and never copies a safeguard: a view
     named pg_settings in the agent's own schema, first on its search_path, changes nothing."""
-    token = wire_pg.server.token("write", "wire-writer")["token"]
-    with psycopg.connect(wire_pg.dsn(token), autocommit=True) as conn:
+    with _write_token_conn(wire_pg) as conn:
         timeout = conn.execute("SELECT current_setting('statement_timeout')").fetchone()
         user = conn.execute("SELECT current_user").fetchone()[0]
         conn.execute("CREATE SCHEMA ev")
@@ -171,8 +170,7 @@ def test_an_agent_catalog_lookalike_cannot_change_the_safeguards(wire_pg: Wire) 
 @pytest.mark.parametrize("wire", ["duckdb"], indirect=True)
 def test_duckdb_transactions_never_move(wire: Wire) -> None:
     """DuckDB has one connection for both: a write then DDL runs, and the snapshot holds."""
-    token = wire.server.token("write", "wire-writer")["token"]
-    with psycopg.connect(wire.dsn(token), autocommit=True) as conn, \
+    with _write_token_conn(wire) as conn, \
             psycopg.connect(wire.dsn(), autocommit=True) as other:
         conn.execute("CREATE TABLE wd_t (id int)")
         conn.execute("BEGIN")
