@@ -170,7 +170,7 @@ async def _undo_later_rows(conn: Any, cp_id: str, o: dict[str, Any], relid: int,
         await undo_rows(conn, relid, filt, fargs, "all", outcome, conflicts)
         if conflicts:
             raise common.conflicts_error(cp_id, conflicts)
-    await conn.execute("INSERT INTO sqlgate_done VALUES (%s, %s)", (relid, int(o["mark"])))
+    await conn.execute("INSERT INTO pg_temp.sqlgate_done VALUES (%s, %s)", (relid, int(o["mark"])))
 
 
 async def _name_problems(conn: Any, o: dict[str, Any], relid: int) -> list[dict[str, Any]]:

@@ -143,7 +143,7 @@ async def _undo_type(conn: Any, cp_id: str, o: dict[str, Any], c: dict[str, Any]
     ).format(key=sql.SQL(", ").join(field("r", now, then) for then, now in keys),
              val=field("r", name, c["name"]), tbl=sql.Literal(relid), mark=sql.Literal(mark))
     key_now = sql.SQL(", ").join(sql.SQL("to_jsonb(t.{})").format(sql.Identifier(now)) for _, now in keys)
-    await conn.execute("DROP TABLE IF EXISTS sqlgate_retype")
+    await conn.execute("DROP TABLE IF EXISTS pg_temp.sqlgate_retype")
     await conn.execute(sql.SQL(
         "CREATE TEMP TABLE sqlgate_retype ON COMMIT DROP AS SELECT {keys}, t.{col} AS cur, k.{kcol} AS v,"
         " k.{k1} IS NOT NULL AND (f.op IS NULL OR (f.op = 'D' AND f.val = coalesce(to_jsonb(t.{col}), 'null')))"
@@ -158,13 +158,13 @@ async def _undo_type(conn: Any, cp_id: str, o: dict[str, Any], c: dict[str, Any]
     await conn.execute(_FITS_SQL)
     owner = await table_owner(conn, relid, strict=False)
     if owner:
-        await conn.execute(sql.SQL("GRANT SELECT, UPDATE ON sqlgate_retype TO {}").format(sql.SQL(owner)))
+        await conn.execute(sql.SQL("GRANT SELECT, UPDATE ON pg_temp.sqlgate_retype TO {}").format(sql.SQL(owner)))
     by_key = sql.SQL(" AND ").join(sql.SQL("t.{} = s.{}").format(sql.Identifier(now), sql.Identifier(f"k{i}"))
                                    for i, (_, now) in enumerate(keys, 1))
     # Casts (and what the ALTER re-checks) may run the agent's functions: as the table's owner.
     async with as_role(conn, owner):
         cur = await conn.execute(sql.SQL(
-            "SELECT jsonb_build_object({fields}) FROM sqlgate_retype WHERE NOT keep"
+            "SELECT jsonb_build_object({fields}) FROM pg_temp.sqlgate_retype WHERE NOT keep"
             " AND NOT pg_temp.sqlgate_fits(cur, {old}) LIMIT {n}"
         ).format(fields=sql.SQL(", ").join(
             [sql.SQL("{}, k{}").format(sql.Literal(now), sql.SQL(str(i))) for i, (_, now) in enumerate(keys, 1)]
@@ -175,7 +175,7 @@ async def _undo_type(conn: Any, cp_id: str, o: dict[str, Any], c: dict[str, Any]
                 {"table": await relname(conn, relid), "column": c["name"], "row": r,
                  "conflict": f"written since the type change: its value does not fit {c['type']} exactly"}
                 for r in bad])
-        await conn.execute(sql.SQL("UPDATE sqlgate_retype SET v = cur::{} WHERE NOT keep").format(old))
+        await conn.execute(sql.SQL("UPDATE pg_temp.sqlgate_retype SET v = cur::{} WHERE NOT keep").format(old))
         try:
             async with conn.transaction():
                 if notnull:
@@ -188,7 +188,8 @@ async def _undo_type(conn: Any, cp_id: str, o: dict[str, Any], c: dict[str, Any]
                            column=c["name"]) from exc
     capture = await triggers_off(conn, relid, rel)
     async with as_role(conn, owner):
-        await conn.execute(sql.SQL("UPDATE {} t SET {} = s.v FROM sqlgate_retype s WHERE {}").format(rel, col, by_key))
+        await conn.execute(sql.SQL("UPDATE {} t SET {} = s.v FROM pg_temp.sqlgate_retype s WHERE {}").format(
+            rel, col, by_key))
     await triggers_on(conn, rel, capture)
     if notnull:
         await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))

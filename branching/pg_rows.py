@@ -22,7 +22,7 @@ CHANGE_ROWS = ("(SELECT c.seq, c.cp, c.tbl, c.op, r.raw::jsonb AS row, r.raw FRO
 
 # Mode 'all': changes a step already undid (a DROP COLUMN's restore undoes the rows written since, in the
 # table's shape then) are skipped by later steps; they stay filed under their own checkpoints.
-NOT_DONE = "NOT EXISTS (SELECT 1 FROM sqlgate_done WHERE done_tbl = tbl AND seq > done_after)"
+NOT_DONE = "NOT EXISTS (SELECT 1 FROM pg_temp.sqlgate_done WHERE done_tbl = tbl AND seq > done_after)"
 
 
 async def done_table(conn: Any) -> None:

@@ -221,3 +221,17 @@ def test_rollback_all_then_undo_it_alone(pg: SqlgateServer, agent: str, first: s
         return
     ok(r)
     assert snapshot(pg, p, sequences=False) == after
+
+
+def test_type_undo_never_touches_a_table_named_like_its_scratch_table(pg: SqlgateServer, agent: str) -> None:
+    """The undo's scratch table is named in pg_temp: an admin's public table of the same name survives
+    an agent's rollback (the unqualified DROP IF EXISTS used to reach it, run with sqlgate's rights)."""
+    ok(pg.sql("CREATE TABLE IF NOT EXISTS public.sqlgate_retype (v text)"))
+    ok(pg.sql("INSERT INTO public.sqlgate_retype VALUES ('admin data')"))
+    p = fresh("sm")
+    ok(pg.sql(f"CREATE TABLE {p}_t (id int PRIMARY KEY, q int)", token=agent))
+    ok(pg.sql(f"INSERT INTO {p}_t VALUES (1, 10)", token=agent))
+    cp = ok(pg.sql(f"ALTER TABLE {p}_t ALTER COLUMN q TYPE bigint", token=agent))["checkpoint"]["id"]
+    ok(rollback(pg, cp, token=agent, mode="statement"))
+    assert column_types(pg, f"{p}_t")[1][1] == "integer"
+    assert rows(pg, "SELECT v FROM public.sqlgate_retype") == [{"v": "admin data"}]
