@@ -9,6 +9,7 @@ small pool of threads beside it. Nothing blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -54,6 +55,14 @@ def _needs_exact_text(description: Any) -> bool:
 
 
 _TEXT_EXACT_TYPES = frozenset({"INTERVAL", "STRUCT", "MAP", "UNION"})
+# DuckDB's Python values of +-infinity are date.max/min and datetime.max/min, as are the real
+# 9999-12-31 and 0001-01-01: a result holding one is read again as text, which tells them apart.
+_EXTREMES = {"DATE": (dt.date.max, dt.date.min), "TIMESTAMP": (dt.datetime.max, dt.datetime.min)}
+
+
+def _has_extreme_dates(description: Any, rows: list[tuple[Any, ...]]) -> bool:
+    columns = [(i, _EXTREMES[str(d[1])]) for i, d in enumerate(description) if str(d[1]) in _EXTREMES]
+    return bool(columns) and any(row[i] in extremes for row in rows for i, extremes in columns)
 
 
 def _fetch_as_text(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[str | None] | None,
@@ -122,7 +131,7 @@ class DuckDBSession:
                 return Result(command_tag=tag)  # DuckDB's row count for DML and DDL, already in the tag
             names = pg_column_names(sql, [d[0] for d in description])  # PostgreSQL's names, not DuckDB's
             fields = [field_for_duckdb(name, d[1]) for name, d in zip(names, description, strict=True)]
-            if exact_text and _needs_exact_text(description):
+            if exact_text and (_needs_exact_text(description) or _has_extreme_dates(description, rows)):
                 rows = _fetch_as_text(cur, sql, params, description)
             return Result(fields, render_rows(description, rows), tag)
 

@@ -101,6 +101,15 @@ def _timestamp_us(s: str, with_tz: bool) -> int:
     return days * 86_400_000_000 + _time_us(rest) - offset * 1_000_000
 
 
+def _timetz_to(s: str) -> bytes:
+    """Microseconds of the local time, then the zone's offset in seconds west of UTC."""
+    m = _TZ.search(s)
+    if not m:
+        raise BinaryFormatError(f"invalid time with time zone {s!r}")
+    east = int(m.group(2)) * 3600 + int(m.group(3) or 0) * 60 + int(m.group(4) or 0)
+    return struct.pack("!qi", _time_us(s[: m.start()]), east if m.group(1) == "-" else -east)
+
+
 def _uuid_to(s: str) -> bytes:
     return uuid.UUID(s).bytes
 
@@ -174,6 +183,7 @@ TO_BINARY: dict[int, Callable[[str], bytes]] = {
     t.BYTEA: _bytea_to,
     t.DATE: lambda s: _I32.pack(_date_days(s)),
     t.TIME: lambda s: _I64.pack(_time_us(s)),
+    t.TIMETZ: _timetz_to,
     t.TIMESTAMP: lambda s: _I64.pack(_timestamp_us(s, False)),
     t.TIMESTAMPTZ: lambda s: _I64.pack(_timestamp_us(s, True)),
     t.INTERVAL: _interval_to,
@@ -271,20 +281,25 @@ def parse_array(text: str) -> tuple[list[int], list[str | None]]:
 # --- binary -> text (parameters) ----------------------------------------------
 
 def _numeric_from(b: bytes) -> str:
+    """Exact, digit by digit (Decimal arithmetic would round past its 28-digit context)."""
     ndigits, weight, sign, dscale = struct.unpack_from("!hhHh", b)
     if sign == 0xC000:
         return "NaN"
     if sign in (0xD000, 0xF000):
         return "Infinity" if sign == 0xD000 else "-Infinity"
     digits = struct.unpack_from(f"!{ndigits}h", b, 8)
-    value = 0
-    for d in digits:
-        value = value * 10000 + d
-    exp = (weight - ndigits + 1) * 4
-    dec = Decimal(value).scaleb(exp)
-    dec = dec.quantize(Decimal(1).scaleb(-dscale)) if dscale or exp < 0 else dec
-    text = format(dec, "f")
-    return "-" + text if sign == 0x4000 and dec != 0 else text
+    if sign not in (0, 0x4000) or dscale < 0 or any(not 0 <= d <= 9999 for d in digits):
+        raise ValueError("invalid numeric")
+    groups = "".join(f"{d:04d}" for d in digits)
+    point = (weight + 1) * 4  # decimal digits before the point, counted from the first group
+    if point <= 0:
+        whole, frac = "0", "0" * -point + groups
+    else:
+        whole, frac = (groups + "0" * max(0, point - len(groups)))[:point], groups[point:]
+    whole = whole.lstrip("0") or "0"
+    frac = (frac + "0" * dscale)[:dscale]
+    text = whole + ("." + frac if dscale else "")
+    return "-" + text if sign == 0x4000 and text.strip("0.") else text
 
 
 def _date_from(b: bytes) -> str:
@@ -314,6 +329,14 @@ def _time_from(b: bytes) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}.{us:06d}"
 
 
+def _timetz_from(b: bytes) -> str:
+    us, west = struct.unpack("!qi", b)
+    east = -west
+    sign = "-" if east < 0 else "+"
+    h, rem = divmod(abs(east), 3600)
+    return _time_from(struct.pack("!q", us)) + f"{sign}{h:02d}:{rem // 60:02d}:{rem % 60:02d}"
+
+
 def _interval_from(b: bytes) -> str:
     us, days, months = struct.unpack("!qii", b)
     return f"{months} mons {days} days {us} microseconds"
@@ -334,6 +357,7 @@ FROM_BINARY: dict[int, Callable[[bytes], str]] = {
     t.BYTEA: _bytea_from,
     t.DATE: _date_from,
     t.TIME: _time_from,
+    t.TIMETZ: _timetz_from,
     t.TIMESTAMP: lambda b: _ts_from(b, False),
     t.TIMESTAMPTZ: lambda b: _ts_from(b, True),
     t.INTERVAL: _interval_from,
@@ -354,7 +378,7 @@ def from_binary(oid: int, data: bytes) -> str:
         element = t.ELEMENT_OF.get(oid)
         if element is not None:
             return _array_from(data)
-    except (struct.error, ValueError, OverflowError, IndexError) as exc:
+    except (struct.error, ValueError, ArithmeticError, IndexError) as exc:
         raise BinaryFormatError(f"incorrect binary data format in bind parameter ({exc})") from None
     raise BinaryFormatError(f"no binary input function available for type {oid}")
 
