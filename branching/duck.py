@@ -78,9 +78,8 @@ class DuckDBCheckpointer:
             for r in rows:
                 size = 0
                 for o in json.loads(r[7]):
-                    for kept in [o.get("old"), o.get("new"), o.get("keep"), o.get("map"), *o.get("keeps", [])]:
-                        if kept:
-                            size += int(sizes.get(kept.replace('"', ""), 0) or 0)
+                    for kept in _kept(o):
+                        size += int(sizes.get(kept.replace('"', ""), 0) or 0)
                     if o.get("kind") == "relation" and r[10] is None:
                         size += int(sizes.get(f"{o['schema']}.{o['trash']}", 0) or 0)
                 created = r[8].astimezone(UTC)
@@ -109,9 +108,8 @@ class DuckDBCheckpointer:
                                    " WHERE expires_at <= now()").fetchall()
                 for cp_id, objects, undone_by in rows:
                     for o in json.loads(objects):
-                        for kept in [o.get("old"), o.get("new"), o.get("keep"), o.get("map"), *o.get("keeps", [])]:
-                            if kept:
-                                cur.execute(f"DROP TABLE IF EXISTS {kept}")
+                        for kept in _kept(o):
+                            cur.execute(f"DROP TABLE IF EXISTS {kept}")
                         if o.get("kind") == "relation" and undone_by is None:
                             cur.execute(f"DROP TABLE IF EXISTS {q(o['schema'])}.{q(o['trash'])}")
                     cur.execute("DELETE FROM sqlgate.checkpoints WHERE id = ?", [cp_id])
@@ -159,6 +157,12 @@ class DuckDBCheckpointer:
             return await self.backend.run_write(run)  # type: ignore[no-any-return]
         except duckdb.Error as exc:
             raise common.rollback_failed(str(exc).strip()) from exc
+
+
+def _kept(o: dict[str, Any]) -> list[str]:
+    """The tables in schema sqlgate one checkpoint object keeps."""
+    return [k for k in (o.get("old"), o.get("new"), o.get("appended"), o.get("keep"), o.get("map"),
+                        *o.get("keeps", [])) if k]
 
 
 def _sequence_values(cur: Cursor) -> dict[str, int]:

@@ -93,11 +93,11 @@ class Catalog:
     # --- the reads -----------------------------------------------------------------
 
     def table_row(self, cur: Cursor, schema: str | None, table: str,
-                  ddl: bool, watermark: bool = True) -> tuple[str, int, int, str | None, int, int | None] | None:
-        """(schema, oid, watermark, DDL if asked for, index count, live rows) of the table, from one catalog
-        read; None if there is none. `schema` None: the session's current schema. The watermark is the
-        highest live row id and comes with the live row count (duck_rowids); not asked for: the slot
-        count - 1 (estimated_size counts deleted rows too) and no count."""
+                  ddl: bool, watermark: bool = True) -> tuple[str, int, int, str | None, int, int | None, int] | None:
+        """(schema, oid, watermark, DDL if asked for, index count, live rows, rows this transaction appended)
+        of the table, from one catalog read; None if there is none. `schema` None: the session's current
+        schema. The watermark is the highest live row id and comes with the live row count (duck_rowids);
+        not asked for: the slot count - 1 (estimated_size counts deleted rows too) and no count."""
         row = cur.execute(
             f"SELECT schema_name, table_oid, estimated_size, {'sql' if ddl else 'NULL'}, index_count"
             " FROM duckdb_tables() WHERE schema_name = coalesce(?, current_schema()) AND table_name = ?"
@@ -105,20 +105,20 @@ class Catalog:
         if row is None:
             return None
         mark = int(row[2]) - 1 if row[2] is not None else -1
-        live = None
+        live, appended = None, 0
         if watermark:
-            mark, live = live_mark(cur, _ref(row[0], table), mark)
-        return row[0], int(row[1]), mark, row[3], int(row[4] or 0), live
+            mark, live, appended = live_mark(cur, _ref(row[0], table), mark)
+        return row[0], int(row[1]), mark, row[3], int(row[4] or 0), live, appended
 
-    def mark(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, int, int, dict[str, int | None],
+    def mark(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, int, int, int, dict[str, int | None],
                                                                           dict[str, str]]:
-        """(schema, watermark, live rows, last value of each sequence the table's defaults draw from, and the
-        DDL of those never used yet): one catalog read (plus duck_rowids' one) when the table's DDL is cached
-        and its defaults use no sequence."""
+        """(schema, watermark, live rows, rows this transaction appended, last value of each sequence the
+        table's defaults draw from, and the DDL of those never used yet): one catalog read (plus
+        duck_rowids' one) when the table's DDL is cached and its defaults use no sequence."""
         row = self.table_row(cur, schema, table, ddl=False)
         if row is None:  # the statement itself reports the missing table
-            return schema or str(cur.execute("SELECT current_schema()").fetchone()[0]), -1, 0, {}, {}  # type: ignore[index]
-        schema, oid, mark, _, _, live = row
+            return schema or str(cur.execute("SELECT current_schema()").fetchone()[0]), -1, 0, 0, {}, {}  # type: ignore[index]
+        schema, oid, mark, _, _, live, appended = row
         facts = self._facts_of(cur, schema, table, oid)
         values: dict[str, int | None] = {}
         fresh: dict[str, str] = {}
@@ -130,7 +130,7 @@ class Catalog:
                 values[name] = last_value
                 if last_value is None:
                     fresh[name] = sql
-        return schema, mark, int(live or 0), values, fresh
+        return schema, mark, int(live or 0), appended, values, fresh
 
     def for_drop(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, TableFacts] | None:
         """(schema, facts with indexes) of a table about to be dropped, None if there is none: one catalog
@@ -138,7 +138,7 @@ class Catalog:
         row = self.table_row(cur, schema, table, ddl=True, watermark=False)
         if row is None:
             return None
-        schema, oid, _, ddl, index_count, _ = row
+        schema, oid, _, ddl, index_count, _, _ = row
         facts = self._facts_of(cur, schema, table, oid, ddl)
         if facts.indexes is None:
             indexes: tuple[tuple[str, str], ...] = ()

@@ -13,7 +13,10 @@ deleted rows had. Hence:
   this table then kept. Only then can a row added since pass for one that was
   there, and the live row count taken with the watermark tells: rows untouched
   since plus rows kept since must add up to it, or mode 'all' refuses (which
-  rows were added cannot be told apart then)."""
+  rows were added cannot be told apart then).
+Rows an open transaction appended have temporary ids from MAX_ROW_ID up until COMMIT renumbers them
+after the table's last row, closing the gaps of those it deleted: they count in neither the watermark
+nor the live rows, and a row checkpoint keeps a copy of them instead (mode 'all' puts it back)."""
 
 from __future__ import annotations
 
@@ -25,24 +28,31 @@ from proxy import errors
 
 Cursor = duckdb.DuckDBPyConnection
 
+MAX_ROW_ID = 36028797018960000  # DuckDB's first transaction-local row id (2.0.1)
 _STEP = 2048  # the first window below the slot count (one vector), widened 16 times each step
 
 
-def live_mark(cur: Cursor, ref: str, slots_mark: int) -> tuple[int, int]:
-    """(highest live row id, -1 if none; live rows) of table `ref` whose estimated_size is slots_mark + 1.
-    Row ids are read by range, which DuckDB answers from row-group bounds: O(1) unless the table has a
-    deleted tail, then O(that tail). Rows above slots_mark: a dropped group in the middle, or rows this
-    transaction appended (numbered apart until commit)."""
+def live_mark(cur: Cursor, ref: str, slots_mark: int) -> tuple[int, int, int]:
+    """(highest committed live row id, -1 if none; committed live rows; rows this transaction appended)
+    of table `ref` whose estimated_size is slots_mark + 1. Row ids are read by range, which DuckDB answers
+    from row-group bounds: O(1) unless the table has a deleted tail, then O(that tail). Rows above
+    slots_mark: a dropped group in the middle, or rows this transaction appended (one more read then)."""
     lo = slots_mark - _STEP
     high, live = cur.execute(f"SELECT (SELECT max(rowid) FROM {ref} WHERE rowid > ?), (SELECT count(*) FROM {ref})",
                              [lo]).fetchone()  # type: ignore[misc]
+    appended = 0
+    if high is not None and high >= MAX_ROW_ID:
+        high, appended = cur.execute(
+            f"SELECT (SELECT max(rowid) FROM {ref} WHERE rowid > ? AND rowid < {MAX_ROW_ID}),"
+            f" (SELECT count(*) FROM {ref} WHERE rowid >= {MAX_ROW_ID})", [lo]).fetchone()  # type: ignore[misc]
+        live -= appended
     step = _STEP
     while high is None and live and lo >= 0:
         step *= 16
         high = cur.execute(f"SELECT max(rowid) FROM {ref} WHERE rowid > ? AND rowid <= ?",
                            [lo - step, lo]).fetchone()[0]  # type: ignore[index]
         lo -= step
-    return (int(high) if high is not None else -1), int(live)
+    return (int(high) if high is not None else -1), int(live), int(appended)
 
 
 def check_untouched(cur: Cursor, cp_id: str, table: str, first: dict[str, Any], remapped: bool,

@@ -10,6 +10,7 @@ from sqlglot import exp
 
 from branching import common
 from branching.duck_catalog import Catalog
+from branching.duck_rowids import MAX_ROW_ID
 from branching.duck_sql import ROWID, Cursor, Take, q
 from proxy.result import Result
 
@@ -45,10 +46,15 @@ def rows_object(cur: Cursor, catalog: Catalog, schema: str | None, table: str, o
                 new: str | None = None) -> dict[str, Any]:
     """A kept-rows object, with the table's watermark and live row count taken now (before the statement;
     duck_rowids) and the values of the sequences its defaults draw from (the definitions of those never
-    used yet). `schema` None: the current one, resolved by the same catalog read."""
-    schema, mark, live, sequences, fresh = catalog.mark(cur, schema, table)
+    used yet). `schema` None: the current one, resolved by the same catalog read. Rows this transaction
+    appended are kept by value in obj['appended']: their row ids are known only once it commits."""
+    schema, mark, live, appended, sequences, fresh = catalog.mark(cur, schema, table)
     obj: dict[str, Any] = {"kind": "rows", "schema": schema, "name": table, "old": old, "new": new, "watermark": mark,
            "live_rows": live, "sequences": sequences}
+    if appended:
+        obj["appended"] = old.replace('"cpd_', '"cpt_', 1)
+        cur.execute(f"CREATE TABLE {obj['appended']} AS SELECT * FROM {q(schema)}.{q(table)}"
+                    f" WHERE rowid >= {MAX_ROW_ID}")
     if fresh:
         obj["fresh_sequences"] = fresh
     return obj

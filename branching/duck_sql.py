@@ -126,12 +126,12 @@ def watermark(cur: Cursor, schema: str, table: str) -> int:
 
 
 def live_marks(cur: Cursor, schema: str, table: str) -> tuple[int, int]:
-    """(highest live row id, live rows) of the table now (duck_rowids; -1, 0 if it has none)."""
+    """(highest live row id, live rows) of the table now, committed ones only (duck_rowids; -1, 0 if none)."""
     row = cur.execute("SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
                       " AND database_name = current_database()", [schema, table]).fetchone()
     if row is None or row[0] is None:
         return -1, 0
-    return live_mark(cur, f"{q(schema)}.{q(table)}", int(row[0]) - 1)
+    return live_mark(cur, f"{q(schema)}.{q(table)}", int(row[0]) - 1)[:2]
 
 
 def record(cur: Cursor, retention_days: float, cp_id: str, context: CheckpointContext | None, kind: str,

@@ -65,7 +65,9 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
              moves: Moves | None = None) -> dict[str, Any]:
     """The table as it was at the first piece: rows present then and never touched since, plus the
     first kept version of every row a later statement removed or changed (row ids ≤ the watermark), or
-    a 409 when ids at or below it may have gone to rows added since (duck_rowids).
+    a 409 when ids at or below it may have gone to rows added since (duck_rowids). Rows the first
+    piece's transaction had appended before it come back from the copy it kept: they were renumbered above
+    the watermark at COMMIT, so they are removed with the rows added since.
     Row ids are mapped back into the first piece's space through every rebuild since (duck_moves);
     a piece kept before a DROP COLUMN this rollback undid takes that column's kept values."""
     moves = moves or Moves(new_cp)
@@ -97,6 +99,13 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
                        f" JOIN ({space.kept(p['old'], seq)}) y ON y.__live = x.{ROWID}{''.join(joins)}"
                        f" WHERE y.__k <= {mark}")
     olds = " UNION ALL ".join(selects)
+    restore = f"SELECT {collist} FROM __sqlgate_olds QUALIFY row_number() OVER (PARTITION BY __k ORDER BY __o) = 1"
+    appended = pieces[0][1].get("appended")
+    if appended:
+        if set(columns(cur, "sqlgate", appended.split(".", 1)[1].strip('"'))) != set(cols):
+            why = "its columns changed since (a column was added or dropped without a checkpoint)"
+            raise common.conflicts_error(outcome.checkpoint, [{"table": table, "conflict": why}])
+        restore += f" UNION ALL SELECT {collist} FROM {appended}"
     removed_old = f"sqlgate.{q(f'cpd_{new_cp}_{n}')}"
     added_new = f"sqlgate.{q(f'cpi_{new_cp}_{n}')}"
     now_mark, now_live = live_marks(cur, schema, name)
@@ -118,8 +127,7 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
         outcome.rows_removed += count(
             cur, f"DELETE FROM {qualified} WHERE rowid IN (SELECT __live FROM __sqlgate_live WHERE __k IS NULL"
                  f" OR __k > {mark} OR __k IN (SELECT __k FROM __sqlgate_olds))")
-        cur.execute(f"CREATE TABLE {added_new} AS SELECT {collist} FROM __sqlgate_olds"
-                    " QUALIFY row_number() OVER (PARTITION BY __k ORDER BY __o) = 1")
+        cur.execute(f"CREATE TABLE {added_new} AS {restore}")
         restored = count(cur, f"INSERT INTO {qualified} ({collist}) SELECT {collist} FROM {added_new}")
     finally:
         for temp in ("__sqlgate_olds", "__sqlgate_live", "__sqlgate_before"):

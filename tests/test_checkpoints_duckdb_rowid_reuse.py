@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import fresh, num, ok, rollback, rows, snapshot
+from tests.test_checkpoints import batch, checkpoints, fresh, num, ok, rollback, rows, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +195,99 @@ def test_holes_below_a_live_row_that_stays_are_no_reason_to_refuse(duck: Sqlgate
     assert storage_checkpoint_then_insert(duck, agent, t) == 300000  # no group dropped at the tail
     ok(rollback(duck, cp, token=agent, mode="all"))
     assert snapshot(duck, p) == before
+
+
+# --- rows the checkpoint's own transaction appended before it ---------------------------
+# Until COMMIT DuckDB numbers them from 36028797018960000 (MAX_ROW_ID) up, then renumbers them after
+# the table's last row; taken as the watermark, that temporary id hid every row added later.
+
+def in_transaction(duck: SqlgateServer, token: str, *statements: str) -> list[str]:
+    """The statements in one transaction; the checkpoints they took."""
+    answer = ok(batch(duck, list(statements), token=token))
+    return [r["checkpoint"]["id"] for r in answer["results"] if r.get("checkpoint")]
+
+
+def ids_and_values(duck: SqlgateServer, table: str) -> list[tuple[int, str]]:
+    return [(int(r["id"]), r["v"]) for r in rows(duck, f"SELECT id, v FROM {table} ORDER BY id, v")]
+
+
+def base(n: int = 10) -> list[tuple[int, str]]:
+    return [(i, f"v{i}") for i in range(n)]
+
+
+IN_TRANSACTION = {
+    "delete": "DELETE FROM {t} WHERE id = 1",
+    "update": "UPDATE {t} SET v = 'changed' WHERE id = 1",
+    "truncate": "TRUNCATE {t}",
+    "merge": "MERGE INTO {t} t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED THEN DELETE",  # images
+}
+
+
+@pytest.mark.parametrize("kind", sorted(IN_TRANSACTION))
+@pytest.mark.parametrize("mode", ["all", "statement"])
+def test_rows_appended_earlier_in_the_checkpoints_transaction(duck: SqlgateServer, agent: str, kind: str,
+                                                              mode: str) -> None:
+    """BEGIN; INSERT 101; <statement> (checkpoint); COMMIT; INSERT 102. Mode 'all' leaves the table as it
+    was at the checkpoint (101 in, 102 out); statement mode undoes the statement alone."""
+    p = fresh("rt")
+    t = f"{p}_t"
+    make(duck, agent, t, 10)
+    [cp] = in_transaction(duck, agent, "BEGIN", f"INSERT INTO {t} VALUES (101, 'in the transaction')",
+                          IN_TRANSACTION[kind].format(t=t), "COMMIT")
+    run(duck, agent, f"INSERT INTO {t} VALUES (102, 'later')")
+    ok(rollback(duck, cp, token=agent, mode=mode))
+    expected = base() + [(101, "in the transaction")] + ([(102, "later")] if mode == "statement" else [])
+    assert ids_and_values(duck, t) == expected
+
+
+@pytest.mark.parametrize("mode", ["all", "statement"])
+def test_rows_appended_before_and_after_the_checkpoint_in_one_transaction(duck: SqlgateServer, agent: str,
+                                                                           mode: str) -> None:
+    """BEGIN; INSERT 100; UPDATE (checkpoint); INSERT 101; COMMIT; INSERT 102: mode 'all' keeps 100 only."""
+    p = fresh("rt")
+    t = f"{p}_t"
+    make(duck, agent, t, 10)
+    [cp] = in_transaction(duck, agent, "BEGIN", f"INSERT INTO {t} VALUES (100, 'before')",
+                          f"UPDATE {t} SET v = 'changed' WHERE id = 1",
+                          f"INSERT INTO {t} VALUES (101, 'after, same transaction')", "COMMIT")
+    run(duck, agent, f"INSERT INTO {t} VALUES (102, 'after, later request')")
+    ok(rollback(duck, cp, token=agent, mode=mode))
+    later = [(101, "after, same transaction"), (102, "after, later request")]
+    assert ids_and_values(duck, t) == base() + [(100, "before")] + (later if mode == "statement" else [])
+
+
+@pytest.mark.parametrize("mode", ["all", "statement"])
+def test_appended_rows_changed_after_the_checkpoint_in_its_transaction(duck: SqlgateServer, agent: str,
+                                                                       mode: str) -> None:
+    """The checkpoint deletes one of three appended rows; later in the transaction another is updated and a
+    fourth appended (DuckDB closes the gap when it renumbers at COMMIT). Mode 'all' puts back all three as
+    they were at the checkpoint."""
+    p = fresh("rt")
+    t = f"{p}_t"
+    make(duck, agent, t, 10)
+    cps = in_transaction(duck, agent, "BEGIN", f"INSERT INTO {t} VALUES (100, 'a'), (101, 'b'), (102, 'c')",
+                         f"DELETE FROM {t} WHERE id = 101", f"UPDATE {t} SET v = 'c!' WHERE id = 102",
+                         f"INSERT INTO {t} VALUES (103, 'd')", "COMMIT")
+    run(duck, agent, f"INSERT INTO {t} VALUES (104, 'e')")
+    if mode == "all":
+        ok(rollback(duck, cps[0], token=agent, mode="all"))
+        assert ids_and_values(duck, t) == base() + [(100, "a"), (101, "b"), (102, "c")]
+    else:
+        for cp in reversed(cps):
+            ok(rollback(duck, cp, token=agent, mode="statement"))
+        assert ids_and_values(duck, t) == base() + [(100, "a"), (101, "b"), (102, "c"), (103, "d"), (104, "e")]
+
+
+def test_checkpoint_after_an_append_in_a_transaction_that_rolls_back(duck: SqlgateServer, agent: str) -> None:
+    """The checkpoint and everything it kept go with the transaction."""
+    p = fresh("rt")
+    t = f"{p}_t"
+    make(duck, agent, t, 10)
+    answer = ok(batch(duck, ["BEGIN", f"INSERT INTO {t} VALUES (101, 'x')", f"DELETE FROM {t} WHERE id = 1",
+                             "ROLLBACK"], token=agent))
+    [cp] = [r["checkpoint"]["id"] for r in answer["results"] if r.get("checkpoint")]
+    assert ids_and_values(duck, t) == base()
+    assert not [c for c in checkpoints(duck, agent) if c["id"] == cp or t in c["tables"]]
+    assert num(duck, f"SELECT count(*) AS n FROM duckdb_tables() WHERE schema_name = 'sqlgate'"
+                     f" AND table_name LIKE '%{cp}%'") == 0
+    assert rollback(duck, cp, token=agent).status_code == 404
