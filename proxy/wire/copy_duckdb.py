@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from proxy import errors
+from proxy.backends.duckdb_params import typed
+from proxy.pgtypes import BYTEA, ELEMENT_OF
 from proxy.result import Result
 
 BATCH_ROWS = 500
@@ -153,9 +155,10 @@ async def copy_to(plan: CopyPlan, execute: Execute, start: Callable[[int], None]
 
 async def copy_from(plan: CopyPlan, execute: Execute, chunks: Callable[[int], AsyncIterator[bytes]]) -> Result:
     columns = plan.columns
-    if not columns:
-        described = await execute(f"SELECT * FROM {plan.table} LIMIT 0", None, "SELECT")
-        columns = [_ident(f.name) for f in described.fields]
+    described = await execute(f"SELECT {', '.join(columns) or '*'} FROM {plan.table} LIMIT 0", None, "SELECT")
+    columns = columns or [_ident(f.name) for f in described.fields]
+    # bytea and arrays: DuckDB reads their text otherwise than PostgreSQL, so the values are decoded
+    oids = [f.type_oid if f.type_oid == BYTEA or f.type_oid in ELEMENT_OF else 0 for f in described.fields]
     ncols = len(columns)
     total = 0
     incoming = chunks(ncols)
@@ -172,7 +175,7 @@ async def copy_from(plan: CopyPlan, execute: Execute, chunks: Callable[[int], As
                 raise errors.copy_bad_row(len(row), ncols)
             base = len(params)
             values.append("(" + ", ".join(f"${base + i + 1}" for i in range(ncols)) + ")")
-            params.extend(row)
+            params.extend(v if v is None or not oid else typed(v, oid) for v, oid in zip(row, oids, strict=False))
         await execute(f"INSERT INTO {plan.table} ({', '.join(columns)}) VALUES {', '.join(values)}", params, "INSERT")
         total += len(batch)
         batch.clear()

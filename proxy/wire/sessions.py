@@ -304,55 +304,38 @@ _PARAM = re.compile(r"\$(\d+)")
 
 async def _describe_duckdb(inner: Any, sql: str, parameter_types: tuple[int, ...],
                            is_read: bool) -> tuple[tuple[int, ...], list[Field] | None]:
+    import duckdb
     import sqlglot
     from sqlglot.tokens import TokenType
 
     from proxy.backends.duckdb_names import pg_column_names
+    from proxy.backends.duckdb_params import parameter_oids, sample, spaced
     from proxy.db_errors import duckdb_error as sql_error
     from proxy.pgtypes import TEXT, field_for_duckdb
 
-    tokens = sqlglot.tokenize(sql, read="postgres")
+    tokens = sqlglot.tokenize(spaced(sql), read="postgres")
     count = 0
     for i, tok in enumerate(tokens):
         if tok.token_type is TokenType.PARAMETER and i + 1 < len(tokens) and tokens[i + 1].text.isdigit():
             count = max(count, int(tokens[i + 1].text))
-    casts = _parameter_casts(sql) if count else {}
-    types = tuple(parameter_types[i] if i < len(parameter_types) and parameter_types[i] else casts.get(i + 1, TEXT)
-                  for i in range(count))
-    if not is_read:
-        return types, None
 
-    def run() -> list[Field]:
-        relation = inner._conn.sql(sql, params=[None] * count if count else None)
+    def run() -> tuple[tuple[int, ...], list[Field] | None]:
+        declared = [parameter_types[i] if i < len(parameter_types) else 0 for i in range(count)]
+        inferred = parameter_oids(inner._conn, sql) if not all(declared) else {}  # DuckDB tells none
+        types = tuple(oid or inferred.get(i + 1, TEXT) for i, oid in enumerate(declared))
+        if not is_read:
+            return types, None
+        values = [sample(oid) for oid in types]  # bound as a client's value of that type would be
+        try:
+            relation = inner._conn.sql(sql, params=values if count else None)
+        except duckdb.Error:
+            if not any(v is not None for v in values):
+                raise
+            relation = inner._conn.sql(sql, params=[None] * count)
         names = pg_column_names(sql, relation.columns)  # PostgreSQL's names, as DuckDBSession.execute gives them
-        return [field_for_duckdb(name, typ) for name, typ in zip(names, relation.types, strict=True)]
-
-    import duckdb
+        return types, [field_for_duckdb(name, typ) for name, typ in zip(names, relation.types, strict=True)]
 
     try:
-        return types, await inner._run(run)
+        return await inner._run(run)
     except duckdb.Error as exc:
         raise sql_error(exc) from exc
-
-
-def _parameter_casts(sql: str) -> dict[int, int]:
-    """DuckDB does not tell parameter types: take them from casts ($1::int, CAST($2 AS date))."""
-    import duckdb
-    import sqlglot
-    from sqlglot import exp
-
-    from proxy.pgtypes import pg_type_for_duckdb
-
-    try:
-        tree = sqlglot.parse_one(sql, read="duckdb")
-    except Exception:  # noqa: BLE001 - no casts known: parameters are text
-        return {}
-    found = {}
-    for node in tree.find_all(exp.Placeholder):
-        if isinstance(node.parent, exp.Cast) and str(node.this).isdigit():
-            try:
-                duck_type = duckdb.sqltype(node.parent.to.sql("duckdb"))
-            except Exception:  # noqa: BLE001
-                continue
-            found[int(node.this)] = pg_type_for_duckdb(duck_type).oid
-    return found

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from proxy import errors
+from proxy.backends.duckdb_params import typed
 from proxy.result import Field, Result
 from proxy.statement import Statement
 from proxy.wire import binary
@@ -121,7 +122,8 @@ def notice(text: str) -> bytes:
 # --- parameters and results --------------------------------------------------
 
 def bind_parameters(bind: Bind, types: Sequence[int]) -> tuple[str | None, ...]:
-    """Bind's values as text; binary ones converted by their parameter type."""
+    """Bind's values as text; binary ones converted by their parameter type. A value
+    of a known type is `Typed` text, so DuckDB binds it as that type (see duckdb_params)."""
     formats = bind.parameter_formats
     out: list[str | None] = []
     for i, raw in enumerate(bind.parameters):
@@ -142,6 +144,7 @@ def bind_parameters(bind: Bind, types: Sequence[int]) -> tuple[str | None, ...]:
                 raise errors.invalid_encoding() from None
         if "\0" in (out[-1] or ""):
             raise errors.invalid_encoding(nul=True)
+        out[-1] = typed(out[-1] or "", oid)
     return tuple(out)
 
 
