@@ -228,7 +228,10 @@ def _classify_duckdb(sql: str) -> Statement:
     try:
         stmts = _duck_statements(sql)
     except duckdb.Error as e:
-        return _unparseable(sql, "duckdb", str(e).strip()), None, None
+        from proxy.db_errors import duckdb_syntax
+
+        message, position = duckdb_syntax(str(e).strip(), sql)  # PostgreSQL's wording, and where
+        return _unparseable(sql, "duckdb", message, position), None, None
     except Exception as e:  # e.g. a statement type this duckdb module cannot name
         acc = Acc(command="?")
         acc.raise_to(C.DANGEROUS, f"DuckDB returned something sqlgate cannot inspect ({e})")

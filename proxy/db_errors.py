@@ -5,6 +5,7 @@ hint and the next step. One place, for the backends and for branching."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import duckdb
 import psycopg
@@ -72,24 +73,80 @@ _SQLSTATES: list[tuple[type[Exception], str]] = [
     (duckdb.NotImplementedException, "0A000"),
     (duckdb.InvalidInputException, "22023"),
 ]
-_CONSTRAINT_STATES = (("NOT NULL", "23502"), ("foreign key", "23503"), ("CHECK", "23514"))
+# Finer states by the message's words, per class default: (default, words, SQLSTATE).
+_BY_WORDS = (
+    ("23505", "NOT NULL", "23502"), ("23505", "foreign key", "23503"), ("23505", "CHECK", "23514"),
+    ("42P01", "Function with name", "42883"), ("42P01", "Type with name", "42704"),
+    ("42P01", "Schema with name", "3F000"), ("42703", "No function matches", "42883"),
+    ("22P02", "out of range for the destination type", "22003"), ("22P02", "field value out of range", "22008"),
+    ("22P02", "field format", "22007"),
+)
+_NUMBER_AS_INT = re.compile(r"Could not convert string '\s*[+-]?\d+\s*' to U?INT")  # valid but too big: 22003
 _PREFIX = re.compile(r"^[A-Za-z ]+ Error: ")
+_CARET = re.compile(r"^LINE (\d+): (\.\.\.)?(.*)\n( *)\^", re.M)
 
 
-def duckdb_error(exc: duckdb.Error) -> errors.SqlgateError:
-    text = str(exc)
-    sqlstate = next((state for cls, state in _SQLSTATES if isinstance(exc, cls)), "XX000")
-    if sqlstate == "23505":
-        sqlstate = next((s for word, s in _CONSTRAINT_STATES if word in text), sqlstate)
-    if sqlstate == "42P01" and "Table with name" not in text and "does not exist" not in text:
-        sqlstate = "42704"
+def _sqlstate(exc: duckdb.Error, text: str) -> str:
+    default = next((state for cls, state in _SQLSTATES if isinstance(exc, cls)), "XX000")
+    state = next((s for d, words, s in _BY_WORDS if d == default and words in text), default)
+    if state == "22P02" and _NUMBER_AS_INT.search(text):
+        return "22003"
+    if state == "42P01" and "with name" not in text and "does not exist" not in text:
+        return "42704"
+    return state
+
+
+def _width(char: str) -> int:
+    """Columns DuckDB's caret line gives a character."""
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _position(text: str, sql: str | None) -> int | None:
+    """PostgreSQL's 1-based character position, from the caret DuckDB draws under
+    the statement's line. Past line 1, or on a shortened line, only with `sql`."""
+    m = _CARET.search(text)
+    if not m:
+        return None
+    line_no, cut, shown = int(m[1]), bool(m[2]), m[3]
+    width = len(m[4]) - len(f"LINE {line_no}: ") - (3 if cut else 0)
+    chars = 0
+    while chars < len(shown) and width > 0:
+        width -= _width(shown[chars])
+        chars += 1
+    if sql is None:
+        return chars + 1 if line_no == 1 and not cut else None
+    starts = [0] + [i + 1 for i, c in enumerate(sql) if c in "\r\n"]  # DuckDB counts \r and \n alike
+    if line_no > len(starts):
+        return None
+    line = sql[starts[line_no - 1]:]
+    offset = line.find(shown.removesuffix("...")) if cut else 0
+    return starts[line_no - 1] + offset + chars + 1 if offset >= 0 else None
+
+
+def _split(text: str) -> tuple[str, str]:
+    """The primary message and the rest as a hint, without the echoed SQL and its caret."""
     first, _, rest = _PREFIX.sub("", text).partition("\n")
     hint = " ".join(line.strip() for line in rest.splitlines()
-                    if line.strip(" ^") and not line.startswith("LINE"))  # drop the echoed SQL and its caret
+                    if line.strip(" ^") and not line.startswith("LINE"))
+    return first.strip(), hint
+
+
+def duckdb_syntax(text: str, sql: str) -> tuple[str, int | None]:
+    """A DuckDB parser error's message as PostgreSQL words it, and its position in `sql`."""
+    return _split(text)[0], _position(text, sql)
+
+
+def duckdb_error(exc: duckdb.Error, sql: str | None = None) -> errors.SqlgateError:
+    """A DuckDB error as PostgreSQL would have reported it; `sql` (the text DuckDB ran)
+    places the position past the first line."""
+    text = str(exc)
+    message, hint = _split(text)
+    sqlstate = _sqlstate(exc, message)
     next_step = ("retry the request" if sqlstate == "40001"
                  else "fix the statement and send it again; nothing from this request was committed")
-    return errors.SqlgateError("sql.error", sqlstate, first.strip(), hint, next_step)
-
+    return errors.SqlgateError("sql.error", sqlstate, message, hint, next_step, position=_position(text, sql))
 
 
 def database_error(exc: Exception) -> errors.SqlgateError:

@@ -163,7 +163,7 @@ def meta_denied(role: str) -> SqlgateError:
 
 def unparseable(problem: str, position: int | None = None) -> SqlgateError:
     return SqlgateError(
-        "sql.unparseable", "42601", f"syntax error: {problem}",
+        "sql.unparseable", "42601", problem if problem.startswith("syntax error") else f"syntax error: {problem}",
         "The database would reject this text, so nothing was run.",
         'fix the syntax; POST /sql with "dry_run": true checks a statement without running it',
         position=position,
