@@ -17,6 +17,7 @@ import sqlglot
 from branching import common
 from branching.duck_rows import rows_object
 from branching.duck_sql import ROWID, Cursor, Take, columns, exists, q, split
+from proxy.backends.duckdb_params import adapt_params
 from proxy.db_errors import database_error
 from proxy.result import Result
 
@@ -45,9 +46,8 @@ def images_runner(take: Take, plan: Callable[[Cursor], list[Candidates]]) -> Any
     tables: list[Candidates] = []
 
     async def run(original: Any, params: Any) -> Result:
-        args = list(params) if params else []
-
         def before(cur: Cursor) -> list[dict[str, Any]]:
+            args = adapt_params(take.part.sql, params, cur, session.backend.catalog_version) if params else []
             try:
                 tables[:] = plan(cur)
             except (ValueError, sqlglot.errors.SqlglotError) as exc:

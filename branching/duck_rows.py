@@ -15,7 +15,7 @@ from branching.duck_sql import ROWID, Cursor, Take, q
 from proxy.result import Result
 
 
-def rowid_select(tree: exp.Expression) -> str:
+def rowid_select(tree: exp.Expression) -> exp.Select:
     """SELECT the target's rowids with the statement's own FROM/USING/WHERE."""
     target = tree.this
     if not isinstance(target, exp.Table):
@@ -39,7 +39,20 @@ def rowid_select(tree: exp.Expression) -> str:
     with_ = tree.args.get("with") or tree.args.get("with_")
     if with_ is not None:
         select.set("with", with_.copy())
-    return select.sql(dialect="duckdb")
+    return select
+
+
+def renumbered(select: exp.Expression) -> tuple[str, tuple[int, ...]]:
+    """The query with its parameters renumbered $1.. and which of the statement's (0-based) they are:
+    DuckDB refuses values a query does not use (an UPDATE's SET values, in a select of its WHERE)."""
+    used: list[int] = []
+    for placeholder in select.find_all(exp.Placeholder):
+        number = placeholder.this
+        if number is None or not str(number).isdigit():
+            raise ValueError("a parameter without a number")
+        used.append(int(number) - 1)
+        placeholder.set("this", str(len(used)))
+    return select.sql(dialect="duckdb"), tuple(used)
 
 
 def rows_object(cur: Cursor, catalog: Catalog, schema: str | None, table: str, old: str,
@@ -73,7 +86,7 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
     is_update = isinstance(tree, exp.Update)
     own_with = tree.args.get("with") is not None or tree.args.get("with_") is not None
     own_returning = tree.args.get("returning") is not None
-    rowids = rowid_select(tree) if (is_update or own_returning) else None
+    rowids, used = renumbered(rowid_select(tree)) if (is_update or own_returning) else (None, ())
     if is_update and own_returning:
         raise common.unavailable(part, "UPDATE ... RETURNING on DuckDB")
 
@@ -90,7 +103,7 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
             if rowids is None:
                 raise common.unavailable(part, "DELETE with its own WITH clause on DuckDB")
             cur.execute(f"CREATE TABLE {old} AS SELECT rowid AS {ROWID}, * FROM {qualified}"
-                        f" WHERE rowid IN ({rowids})", args)
+                        f" WHERE rowid IN ({rowids})", [args[i] for i in used] if args and used else None)
         if is_update:
             if own_with:
                 raise common.unavailable(part, "UPDATE with its own WITH clause on DuckDB")

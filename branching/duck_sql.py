@@ -16,6 +16,7 @@ from sqlglot import exp
 from branching.checkpoint import CheckpointContext
 from branching.duck_catalog import Catalog, sequences_used
 from branching.duck_rowids import live_mark
+from proxy.backends.duckdb_params import adapt_params
 from proxy.db_errors import database_error
 from proxy.result import Result
 from proxy.statement import Part
@@ -188,10 +189,16 @@ class Take:
         when it returns None the statement runs as sent afterwards."""
         session = self.session
 
+        sql = self.part.sql
+
         async def run(original: Any, params: Any) -> Result:
-            args = list(params) if params else None
+            def kept() -> Result | None:  # the statement's values, bound as the statement binds them
+                conn = session._conn
+                values = adapt_params(sql, params, conn, session.backend.catalog_version) if params else None
+                return instead(conn, values)
+
             try:
-                result = await session._run(lambda: instead(session._conn, args))
+                result = await session._run(kept)
             except duckdb.Error as exc:
                 raise database_error(exc) from exc
             return result if result is not None else await original()

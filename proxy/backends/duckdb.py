@@ -65,10 +65,10 @@ def _has_extreme_dates(description: Any, rows: list[tuple[Any, ...]]) -> bool:
     return bool(columns) and any(row[i] in extremes for row in rows for i, extremes in columns)
 
 
-def _fetch_as_text(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[str | None] | None,
+def _fetch_as_text(cur: duckdb.DuckDBPyConnection, sql: str, values: list[Any] | None,
                    description: Any) -> list[tuple[Any, ...]]:
     """Read a query again with those columns cast to VARCHAR (only reads are re-read)."""
-    relation = cur.sql(sql, params=adapt_params(sql, params) if params else None)
+    relation = cur.sql(sql, params=values)
     exprs = []
     for i, d in enumerate(description, start=1):
         cast = varchar_fetch_cast(d[1])
@@ -120,7 +120,8 @@ class DuckDBSession:
             cur = self._conn
             if command not in _CATALOG_SAFE:
                 self.catalog_changed()
-            cur.execute(sql, adapt_params(sql, params) if params else None)
+            values = adapt_params(sql, params, cur, self.backend.catalog_version) if params else None
+            cur.execute(sql, values)
             description = cur.description
             rows = cur.fetchall() if description is not None else []
             tag = _command_tag(command, description, rows)
@@ -132,7 +133,7 @@ class DuckDBSession:
             names = pg_column_names(sql, [d[0] for d in description])  # PostgreSQL's names, not DuckDB's
             fields = [field_for_duckdb(name, d[1]) for name, d in zip(names, description, strict=True)]
             if exact_text and (_needs_exact_text(description) or _has_extreme_dates(description, rows)):
-                rows = _fetch_as_text(cur, sql, params, description)
+                rows = _fetch_as_text(cur, sql, values, description)
             return Result(fields, render_rows(description, rows), tag)
 
         future = asyncio.get_running_loop().run_in_executor(self.executor, run)
@@ -274,7 +275,8 @@ class DuckDBBackend:
         """DuckDB's planner gives row estimates, not costs: report the top estimate."""
         def run(cur: duckdb.DuckDBPyConnection) -> float | None:
             try:
-                rows = cur.execute(f"EXPLAIN {sql}", adapt_params(sql, params) if params else None).fetchall()
+                values = adapt_params(sql, params, cur, self.catalog_version) if params else None
+                rows = cur.execute(f"EXPLAIN {sql}", values).fetchall()
             except duckdb.Error:
                 return None
             match = re.search(r"~\s*([\d,]+)\s+rows?", "\n".join(str(r[-1]) for r in rows))

@@ -153,13 +153,15 @@ def param_casts(sql: str) -> dict[int, str]:
     return casts
 
 
-def adapt_params(sql: str, params: Sequence[str | None], conn: Any = None) -> list[Any]:
+def adapt_params(sql: str, params: Sequence[str | None], conn: Any = None, version: int | None = None) -> list[Any]:
     """The values to bind: typed ones converted; untyped bytea or array text by the statement's
-    casts, else (given the DuckDB connection) by where the statement puts them."""
+    casts; else, given the DuckDB connection, untyped values by where the statement puts them, as
+    PostgreSQL types an unknown parameter (`n + $1` with '10' adds 10). `version`: the catalog
+    version the inference may be cached under."""
     untyped = [p for p in params if p and not (isinstance(p, Typed) and converts(p.oid))]
     looks = any(p[:1] in ("{", "\\") for p in untyped)
     casts = param_casts(sql) if looks else {}
-    placed = parameter_oids(conn, sql) if looks and conn is not None else {}
+    placed = _inferred(conn, sql, version) if untyped and conn is not None else {}
     adapted: list[Any] = []
     for number, value in enumerate(params, start=1):
         if isinstance(value, Typed) and converts(value.oid):
@@ -172,7 +174,7 @@ def adapt_params(sql: str, params: Sequence[str | None], conn: Any = None) -> li
                 adapted.append(from_text(t.BYTEA, value))
             else:
                 adapted.append(str(value))
-        elif isinstance(value, str) and (placed.get(number) == t.BYTEA or placed.get(number) in t.ELEMENT_OF):
+        elif isinstance(value, str) and converts(placed.get(number, 0)):
             adapted.append(from_text(placed[number], value))
         else:
             adapted.append(str(value) if isinstance(value, str) else value)
@@ -283,6 +285,22 @@ class _Guess:
         if position is None or position >= len(names):
             return None
         return columns.get(names[position])
+
+
+_INFERRED: dict[tuple[str, int], dict[int, int]] = {}  # by statement and catalog version
+_INFERRED_MAX = 1024
+
+
+def _inferred(conn: Any, sql: str, version: int | None) -> dict[int, int]:
+    if version is None:
+        return parameter_oids(conn, sql)
+    found = _INFERRED.get((sql, version))
+    if found is None:
+        found = parameter_oids(conn, sql)
+        if len(_INFERRED) >= _INFERRED_MAX:
+            _INFERRED.clear()
+        _INFERRED[(sql, version)] = found
+    return found
 
 
 def parameter_oids(conn: Any, sql: str) -> dict[int, int]:
