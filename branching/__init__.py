@@ -50,12 +50,18 @@ SECURITY DEFINER, owned by the owner login):
   those columns, partitioned or inherited tables.
 - DROP/SET DEFAULT, DROP NOT NULL, DROP CONSTRAINT, RENAME (table, column), ALTER COLUMN TYPE: the
   table's definition by OID/attnum (+ key and values for a type change), and the table is captured from
-  then on; DROP INDEX, CREATE OR REPLACE VIEW: the definition. Rollback re-applies what differs, after
-  the rows written under the changed definition are undone.
+  then on; DROP INDEX, CREATE OR REPLACE VIEW: the definition, and the indexed table (a view: the plain
+  tables its old definition reads, through views, that the caller may write; not those only the new one
+  reads) is captured from then on. Rollback re-applies what differs (an index, a view too, in the same
+  latest-first order), after the rows written under the changed definition are undone.
 - Row undo writes as the table's owner (SET LOCAL ROLE): generated columns, CHECKs and ENABLE ALWAYS
   triggers may call an agent's functions, which must never run with sqlgate's login's rights.
 - Undoing a rollback (pg_redo): the statements whose objects it brought back run again, oldest first,
-  each checkpointed, in the same transaction, then its rows are reversed; undoing that undoes them.
+  each checkpointed (keeping its statement: its trace is the undo's), in the same transaction, then its
+  rows are reversed; undoing that undoes them. The rollback recorded where its changes stood when it
+  brought a column back (`restored_at`): the rows it changed after that have the column, so they are
+  reversed before that DROP runs again, the earlier ones after. Undoing such an undo in mode 'statement'
+  reverses the rows it wrote after running a DROP COLUMN again before the column comes back.
   DuckDB cannot yet (its rollback runs in a worker thread, outside the checkpointer): 409 redo_unavailable.
 - A rollback first locks the tables it restores (SHARE ROW EXCLUSIVE, OID order): a writer racing it
   makes it wait, then apply whole, or give up whole after lock_timeout (branching.rollback_busy, 409).

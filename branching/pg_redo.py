@@ -5,13 +5,14 @@ Row changes the rollback made are reversed by the ordinary row undo after this."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 from branching import common, pg_take
 from branching.checkpoint import CheckpointContext
 from branching.pg_roles import as_role, table_owner
+from branching.pg_rows import done_table, undo_rows
 from proxy.statement import Part
 
 # Checkpoint kinds whose undo brought objects back; 'rows' and 'rollback' are reversed by rows alone.
@@ -19,14 +20,25 @@ _OBJECT_KINDS = ("table", "view", "sequence", "schema", "column", "definition")
 
 
 async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContext | None,
-                          retention_days: float, classify: Callable[[str], Part] | None) -> list[dict[str, Any]]:
+                          retention_days: float, classify: Callable[[str], Part] | None,
+                          rows_after: Callable[[int], Awaitable[None]] | None = None) -> list[dict[str, Any]]:
     """Run again the destructive statements rollback `rollback_id` undid; returns a `redo` object for
-    each (kept with the undo's own checkpoint, so undoing the undo undoes them: see with_redone)."""
+    each (kept with the undo's own checkpoint, so undoing the undo undoes them: see with_redone).
+    The rollback changed rows in the shape each restore left (a column back): before a statement runs
+    again, `rows_after(seq)` undoes the rows changed after the rollback restored what it dropped."""
+    objects = (await (await conn.execute("SELECT objects FROM sqlgate.checkpoints WHERE id = %s",
+                                         (rollback_id,))).fetchone())[0]
+    restored_at = {o["checkpoint"]: int(o["seq"]) for o in objects if o.get("kind") == "restored_at"}
     cur = await conn.execute(
-        "SELECT c.id, c.kind, t.sql FROM sqlgate.checkpoints c LEFT JOIN sqlgate.traces t ON t.id = c.trace_id"
+        # A statement run again by an undo is kept with its checkpoint: that one's trace is the undo's.
+        "SELECT c.id, c.kind, coalesce((SELECT o->>'sql' FROM jsonb_array_elements(c.objects) o"
+        " WHERE o->>'kind' = 'statement' LIMIT 1), t.sql) FROM sqlgate.checkpoints c"
+        " LEFT JOIN sqlgate.traces t ON t.id = c.trace_id"
         " WHERE c.undone_by = %s AND c.kind = ANY(%s) ORDER BY c.mark", (rollback_id, list(_OBJECT_KINDS)))
     done = []
     for cp_id, kind, statement in await cur.fetchall():
+        if rows_after is not None and cp_id in restored_at:
+            await rows_after(restored_at[cp_id])
         if statement is None:
             raise common.rollback_failed(
                 f"checkpoint {cp_id} ({kind}) was undone by {rollback_id}, and its statement's trace is gone,"
@@ -46,6 +58,9 @@ async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContex
             owner = await _owner_of(conn, part.targets[0].name) if part.targets else None
             async with as_role(conn, owner):
                 await conn.execute(part.sql)
+        await conn.execute("UPDATE sqlgate.checkpoints SET objects = objects || jsonb_build_array("
+                           "jsonb_build_object('kind', 'statement', 'sql', %s::text)) WHERE id = %s",
+                           (statement, checkpoint.id))
         done.append({"kind": "redo", "checkpoint": checkpoint.id,
                      "statement": f"{statement} (again, checkpoint {checkpoint.id})"})
     return done
@@ -87,18 +102,32 @@ async def _names_the_same_objects(conn: Any, cp_id: str, part: Part) -> bool:
                 return False
             continue
         row = await (await conn.execute(
-            "SELECT c.oid, n.nspname, c.relname, CASE c.relkind WHEN 'i' THEN pg_get_indexdef(c.oid)"
-            " WHEN 'v' THEN pg_get_viewdef(c.oid) END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            "SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE c.oid = to_regclass(%s)", (target.name,))).fetchone()
         if row is None:
             return False
-        oid, schema, name, definition = row
+        oid, schema, name = row
+        definition = await _definition(conn, oid)
         if (schema, name) in by_def:
             if definition != by_def[(schema, name)]:
                 return False
         elif int(oid) not in oids:
             return False
     return True
+
+
+async def _definition(conn: Any, oid: int) -> str | None:
+    """An index's or view's definition as sqlgate kept it: with the search path its functions run with
+    (pg_get_viewdef qualifies the names that path does not reach)."""
+    path = (await (await conn.execute("SELECT current_setting('search_path')")).fetchone())[0]
+    await conn.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', true)")
+    try:
+        row = await (await conn.execute(
+            "SELECT CASE relkind WHEN 'i' THEN pg_get_indexdef(oid) WHEN 'v' THEN pg_get_viewdef(oid) END"
+            " FROM pg_class WHERE oid = %s", (oid,))).fetchone()
+    finally:
+        await conn.execute("SELECT set_config('search_path', %s, true)", (path,))
+    return row[0] if row else None
 
 
 async def refuse_crossing(conn: Any, cp_id: str, mark: int, later: list[str]) -> None:
@@ -114,3 +143,21 @@ async def refuse_crossing(conn: Any, cp_id: str, mark: int, later: list[str]) ->
         raise common.redo_unavailable(found[0][0], [r[1] for r in found], why=(
             f"which rolling back {cp_id} in mode 'all' would have to do in its middle: undo rollback"
             f" {found[0][0]} first, then roll back {cp_id}"))
+
+
+async def undo_rows_after(conn: Any, new_cp: str, cp_id: str, filt: str, fargs: list[Any], mode: str,
+                          outcome: common.RollbackOutcome, seq: int) -> None:
+    """Undo the changes `filt` selects past `seq` (in the table's shape now), filed under the undo
+    `new_cp`, and list them as done (pg_temp.sqlgate_done) so later steps skip them."""
+    await done_table(conn)
+    await conn.execute("SELECT set_config('sqlgate.checkpoint', %s, true)", (new_cp,))
+    after, args = f"{filt} AND seq > %s", [*fargs, seq]
+    tables = [r[0] for r in await (await conn.execute(
+        f"SELECT DISTINCT tbl FROM sqlgate.changes WHERE {after}", args)).fetchall()]
+    conflicts: list[dict[str, Any]] = []
+    for tbl in tables:
+        await undo_rows(conn, tbl, after, args, mode, outcome, conflicts)
+    if conflicts:
+        raise common.conflicts_error(cp_id, conflicts)
+    for tbl in tables:
+        await conn.execute("INSERT INTO pg_temp.sqlgate_done VALUES (%s, %s)", (tbl, seq))

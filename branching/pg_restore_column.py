@@ -28,6 +28,7 @@ from psycopg import sql
 
 from branching import common
 from branching.pg_restore import relname, triggers_off, triggers_on
+from branching.pg_restore_column_last import restore_last_column
 from branching.pg_roles import as_role, table_owner
 from branching.pg_rows import NOT_DONE, done_table, undo_rows
 
@@ -37,7 +38,7 @@ _LISTED = 20  # conflicting rows named in a conflict, at most
 async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
                          outcome: common.RollbackOutcome) -> None:
     if "spec" not in o:
-        await _restore_last_column(conn, cp_id, mode, o)
+        await restore_last_column(conn, cp_id, mode, o)
         return
     relid = int(o["relid"])
     if not await _one(conn, "SELECT 1 FROM pg_class WHERE oid = %s", (relid,)):
@@ -45,8 +46,8 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
     rel = sql.SQL(await relname(conn, relid))
     new_cp = await _one(conn, "SELECT current_setting('sqlgate.checkpoint', true)", ())
     problems = await _row_problems(conn, mode, o, relid, new_cp)
-    if mode == "all" and not problems:
-        await _undo_later_rows(conn, cp_id, o, relid, new_cp, outcome)
+    if not problems and (mode == "all" or o.get("cp", cp_id) != cp_id):
+        await _undo_later_rows(conn, cp_id, mode, o, relid, new_cp, outcome)
     problems += await _name_problems(conn, o, relid)
     if not problems:
         problems = await _uncovered_rows(conn, o, rel)
@@ -158,16 +159,20 @@ async def _row_problems(conn: Any, mode: str, o: dict[str, Any], relid: int, new
     return []
 
 
-async def _undo_later_rows(conn: Any, cp_id: str, o: dict[str, Any], relid: int, new_cp: str,
+async def _undo_later_rows(conn: Any, cp_id: str, mode: str, o: dict[str, Any], relid: int, new_cp: str,
                            outcome: common.RollbackOutcome) -> None:
     """Mode 'all': the rows written after the DROP have the table's shape without the column, so they are
     undone now, before it comes back; listed in sqlgate_done, so later steps do not undo them again. They
-    stay filed under their own checkpoints: only the undo's own changes are this rollback's."""
+    stay filed under their own checkpoints: only the undo's own changes are this rollback's. Mode
+    'statement' on a rollback that ran the DROP again (o["cp"]): the rows that rollback changed after it."""
     await done_table(conn)
-    filt, fargs = f"seq > %s AND cp IS DISTINCT FROM %s AND {NOT_DONE}", [int(o["mark"]), new_cp]
+    if mode == "all":
+        filt, fargs = f"seq > %s AND cp IS DISTINCT FROM %s AND {NOT_DONE}", [int(o["mark"]), new_cp]
+    else:
+        filt, fargs = f"seq > %s AND cp = %s AND {NOT_DONE}", [int(o["mark"]), cp_id]
     if await _one(conn, f"SELECT 1 FROM sqlgate.changes WHERE tbl = %s AND {filt} LIMIT 1", [relid, *fargs]):
         conflicts: list[dict[str, Any]] = []
-        await undo_rows(conn, relid, filt, fargs, "all", outcome, conflicts)
+        await undo_rows(conn, relid, filt, fargs, mode, outcome, conflicts)
         if conflicts:
             raise common.conflicts_error(cp_id, conflicts)
     await conn.execute("INSERT INTO pg_temp.sqlgate_done VALUES (%s, %s)", (relid, int(o["mark"])))
@@ -386,32 +391,3 @@ async def _recreate_views(conn: Any, views: list[dict[str, Any]]) -> None:
                     await conn.execute(sql.SQL("GRANT {} ({}) ON {} TO {}{}").format(
                         sql.SQL(privilege), col, target, sql.SQL(grantee),
                         sql.SQL(" WITH GRANT OPTION" if grantable else "")))
-
-
-async def _restore_last_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
-    """A checkpoint taken before any column could be dropped (last column, primary key): its format."""
-    rel = sql.SQL(await relname(conn, int(o["relid"])))
-    col = sql.Identifier(o["column"])
-    if await _one(conn, "SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
-                  (int(o["relid"]), o["column"])):
-        if mode == "statement":
-            raise common.conflicts_error(cp_id, [{"column": o["column"],
-                                                  "conflict": "a column with this name was added since"}])
-        raise common.rollback_failed(f"column {o['column']} exists again; drop it first")
-    collate = sql.SQL(f" COLLATE {o['collation']}") if o.get("collation") else sql.SQL("")
-    await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}{}").format(rel, col, sql.SQL(o["type"]), collate))
-    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in o["pk"])
-    await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
-        rel, col, col, sql.Identifier(o["trash"]), match))
-    if o.get("default") is not None:
-        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-            rel, col, sql.SQL(o["default"])))
-    if o.get("notnull"):
-        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
-    for c in o.get("constraints", []):
-        await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            sql.SQL(await relname(conn, int(c["relid"]))), sql.Identifier(c["name"]), sql.SQL(c["def"])))
-    for index_def in o.get("indexes", []):
-        await conn.execute(index_def)
-    await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
-

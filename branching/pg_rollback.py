@@ -59,24 +59,28 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
          ctx.branch if ctx else "main", json.dumps(list(tables)), list(relids), float(retention_days) * 86400,
          cp_id))
     await conn.execute("SELECT set_config('sqlgate.checkpoint', %s, true)", (new_cp,))
+    # The row changes undone (step 2; before a statement runs again, step 0); changes a step already undid
+    # are listed in pg_temp.sqlgate_done and skipped (NOT_DONE).
+    if mode == "all":
+        filt, fargs = (f"tbl = ANY(%s::oid[]) AND seq > %s AND (cp IS DISTINCT FROM %s) AND {NOT_DONE}",
+                       [sorted(relation_oids), mark, new_cp])
+    else:
+        filt, fargs = f"cp = %s AND {NOT_DONE}", [cp_id]
+    await done_table(conn)
     # 0. Undoing a rollback: the statements whose objects it brought back run again (oldest first),
-    # each with a checkpoint of its own, before its row changes are reversed.
+    # each with a checkpoint of its own, before its row changes are reversed; the rows it changed after
+    # bringing a column back are undone before that column's DROP runs again (their shape has it).
     redone: list[dict[str, Any]] = []
     if kind == "rollback":  # a dry run too: its row step needs the shapes the statements give (all rolled back)
-        redone = await pg_redo.redo_statements(conn, cp_id, context, retention_days, classify)
+        redone = await pg_redo.redo_statements(conn, cp_id, context, retention_days, classify, partial(
+            pg_redo.undo_rows_after, conn, new_cp, cp_id, filt, fargs, mode, outcome))
         outcome.objects_restored += [r["statement"] for r in redone]
         await conn.execute("SELECT set_config('sqlgate.checkpoint', %s, true)", (new_cp,))
     # 1. Objects kept aside come back (latest first); definitions kept of other tables wait for step 3.
     deferred: list[dict[str, Any]] = []
     own_definitions: list[dict[str, Any]] = []
-    await done_table(conn)
     restored_objects = await _restore_objects(conn, cp_id, mode, later, outcome, deferred, own_definitions)
     # 2. Row deltas: the multiset difference the undone changes made, reversed.
-    if mode == "all":
-        filt, fargs = (f"tbl = ANY(%s::oid[]) AND seq > %s AND (cp IS DISTINCT FROM %s) AND {NOT_DONE}",
-                       [sorted(relation_oids), mark, new_cp])
-    else:
-        filt, fargs = "cp = %s", [cp_id]
     cur = await conn.execute(f"SELECT DISTINCT tbl FROM sqlgate.changes WHERE {filt}", fargs)
     conflicts: list[dict[str, Any]] = []
     for (tbl,) in await cur.fetchall():
@@ -86,9 +90,13 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
     # 2b. A table's own definitions (names, types, defaults, NOT NULL, constraints), once the rows written
     # under the changed definition are undone: those rows still fit it.
     # Mode 'statement' reverts only what the statement changed, keeping later definition changes.
+    # A dropped index, a replaced view's definition come back here too, in the same (latest first) order:
+    # after the rows (a unique index a later row broke), on the names the table had then.
     for o in own_definitions:
         async with pg_restore.definition_conflicts(cp_id, mode):
-            if mode == "statement":
+            if o["kind"] in ("index", "viewdef"):
+                await pg_restore.restore_index_or_view(conn, cp_id, o)
+            elif mode == "statement":
                 await pg_restore_definition.undo_change(conn, cp_id, o)
             else:
                 await pg_restore.restore_definition(conn, o)
@@ -124,9 +132,10 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
         traces |= {r[0] for r in await cur.fetchall()}
     traces.discard(trace_id)
     outcome.undone_traces = sorted(traces)
-    rel_oids = sorted(set(relids) | {int(o["relid"]) for o in restored_objects})
+    rel_oids = sorted(set(relids) | {int(o["relid"]) for o in restored_objects if "relid" in o})
     # Marks only (what this rollback moved back); undoing it runs the statements again instead.
-    new_objects = [{**o, "kind": "restored"} for o in restored_objects] + redone
+    new_objects = [{**o, "kind": "restored"} if o.get("kind") != "restored_at" else o
+                   for o in restored_objects] + redone
     await conn.execute("UPDATE sqlgate.checkpoints SET relids = %s, objects = %s WHERE id = %s",
                        (rel_oids, json.dumps(new_objects), new_cp))
     await conn.execute("UPDATE sqlgate.checkpoints SET undone_by = %s WHERE id = ANY(%s)", (new_cp, undone))
@@ -165,7 +174,8 @@ async def _later_checkpoints(conn: Any, cp_id: str, mark: int, relation_oids: se
 async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[str, Any]],
                            outcome: common.RollbackOutcome, deferred: list[dict[str, Any]],
                            own_definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Put back what each checkpoint kept aside; returns the relations moved back (the new checkpoint's).
+    """Put back what each checkpoint kept aside; returns the relations moved back (the new checkpoint's)
+    and, per column brought back, where this rollback's changes then stood (`restored_at`).
     What CASCADE took from other tables (their foreign keys, checks, defaults, indexes) is appended to
     `deferred`: it is re-applied once their rows are back (step 3); a table's own kept definitions go to
     `own_definitions` (step 2b)."""
@@ -182,7 +192,7 @@ async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[s
                     own_definitions.append({**o, "cp": other_id})  # step 2b, after the rows
                     outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
                 elif kind in ("index", "viewdef"):
-                    await pg_restore.restore_index_or_view(conn, cp_id, o)
+                    own_definitions.append(o)  # step 2b too, after the rows
                     outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
                 elif kind == "schema":
                     await pg_restore.restore_schema(conn, cp_id, mode, o)
@@ -194,7 +204,12 @@ async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[s
                     own = [c for c in o.get("constraints", []) if int(c["relid"]) == int(o["relid"])]
                     deferred.extend({"kind": "fk", **c} for c in o.get("constraints", [])
                                     if int(c["relid"]) != int(o["relid"]))
-                    await pg_restore_column.restore_column(conn, cp_id, mode, {**o, "constraints": own}, outcome)
+                    await pg_restore_column.restore_column(conn, cp_id, mode, {**o, "constraints": own,
+                                                                               "cp": other_id}, outcome)
+                    # Rows this rollback changes from here on have the column: undoing it undoes them
+                    # before the DROP runs again (pg_redo).
+                    seq = (await (await conn.execute("SELECT nextval('sqlgate.change_seq')")).fetchone())[0]
+                    restored.append({"kind": "restored_at", "checkpoint": other_id, "seq": seq})
                     outcome.objects_restored.append(
                         f"{await pg_restore.relname(conn, int(o['relid']))}.{o['column']}")
         deferred.extend(o for o in other_objects if o.get("kind") == "fk")

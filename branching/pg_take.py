@@ -22,15 +22,18 @@ from proxy.trace import new_id
 # 'upsert': INSERT ... ON CONFLICT DO UPDATE; the capture triggers record its inserts and updates alike.
 _DML = {"delete", "update", "merge", "truncate", "insert", "upsert"}
 _DEFINITION_DETAILS = {"drop default", "drop not null", "drop constraint", "rename column", "type"}
-_TAKE_SQL = "SELECT sqlgate.cp_take(%s, %s, %s, %s, %s, %s, %s::text[], %s::text[]::regclass[], %s)"
-_DROP_SQL = ("SELECT sqlgate.cp_drop(%s, %s::text[], ARRAY(SELECT to_regclass(n) FROM unnest(%s::text[]) n),"
-             " %s, %s, %s)")
-_DROP_SCHEMA_SQL = "SELECT sqlgate.cp_drop_schema(%s, %s::text[], %s, %s)"
-_TAKE_ROWS_SQL = ("SELECT sqlgate.cp_take(%s, %s, %s, %s, %s, %s, %s::text[], %s::text[]::regclass[], %s),"
-                  " set_config('sqlgate.checkpoint', %s, true)")
+# These run on the agent's connection, under its search_path: built-in names are qualified.
+_TAKE_SQL = ("SELECT sqlgate.cp_take(%s, %s, %s, %s, %s, %s, %s::pg_catalog.text[],"
+             " %s::pg_catalog.text[]::pg_catalog.regclass[], %s)")
+_DROP_SQL = ("SELECT sqlgate.cp_drop(%s, %s::pg_catalog.text[], ARRAY(SELECT pg_catalog.to_regclass(n)"
+             " FROM pg_catalog.unnest(%s::pg_catalog.text[]) n), %s, %s, %s)")
+_DROP_SCHEMA_SQL = "SELECT sqlgate.cp_drop_schema(%s, %s::pg_catalog.text[], %s, %s)"
+_TAKE_ROWS_SQL = ("SELECT sqlgate.cp_take(%s, %s, %s, %s, %s, %s, %s::pg_catalog.text[],"
+                  " %s::pg_catalog.text[]::pg_catalog.regclass[], %s),"
+                  " pg_catalog.set_config('sqlgate.checkpoint', %s, true)")
 # Later statements of the same transaction are not this checkpoint's: its id is
 # forgotten right after the statement, in the same round trip.
-_FORGET_SQL = "SELECT set_config('sqlgate.checkpoint', '', true)"
+_FORGET_SQL = "SELECT pg_catalog.set_config('sqlgate.checkpoint', '', true)"
 
 
 async def take(session: Any, part: Part, context: CheckpointContext, retention_days: float) -> Checkpoint:
@@ -67,9 +70,10 @@ async def take(session: Any, part: Part, context: CheckpointContext, retention_d
         cascade, missing_ok = _drop_column_behavior(part.sql)
         await _record(session, (*base, "column", names, names, days))
         # DROP COLUMN IF EXISTS of a missing column drops nothing: nothing to keep.
-        await _call(session, "SELECT sqlgate.cp_keep_column(%s, %s::regclass, %s, %s) WHERE NOT %s"
-                             " OR EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s"
-                             " AND attnum > 0 AND NOT attisdropped)",
+        await _call(session, "SELECT sqlgate.cp_keep_column(%s, %s::pg_catalog.regclass, %s, %s) WHERE NOT %s"
+                             " OR EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid"
+                             " OPERATOR(pg_catalog.=) %s::pg_catalog.regclass AND attname OPERATOR(pg_catalog.=) %s"
+                             " AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped)",
                     (cp_id, names[0], _unquoted(single.column), cascade, missing_ok, names[0],
                      _unquoted(single.column)))
         return Checkpoint(cp_id, tuple(names), "column")
@@ -78,17 +82,50 @@ async def take(session: Any, part: Part, context: CheckpointContext, retention_d
         # The table is captured from here on: mode 'all' undoes the rows written under the new definition.
         await _record(session, (*base, "definition", names, names, days))
         type_column = _unquoted(single.column) if single.detail == "type" and single.column else None
-        await _call(session, "SELECT sqlgate.cp_keep_definition(%s, %s::regclass, %s, %s::jsonb)",
+        await _call(session, "SELECT sqlgate.cp_keep_definition(%s, %s::pg_catalog.regclass, %s, %s::pg_catalog.jsonb)",
                     (cp_id, names[0], type_column, json.dumps(_definition_change(part.sql))))
         return Checkpoint(cp_id, tuple(names), "definition")
     if ((actions == {"drop"} and all(t.kind == "index" for t in targets))
             or (single is not None and single.kind == "view" and single.action == "replace")):
-        await _record(session, (*base, "definition", names, [], days))
+        # The indexed tables (a view: the tables it reads, through other views) are captured from here
+        # on: mode 'all' undoes their later rows too, before the index comes back.
+        captured = await _read_tables(session, names)
+        await _record(session, (*base, "definition", names, captured, days))
         for name in names:
-            await _call(session, "SELECT sqlgate.cp_keep_relation_def(%s, r) FROM to_regclass(%s) r"
+            await _call(session, "SELECT sqlgate.cp_keep_relation_def(%s, r) FROM pg_catalog.to_regclass(%s) r"
                                  " WHERE r IS NOT NULL", (cp_id, name))
         return Checkpoint(cp_id, tuple(names), "definition")
     raise common.unavailable(part, f"{', '.join(sorted(actions))} of {', '.join(sorted(kinds))}")
+
+
+# Plain tables an index is on or a view reads (at any depth through views) that the caller may write (as
+# a DML checkpoint would: a table it may only read is not its to revert); sqlgate's own are not captured.
+# It runs on the agent's connection, under its search_path: every name is qualified.
+_READ_TABLES_SQL = """
+WITH RECURSIVE src(oid) AS (
+    SELECT pg_catalog.to_regclass(n)::pg_catalog.oid FROM pg_catalog.unnest(%s::pg_catalog.text[]) n
+    UNION
+    SELECT d.refobjid FROM src JOIN pg_catalog.pg_rewrite w ON w.ev_class OPERATOR(pg_catalog.=) src.oid
+    JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+        AND d.objid OPERATOR(pg_catalog.=) w.oid
+        AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+        AND d.refobjid OPERATOR(pg_catalog.<>) src.oid
+)
+SELECT coalesce(pg_catalog.array_agg(DISTINCT t.oid::pg_catalog.regclass::pg_catalog.text), '{}')
+FROM src
+LEFT JOIN pg_catalog.pg_index i ON i.indexrelid OPERATOR(pg_catalog.=) src.oid
+JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) coalesce(i.indrelid, src.oid)
+JOIN pg_catalog.pg_namespace s ON s.oid OPERATOR(pg_catalog.=) t.relnamespace
+WHERE t.relkind OPERATOR(pg_catalog.=) 'r' AND pg_catalog.has_table_privilege(t.oid, 'INSERT, UPDATE, DELETE')
+    AND s.nspname OPERATOR(pg_catalog.<>) 'sqlgate' AND s.nspname OPERATOR(pg_catalog.!~~) 'sqlgate\\_trash\\_%%'"""
+
+
+async def _read_tables(session: Any, names: list[str]) -> list[str]:
+    try:
+        row = await (await session.conn.execute(_READ_TABLES_SQL, (names,))).fetchone()
+    except psycopg.Error as exc:
+        raise database_error(exc) from exc
+    return list(row[0]) if row else []
 
 
 def _drop_column_behavior(text: str) -> tuple[bool, bool]:

@@ -40,3 +40,4 @@ def test_parameterized_statements_over_the_wire(wire: Wire) -> None:
         assert len(checkpoints) == 2
         conn.execute(f"SELECT sqlgate.rollback('{checkpoints[0]}')")  # mode all: both undone
     assert snapshot(server, p) == before
+

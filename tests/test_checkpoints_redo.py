@@ -97,3 +97,25 @@ def test_a_dry_run_leaves_sequences_alone(sqlgate: SqlgateServer) -> None:
     before = snapshot(sqlgate, p)
     ok(rollback(sqlgate, answer["checkpoint"]["id"], token=agent, dry_run=True))
     assert snapshot(sqlgate, p) == before
+
+
+
+@pytest.mark.parametrize("kind", STATEMENTS, ids=lambda k: k[0])
+@pytest.mark.parametrize("mode", ["all", "statement"])
+def test_a_statement_run_again_can_be_rolled_back_and_run_again_once_more(
+        pg: SqlgateServer, writer: str, kind: Any, mode: str) -> None:
+    """The checkpoint a redo takes keeps the statement it ran (its trace is the undo's call): rolling
+    it back and undoing that runs the same statement again, never the rollback call's SQL (was a 403)."""
+    p = fresh("rd")
+    make_tables(pg, p, writer)
+    before = snapshot(pg, p)
+    cp = ok(pg.sql(kind[1].format(p=p), token=writer))["checkpoint"]["id"]
+    after = snapshot(pg, p)
+    undo = ok(rollback(pg, cp, token=writer))
+    redo = ok(rollback(pg, undo["new_checkpoint"], token=writer))
+    assert snapshot(pg, p) == after
+    again = redo["objects_restored"][0].split("checkpoint ")[1].rstrip(")")
+    second = ok(rollback(pg, again, token=writer, mode=mode))
+    assert snapshot(pg, p) == before
+    ok(rollback(pg, second["new_checkpoint"], token=writer, mode=mode))
+    assert snapshot(pg, p) == after
