@@ -34,7 +34,7 @@ class PostgresCheckpointer:
 
     @property
     def pool(self) -> Any:
-        return self.backend.pools[BackendRole.OWNER]
+        return self.backend.internal  # the owner, with the catalog alone on its search_path
 
     async def setup(self) -> None:
         roles = ", ".join(sql.Identifier(n).as_string() for n in self.backend.logins.names.values())

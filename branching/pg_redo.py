@@ -5,7 +5,8 @@ Row changes the rollback made are reversed by the ordinary row undo after this."
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,24 +47,36 @@ async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContex
         if classify is None:
             raise common.rollback_failed("this server cannot classify statements to run them again")
         part = classify(statement)
-        if not await _names_the_same_objects(conn, cp_id, part):
-            raise common.redo_unavailable(rollback_id, [statement], why=(
-                f"its names no longer name the objects this rollback brought back (renamed or replaced since),"
-                f" so running {statement!r} again could touch something else"))
-        ctx = context or CheckpointContext("sqlgate", None, "main", None)
-        checkpoint = await pg_take.take(SimpleNamespace(conn=conn), part, ctx, retention_days)
-        if checkpoint.run is not None:  # a drop: sqlgate moves the object aside, no agent expression runs
-            await checkpoint.run(None, None)
-        else:  # an ALTER may evaluate the agent's expressions (USING, DEFAULT): as the table's owner
-            owner = await _owner_of(conn, part.targets[0].name) if part.targets else None
-            async with as_role(conn, owner):
-                await conn.execute(part.sql)
+        async with _statement_path(conn):
+            if not await _names_the_same_objects(conn, cp_id, part):
+                raise common.redo_unavailable(rollback_id, [statement], why=(
+                    f"its names no longer name the objects this rollback brought back (renamed or replaced"
+                    f" since), so running {statement!r} again could touch something else"))
+            ctx = context or CheckpointContext("sqlgate", None, "main", None)
+            checkpoint = await pg_take.take(SimpleNamespace(conn=conn), part, ctx, retention_days)
+            if checkpoint.run is not None:  # a drop: sqlgate moves the object aside, no agent expression runs
+                await checkpoint.run(None, None)
+            else:  # an ALTER may evaluate the agent's expressions (USING, DEFAULT): as the table's owner
+                owner = await _owner_of(conn, part.targets[0].name) if part.targets else None
+                async with as_role(conn, owner):
+                    await conn.execute(part.sql)
         await conn.execute("UPDATE sqlgate.checkpoints SET objects = objects || jsonb_build_array("
                            "jsonb_build_object('kind', 'statement', 'sql', %s::text)) WHERE id = %s",
                            (statement, checkpoint.id))
         done.append({"kind": "redo", "checkpoint": checkpoint.id,
                      "statement": f"{statement} (again, checkpoint {checkpoint.id})"})
     return done
+
+
+@contextlib.asynccontextmanager
+async def _statement_path(conn: Any) -> AsyncIterator[None]:
+    """A statement run again resolves its names on the owner's default path, as sqlgate ran them before
+    it pinned its own connections to the catalog alone; sqlgate's own SQL in between is qualified."""
+    await conn.execute("SELECT pg_catalog.set_config('search_path', '\"$user\", public', true)")
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)")
 
 
 async def with_redone(conn: Any, later: list[tuple[str, Any]]) -> list[tuple[str, Any]]:

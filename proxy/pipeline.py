@@ -66,7 +66,7 @@ class Pipeline(LastingSessions):
         steps = self.classify(request, request_id)
         self.enforce_policy(steps)
         if request.dry_run:
-            return Response(request_id, steps, await self.plan(steps))
+            return Response(request_id, steps, await self.plan(steps, self.login_for(request.identity, steps)))
         if client is None:
             await self.execute(request, steps)
         else:
@@ -153,13 +153,14 @@ class Pipeline(LastingSessions):
 
     # --- dry run ----------------------------------------------------------
 
-    async def plan(self, steps: list[Step]) -> list[dict[str, Any]]:
+    async def plan(self, steps: list[Step], login: BackendRole) -> list[dict[str, Any]]:
+        """The dry run: each statement's class, decision and planner cost, planned as `login`."""
         plan = []
         for step in steps:
             part = step.part
             cost = None
             if part.klass in (C.READ, C.WRITE, C.DESTRUCTIVE_DML) and part.command != "COPY":
-                cost = await self.backend.explain_cost(part.sql, step.params)
+                cost = await self.backend.explain_cost(part.sql, step.params, login)
             plan.append({
                 "sql": part.sql, "class": part.klass.label, "command": part.command, "tables": list(part.tables),
                 "decision": "checkpoint_then_allow" if isinstance(step.decision, CheckpointThenAllow) else "allow",

@@ -103,5 +103,6 @@ class Backend(Protocol):
         """A session for `role` on `branch`; `writes` is False when the classifier
         found nothing that changes data (DuckDB runs those off the writer thread)."""
 
-    async def explain_cost(self, sql: str, params: Sequence[str | None] | None) -> float | None:
-        """The planner's cost estimate for one statement, or None if it has none."""
+    async def explain_cost(self, sql: str, params: Sequence[str | None] | None,
+                           login: BackendRole = BackendRole.READ) -> float | None:
+        """The planner's cost estimate for one statement, planned as `login`, or None if it has none."""

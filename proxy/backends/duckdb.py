@@ -271,7 +271,8 @@ class DuckDBBackend:
             finally:
                 await session.close()
 
-    async def explain_cost(self, sql: str, params: Sequence[str | None] | None) -> float | None:
+    async def explain_cost(self, sql: str, params: Sequence[str | None] | None,
+                           login: BackendRole = BackendRole.READ) -> float | None:
         """DuckDB's planner gives row estimates, not costs: report the top estimate."""
         def run(cur: duckdb.DuckDBPyConnection) -> float | None:
             try:

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from policy.identity import Role, Token
 from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
-from proxy.backends.postgres_setup import AgentLogins, set_up
+from proxy.backends.postgres_setup import INTERNAL_OPTIONS, AgentLogins, set_up
 from proxy.db_errors import postgres_error as sql_error
 from proxy.result import Result, result_from_pgresult
 from proxy.trace import COPY_COLUMNS, Trace, TraceFilter, traces_copy, traces_json
@@ -68,7 +68,7 @@ class PostgresSession:
         # One message, one round trip. If recording fails, PostgreSQL skips the COMMIT and the
         # transaction stays open and aborted, as when the two were sent apart.
         batch = sql.Literal(traces_json(traces)).as_bytes(self.conn)
-        record = b"SELECT sqlgate.record_traces(" + batch + b"::jsonb);\n"
+        record = b"SELECT sqlgate.record_traces(" + batch + b"::pg_catalog.jsonb);\n"  # the agent's path
         cur = psycopg.AsyncRawCursor(self.conn)
         try:
             await cur.execute(record + statement.encode())
@@ -197,6 +197,7 @@ class PostgresBackend:
         self.statement_timeout = statement_timeout
         self.idle_timeout = idle_timeout
         self.pools: dict[BackendRole, AsyncConnectionPool] = {}
+        self.internal: AsyncConnectionPool | None = None  # sqlgate's own work, on a pinned search_path
         self.logins: AgentLogins | None = None
 
     async def start(self) -> None:
@@ -217,7 +218,15 @@ class PostgresBackend:
             )
             await pool.open(wait=True, timeout=30)
             self.pools[role] = pool
-        self.meta = PostgresMeta(self.pools[BackendRole.OWNER])
+        # sqlgate's own work (metadata, checkpoint lists, rollbacks, purges) runs as the owner with the
+        # catalog alone on its path: an agent's overload in public cannot stand in for a built-in there.
+        self.internal = AsyncConnectionPool(
+            make_conninfo(**params, options=INTERNAL_OPTIONS),  # type: ignore[arg-type]
+            min_size=1, max_size=max(2, self.pool_size // 2), open=False,
+            kwargs={"autocommit": True, "application_name": "sqlgate-internal"}, name="sqlgate-internal",
+        )
+        await self.internal.open(wait=True, timeout=30)
+        self.meta = PostgresMeta(self.internal)
 
     async def relay_logins(self) -> dict[BackendRole, dict[str, str]]:
         """Each login's connection parameters as libpq resolved them on a live connection
@@ -246,7 +255,7 @@ class PostgresBackend:
                 await asyncio.sleep(1.0)  # the server went away: listen again when it is back
 
     async def close(self) -> None:
-        for pool in self.pools.values():
+        for pool in (*self.pools.values(), *([self.internal] if self.internal is not None else [])):
             await pool.close()
 
     @asynccontextmanager
@@ -275,8 +284,11 @@ class PostgresBackend:
                 pass  # the pool discards a broken connection
             await conn_cm.__aexit__(None, None, None)
 
-    async def explain_cost(self, sql: str, params: Sequence[str | None] | None) -> float | None:
-        async with self.pools[BackendRole.OWNER].connection() as conn:
+    async def explain_cost(self, sql: str, params: Sequence[str | None] | None,
+                           login: BackendRole = BackendRole.READ) -> float | None:
+        """The planner's cost, planned as the login the statement would run as (planning can run
+        an agent's functions: never as the owner for an agent)."""
+        async with self.pools[login].connection() as conn:
             try:
                 async with conn.transaction(force_rollback=True):
                     cur = conn.cursor()

@@ -79,9 +79,14 @@ def check_privileges(conn: psycopg.Connection) -> None:
         )
 
 
+# sqlgate's own connections as the owner search the catalog alone: an agent may create in public, and an
+# overload there that matches a call's argument types exactly would beat the built-in (CVE-2018-1058).
+INTERNAL_OPTIONS = "-c search_path=pg_catalog,pg_temp"
+
+
 def set_up(dsn: str, statement_timeout: str, idle_timeout: str) -> AgentLogins:
     """Idempotent: safe on every start, and by several proxies at once."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, options=INTERNAL_OPTIONS) as conn:
         check_privileges(conn)
         with conn.transaction():
             # Serialise concurrent first starts of several proxies.
