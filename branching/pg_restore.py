@@ -187,6 +187,8 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
             await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} {}").format(rel, col, verb))
     cur = await conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s", (relid,))
     present = {r[0] for r in await cur.fetchall()}
+    # Foreign keys a DROP CONSTRAINT ... CASCADE took are re-applied after the rows (pg_rollback step 3).
+    present |= {c["name"] for c in o.get("dependents", []) if int(c["relid"]) == relid}
     for con in o["constraints"]:
         if con["name"] not in present:
             await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(

@@ -190,6 +190,9 @@ async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[s
                     restored.append(o)
                 elif kind == "definition":
                     own_definitions.append({**o, "cp": other_id})  # step 2b, after the rows
+                    # DROP CONSTRAINT ... CASCADE: the foreign keys it took (this table's too) come back
+                    # in step 3, once the key is back and their rows are.
+                    deferred.extend({"kind": "fk", **c} for c in o.get("dependents", []))
                     outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
                 elif kind in ("index", "viewdef"):
                     own_definitions.append(o)  # step 2b too, after the rows

@@ -299,6 +299,55 @@ GRANT EXECUTE ON FUNCTION sqlgate.cp_drop(text, text[], regclass[], text, boolea
 """
 
 DEFINITION_SQL = r"""
+-- What ALTER TABLE ... DROP CONSTRAINT ... CASCADE takes beyond the constraint, found through pg_depend as
+-- PostgreSQL's CASCADE finds it (dependents: normal, auto, internal; the owners of internal parts): the
+-- foreign keys (of any table, this one too) that use its index, kept as definitions ('constraints', in
+-- creation order); the constraint's own index and the foreign keys' triggers follow their owner; anything
+-- else (a view grouped by the key...) cannot come back and is listed, described ('refused').
+CREATE OR REPLACE FUNCTION sqlgate.constraint_dependents(p_rel oid, p_name text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE con oid; o record; keep jsonb := '[]'; refused jsonb := '[]'; ok boolean;
+BEGIN
+    SELECT k.oid INTO con FROM pg_constraint k WHERE k.conrelid = p_rel AND k.conname = p_name;
+    FOR o IN WITH RECURSIVE closure(classid, objid) AS (
+                 SELECT 'pg_constraint'::regclass::oid, con WHERE con IS NOT NULL
+                 UNION
+                 SELECT CASE WHEN f.fwd THEN d.classid ELSE d.refclassid END,
+                        CASE WHEN f.fwd THEN d.objid ELSE d.refobjid END
+                 FROM closure c JOIN pg_depend d
+                      ON (d.refclassid = c.classid AND d.refobjid = c.objid AND d.deptype IN ('n', 'a', 'i'))
+                      OR (d.classid = c.classid AND d.objid = c.objid AND d.deptype = 'i')
+                 CROSS JOIN LATERAL (SELECT d.refclassid = c.classid AND d.refobjid = c.objid
+                                            AND d.deptype IN ('n', 'a', 'i') AS fwd) f
+                 -- a table is never part of what a constraint takes: the walk does not go through one
+                 WHERE c.classid <> 'pg_class'::regclass
+                       OR (SELECT relkind FROM pg_class WHERE oid = c.objid) NOT IN ('r', 'p', 'f', 'm', 'v')
+             ) SELECT DISTINCT classid, objid FROM closure
+               WHERE NOT (classid = 'pg_constraint'::regclass AND objid = con) ORDER BY objid LOOP
+        IF o.classid = 'pg_constraint'::regclass THEN
+            ok := (SELECT contype = 'f' FROM pg_constraint WHERE oid = o.objid);
+            IF ok THEN
+                keep := keep || (SELECT jsonb_build_object(
+                                     'relid', conrelid, 'name', conname, 'def', pg_get_constraintdef(oid),
+                                     'type', contype, 'comment', obj_description(oid, 'pg_constraint'))
+                                 FROM pg_constraint WHERE oid = o.objid);
+            END IF;
+        ELSIF o.classid = 'pg_class'::regclass THEN
+            ok := EXISTS (SELECT 1 FROM pg_constraint k WHERE k.oid = con AND k.conindid = o.objid
+                          AND k.contype IN ('p', 'u', 'x'));
+        ELSIF o.classid = 'pg_trigger'::regclass THEN
+            ok := (SELECT tgconstraint <> 0 FROM pg_trigger WHERE oid = o.objid);
+        ELSE
+            ok := false;
+        END IF;
+        IF NOT coalesce(ok, false) THEN
+            refused := refused || to_jsonb(pg_describe_object(o.classid, o.objid, 0));
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('constraints', keep, 'refused', refused);
+END $$;
+REVOKE ALL ON FUNCTION sqlgate.constraint_dependents(oid, text) FROM PUBLIC;
+
 -- ALTER TABLE that changes a definition (defaults, NOT NULL, constraints, names, a column's type): keep the
 -- table's definition by OID and attnum, which survive renames; for a type change keep the key and the values.
 -- p_change: what the statement changes (pg_take reads it from the parse tree), so mode 'statement' undoes only that.
@@ -306,11 +355,25 @@ DROP FUNCTION IF EXISTS sqlgate.cp_keep_definition(text, regclass, text);
 CREATE OR REPLACE FUNCTION sqlgate.cp_keep_definition(p_id text, p_rel regclass, p_type_column text, p_change jsonb)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE obj jsonb; pk text[]; trash text := format('sqlgate_trash_%s_1', p_id);
+DECLARE obj jsonb; pk text[]; trash text := format('sqlgate_trash_%s_1', p_id); deps jsonb; kept jsonb := '[]';
+        con text;
 BEGIN
     IF NOT pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = p_rel), 'USAGE') THEN
         RAISE EXCEPTION 'must be owner of table %', p_rel USING ERRCODE = '42501';
     END IF;
+    -- DROP CONSTRAINT ... CASCADE: what it takes from this and other tables (foreign keys on its index) is
+    -- kept; without CASCADE PostgreSQL itself refuses when anything depends on the constraint.
+    FOR con IN SELECT jsonb_array_elements_text(coalesce(p_change->'cascades', '[]')) LOOP
+        deps := sqlgate.constraint_dependents(p_rel, con);
+        IF jsonb_array_length(deps->'refused') > 0 THEN
+            RAISE EXCEPTION 'sqlgate cannot undo this DROP CONSTRAINT % of %: it would also drop %',
+                con, p_rel, deps->'refused'->>0
+                USING ERRCODE = '0A000',
+                      HINT = 'Drop that object first (its own checkpoint keeps it), then drop the constraint.';
+        END IF;
+        kept := kept || (SELECT coalesce(jsonb_agg(x), '[]') FROM jsonb_array_elements(deps->'constraints') x
+                         WHERE NOT kept @> jsonb_build_array(x));
+    END LOOP;
     obj := jsonb_build_object(
         'kind', 'definition', 'relid', p_rel::oid, 'change', p_change,
         'schema', (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel),
@@ -343,7 +406,15 @@ BEGIN
                        (SELECT string_agg(quote_ident(c), ', ') FROM unnest(pk) c), p_type_column, p_rel);
         obj := obj || jsonb_build_object('trash', trash, 'pk', to_jsonb(pk), 'type_column', p_type_column);
     END IF;
+    IF kept <> '[]' THEN
+        obj := obj || jsonb_build_object('dependents', kept);
+    END IF;
     UPDATE sqlgate.checkpoints SET objects = objects || jsonb_build_array(obj) WHERE id = p_id;
+    -- The other tables whose foreign keys CASCADE drops: their later writes are the checkpoint's too.
+    IF kept <> '[]' THEN
+        PERFORM sqlgate.capture_dependents(p_id, ARRAY(SELECT (x->>'relid')::oid FROM jsonb_array_elements(kept) x
+                                                       WHERE (x->>'relid')::oid <> p_rel::oid));
+    END IF;
 END $$;
 REVOKE ALL ON FUNCTION sqlgate.cp_keep_definition(text, regclass, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sqlgate.cp_keep_definition(text, regclass, text, jsonb) TO {roles};

@@ -147,7 +147,8 @@ _RENAMES = {"OBJECT_COLUMN": "column", "OBJECT_TABLE": "table", "OBJECT_TABCONST
 def _definition_change(text: str) -> dict[str, Any]:
     """What one definition change changes (mode 'statement' undoes only that), from PostgreSQL's parse
     tree: {"what": default | notnull | constraint | type | column | table | constraint_name | other,
-    "name": the column or constraint as named before, "to": a rename's new name}."""
+    "name": the column or constraint as named before, "to": a rename's new name, "cascades": the
+    constraints it drops with CASCADE}."""
     stmts = json.loads(pgparser.parse_sql_json(text)).get("stmts") or [{}]
     stmt = stmts[0].get("stmt") or {}
     if "RenameStmt" in stmt:
@@ -159,7 +160,11 @@ def _definition_change(text: str) -> dict[str, Any]:
     what = _CHANGES.get(str(cmd.get("subtype")), "other")
     if what == "default" and cmd.get("def"):  # SET DEFAULT is not kept as a definition change
         what = "other"
-    return {"what": what, "name": cmd.get("name")}
+    # DROP CONSTRAINT ... CASCADE (any of the commands): what it takes from other tables is kept too.
+    cascades = [c["AlterTableCmd"].get("name") for c in cmds
+                if (c.get("AlterTableCmd") or {}).get("subtype") == "AT_DropConstraint"
+                and c["AlterTableCmd"].get("behavior") == "DROP_CASCADE"]
+    return {"what": what, "name": cmd.get("name"), **({"cascades": cascades} if cascades else {})}
 
 
 def _unquoted(column: str) -> str:

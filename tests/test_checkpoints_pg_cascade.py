@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import fresh, ok, rollback, rows
+from tests.test_checkpoints import checkpoints, fresh, ok, rollback, rows
 from tests.test_checkpoints_pg_columns import full, same
 from tests.test_checkpoints_pg_schema import make_schema, schema_snapshot
 
@@ -222,3 +222,146 @@ def test_a_kept_not_null_broken_since_is_named(pg: SqlgateServer, agent: str) ->
     undone = ok(rollback(pg, cp, token=agent))
     assert undone["rows_removed"] == 1
     same(pg, p, before)
+
+
+# --- DROP CONSTRAINT ... CASCADE: the foreign keys of other tables that use the dropped key ---------------
+
+def keyed_tables(server: SqlgateServer, p: str, token: str) -> None:
+    """{p}_p(id PK, u UNIQUE, up REFERENCES {p}_p): {p}_a references its key, {p}_b its key and u."""
+    for statement in (
+        f"CREATE TABLE {p}_p (id int PRIMARY KEY, u int UNIQUE, up int REFERENCES {p}_p)",
+        f"CREATE TABLE {p}_a (id int PRIMARY KEY, p int REFERENCES {p}_p ON DELETE CASCADE, note text)",
+        f"CREATE TABLE {p}_b (id int PRIMARY KEY, p int, pu int REFERENCES {p}_p (u) DEFERRABLE, note text)",
+        f"INSERT INTO {p}_p VALUES (1, 10, NULL), (2, 20, 1), (3, 30, 2)",
+        f"INSERT INTO {p}_a VALUES (1, 1, 'a'), (2, 3, 'a')",
+        f"INSERT INTO {p}_b VALUES (1, 2, 20, 'b'), (2, 3, 30, 'b')",
+        f"ALTER TABLE {p}_b ADD CONSTRAINT {p}_b_to_p FOREIGN KEY (p) REFERENCES {p}_p (id) NOT VALID",
+        f"COMMENT ON CONSTRAINT {p}_b_to_p ON {p}_b IS 'kept too'",
+    ):
+        ok(server.sql(statement, token=token))
+
+
+# (the constraint dropped, a later write that breaks a foreign key it took, that key's table and name)
+KEYS = [
+    ("pkey", "INSERT INTO {p}_a VALUES (3, 99, 'breaks')", "a", "p_fkey"),
+    ("u_key", "INSERT INTO {p}_b VALUES (3, 1, 99, 'breaks')", "b", "pu_fkey"),
+]
+
+
+def constraint_comment(server: SqlgateServer, p: str) -> list[dict[str, Any]]:
+    return rows(server, f"SELECT obj_description(oid, 'pg_constraint') AS c FROM pg_constraint"
+                        f" WHERE conname = '{p}_b_to_p'")
+
+
+@pytest.mark.parametrize("key", KEYS, ids=lambda k: k[0])
+def test_drop_key_constraint_cascade_mode_all_brings_back_other_tables_foreign_keys(
+        pg: SqlgateServer, agent: str, key: Any) -> None:
+    p = fresh("cas")
+    keyed_tables(pg, p, agent)
+    before = full(pg, p)
+    suffix, breaks, _, _ = key
+    cp = ok(pg.sql(f"ALTER TABLE {p}_p DROP CONSTRAINT {p}_p_{suffix} CASCADE", token=agent))["checkpoint"]["id"]
+    dropped = full(pg, p)
+    assert dropped["schema"] != before["schema"]
+    if suffix == "pkey":
+        assert fk_of(pg, f"{p}_a") == [] and fk_of(pg, f"{p}_p") == []
+    assert len(fk_of(pg, f"{p}_b")) == 1
+    later = [ok(pg.sql(q.format(p=p), token=agent))["trace_id"] for q in (
+        breaks, f"UPDATE {p}_b SET note = 'later' WHERE id = 1", f"DELETE FROM {p}_a WHERE id = 2")]
+    state = full(pg, p)
+    undone = ok(rollback(pg, cp, token=agent))
+    assert set(later) <= set(undone["undone_traces"]), undone
+    same(pg, p, before)  # the key, the foreign keys of {p}_a, {p}_b and {p}_p itself, every row
+    assert constraint_comment(pg, p) == [{"c": "kept too"}]
+    # Undoing the rollback runs the DROP again and puts the later rows back: the state it undid.
+    redone = ok(rollback(pg, undone["new_checkpoint"], token=agent))
+    assert full(pg, p) == state
+    ok(rollback(pg, redone["new_checkpoint"], token=agent))
+    same(pg, p, before)
+
+
+@pytest.mark.parametrize("key", KEYS, ids=lambda k: k[0])
+def test_drop_key_constraint_cascade_mode_statement(pg: SqlgateServer, agent: str, key: Any) -> None:
+    """A later write that breaks a foreign key the CASCADE took is a listed conflict, nothing changed;
+    once it is gone, the key and every foreign key come back and unrelated later writes stay."""
+    p = fresh("cas")
+    keyed_tables(pg, p, agent)
+    before = full(pg, p)
+    suffix, breaks, table, name = key
+    cp = ok(pg.sql(f"ALTER TABLE {p}_p DROP CONSTRAINT {p}_p_{suffix} CASCADE", token=agent))["checkpoint"]["id"]
+    ok(pg.sql(breaks.format(p=p), token=agent))
+    ok(pg.sql(f"UPDATE {p}_b SET note = 'later' WHERE id = 1", token=agent))
+    state = full(pg, p)
+    [c] = conflict(rollback(pg, cp, token=agent, mode="statement"))
+    assert c["constraint"] == f"{p}_{table}_{name}" and c["table"] == f"public.{p}_{table}", c
+    assert "=(99)" in c["conflict"], c
+    assert full(pg, p) == state
+    ok(pg.sql(f"DELETE FROM {p}_{table} WHERE id = 3", token=agent))
+    dropped = full(pg, p)
+    undone = ok(rollback(pg, cp, token=agent, mode="statement"))
+    assert undone["undone_checkpoints"] == [cp]
+    after = full(pg, p)
+    assert after["schema"] == before["schema"] and after["extra"] == before["extra"]
+    assert constraint_comment(pg, p) == [{"c": "kept too"}]
+    assert rows(pg, f"SELECT id, note FROM {p}_b ORDER BY id") == [{"id": 1, "note": "later"}, {"id": 2, "note": "b"}]
+    # Undoing that rollback drops the key (and what its CASCADE takes) again.
+    ok(rollback(pg, undone["new_checkpoint"], token=agent))
+    assert full(pg, p) == dropped
+
+
+@pytest.mark.parametrize("mode", ["all", "statement"])
+def test_drop_check_or_foreign_key_constraint_cascade(pg: SqlgateServer, agent: str, mode: str) -> None:
+    """Nothing depends on a check or a foreign key: CASCADE takes only the constraint, which comes back."""
+    p = fresh("cas")
+    keyed_tables(pg, p, agent)
+    ok(pg.sql(f"ALTER TABLE {p}_a ADD CONSTRAINT {p}_a_note CHECK (note <> '')", token=agent))
+    before = full(pg, p)
+    for statement in (f"ALTER TABLE {p}_a DROP CONSTRAINT {p}_a_note CASCADE",
+                      f"ALTER TABLE {p}_a DROP CONSTRAINT {p}_a_p_fkey CASCADE",
+                      f"ALTER TABLE {p}_p DROP CONSTRAINT {p}_p_up_fkey CASCADE"):
+        cp = ok(pg.sql(statement, token=agent))["checkpoint"]["id"]
+        assert full(pg, p) != before, statement
+        ok(rollback(pg, cp, token=agent, mode=mode))
+        same(pg, p, before)
+
+
+def test_drop_key_constraint_without_cascade_is_refused_by_postgresql(pg: SqlgateServer, agent: str) -> None:
+    p = fresh("cas")
+    keyed_tables(pg, p, agent)
+    before = full(pg, p)
+    known = {c["id"] for c in checkpoints(pg)}
+    for suffix in ("pkey", "u_key"):
+        r = pg.sql(f"ALTER TABLE {p}_p DROP CONSTRAINT {p}_p_{suffix}", token=agent)
+        assert r.status_code == 400 and r.json()["code"] == "2BP01", r.text
+    assert full(pg, p) == before
+    assert {c["id"] for c in checkpoints(pg)} == known
+
+
+def test_drop_key_constraint_cascade_that_would_drop_a_view_is_refused(pg: SqlgateServer, agent: str) -> None:
+    """A view grouped by the primary key depends on it: sqlgate keeps no such view, so it refuses."""
+    p = fresh("cas")
+    keyed_tables(pg, p, agent)
+    ok(pg.sql(f"CREATE VIEW {p}_v AS SELECT id, u FROM {p}_p GROUP BY id", token=agent))
+    before = full(pg, p)
+    known = {c["id"] for c in checkpoints(pg)}
+    r = pg.sql(f"ALTER TABLE {p}_p DROP CONSTRAINT {p}_p_pkey CASCADE", token=agent)
+    assert r.status_code in (400, 403) and r.json()["code"] == "0A000", r.text
+    assert f"{p}_v" in r.json()["message"] and r.json()["hint"], r.text
+    assert full(pg, p) == before
+    assert {c["id"] for c in checkpoints(pg)} == known
+
+
+def test_several_drop_constraint_cascade_in_one_statement(pg: SqlgateServer, agent: str) -> None:
+    """Every DROP CONSTRAINT ... CASCADE of one ALTER TABLE keeps what it takes; IF EXISTS of none, nothing."""
+    p = fresh("cas")
+    keyed_tables(pg, p, agent)
+    before = full(pg, p)
+    ok(pg.sql(f"ALTER TABLE {p}_p DROP CONSTRAINT IF EXISTS {p}_nowhere CASCADE", token=agent))
+    same(pg, p, before)
+    cp = ok(pg.sql(f"ALTER TABLE {p}_p DROP CONSTRAINT {p}_p_u_key CASCADE, DROP CONSTRAINT {p}_p_pkey CASCADE",
+                   token=agent))["checkpoint"]["id"]
+    assert fk_of(pg, f"{p}_a") == fk_of(pg, f"{p}_b") == fk_of(pg, f"{p}_p") == []
+    ok(pg.sql(f"INSERT INTO {p}_b VALUES (3, 99, 99, 'breaks')", token=agent))
+    ok(rollback(pg, cp, token=agent))
+    same(pg, p, before)
+    assert constraint_comment(pg, p) == [{"c": "kept too"}]
