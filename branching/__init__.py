@@ -53,7 +53,11 @@ SECURITY DEFINER, owned by the owner login):
   then on; DROP INDEX, CREATE OR REPLACE VIEW: the definition, and the indexed table (a view: the plain
   tables its old definition reads, through views, that the caller may write; not those only the new one
   reads) is captured from then on. Rollback re-applies what differs (an index, a view too, in the same
-  latest-first order), after the rows written under the changed definition are undone.
+  latest-first order), after the rows written under the changed definition are undone. DROP CONSTRAINT
+  ... CASCADE of a key keeps the foreign keys it takes from other tables as dependents (re-applied after
+  their rows, as DROP COLUMN's are); anything else such a CASCADE would drop is refused first.
+- sqlgate's own SQL as the owner runs on connections pinned to search_path = pg_catalog, pg_temp (an
+  agent may create in public); SQL it runs on an agent's connection names built-ins by schema.
 - Row undo writes as the table's owner (SET LOCAL ROLE): generated columns, CHECKs and ENABLE ALWAYS
   triggers may call an agent's functions, which must never run with sqlgate's login's rights.
 - Undoing a rollback (pg_redo): the statements whose objects it brought back run again, oldest first,
