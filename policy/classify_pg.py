@@ -18,7 +18,7 @@ from policy.classify_pg_tables import (
     SIMPLE_DANGEROUS,
     TXN,
 )
-from policy.classify_pg_tree import TooDeep, const_text, name_list, rv_name, sval, truthy, walk
+from policy.classify_pg_tree import TooDeep, const_text, name_list, path_schemas, rv_name, sval, truthy, walk
 from policy.dangerous import SAFEGUARD_SETTINGS, SEQUENCE_FUNCTIONS, function_is_dangerous
 from policy.names import qualified, quote_ident, split_qualified_text
 from proxy.statement import Target
@@ -247,7 +247,7 @@ def _h_set(acc, body, stmt, text, prepared):
             detail = ", ".join(quote_ident(v) for v in values if v is not None)
             action = "reset" if kind.startswith("VAR_RESET") or kind == "VAR_SET_DEFAULT" else "set"
             acc.target("setting", "search_path", action, detail=detail, listed=False)
-            acc.meta = acc.meta or META in values
+            acc.meta = acc.meta or META in path_schemas(values)
 
 
 def _h_discard(acc, body, stmt, text, prepared):

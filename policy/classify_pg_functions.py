@@ -10,7 +10,7 @@ import pglast
 from pglast import parser as pgparser
 
 from policy.classify_common import C
-from policy.classify_pg_tree import name_list, sval, truthy, walk
+from policy.classify_pg_tree import const_text, name_list, path_schemas, sval, truthy, walk
 from policy.dangerous import SAFEGUARD_SETTINGS
 from policy.names import qualified
 
@@ -53,9 +53,7 @@ def handle_create_function(acc, body, stmt, text, prepared):
         acc.target("function", name, "create", listed=False)
     if definer:
         acc.raise_to(C.DANGEROUS, "SECURITY DEFINER functions run with their owner's rights")
-    for s in sets:
-        if (s.get("name") or "").lower() in SAFEGUARD_SETTINGS or s.get("kind") == "VAR_RESET_ALL":
-            acc.raise_to(C.DANGEROUS, "the function changes a safeguard setting")
+    _check_sets(acc, sets)
     if lang == "sql":
         if src:
             _check_sql_body(acc, src[0], prepared)
@@ -63,6 +61,15 @@ def handle_create_function(acc, body, stmt, text, prepared):
         _check_plpgsql(acc, text)
     else:
         acc.raise_to(C.DANGEROUS, f"functions in language {lang} run code sqlgate cannot inspect")
+
+
+def _check_sets(acc, sets) -> None:
+    """A function's SET clauses: no safeguard, and a search_path reaching sqlgate's schema touches it."""
+    for s in sets:
+        if (s.get("name") or "").lower() in SAFEGUARD_SETTINGS or s.get("kind") == "VAR_RESET_ALL":
+            acc.raise_to(C.DANGEROUS, "the function changes a safeguard setting")
+        if (s.get("name") or "").lower() == "search_path":
+            acc.meta = acc.meta or "sqlgate" in path_schemas(const_text(a) for a in s.get("args") or ())
 
 
 def _judge_body_statement(acc, inner) -> None:
@@ -117,6 +124,4 @@ def handle_alter_function(acc, body, stmt, text, prepared):
     acc.raise_to(C.SAFE_DDL)
     if definer:
         acc.raise_to(C.DANGEROUS, "SECURITY DEFINER functions run with their owner's rights")
-    for s in sets:
-        if (s.get("name") or "").lower() in SAFEGUARD_SETTINGS or s.get("kind") == "VAR_RESET_ALL":
-            acc.raise_to(C.DANGEROUS, "the function changes a safeguard setting")
+    _check_sets(acc, sets)

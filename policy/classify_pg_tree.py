@@ -76,3 +76,13 @@ def truthy(defelem: dict) -> bool:
     if s is not None:
         return s.lower() not in ("false", "off", "0", "no", "f", "n", "of")
     return True
+
+
+def path_schemas(values) -> set[str]:
+    """The schemas a search_path value names: each value may itself be a list ('a, "B"')."""
+    found = set()
+    for value in values:
+        for item in (value or "").split(","):
+            item = item.strip()
+            found.add(item[1:-1].replace('""', '"') if item.startswith('"') else item.lower())
+    return found

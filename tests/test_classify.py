@@ -149,6 +149,11 @@ def test_commands():
     "SELECT nextval('sqlgate.s')", "DROP SCHEMA sqlgate CASCADE", "ALTER TABLE t SET SCHEMA sqlgate",
     "GRANT USAGE ON SCHEMA sqlgate TO x", "CREATE TABLE sqlgate.t (a int)", "SELECT 1::sqlgate.mytype",
     "SELECT sqlgate.t.c FROM sqlgate.t", "SELECT 'sqlgate.t'::regclass", "ALTER SCHEMA sqlgate RENAME TO x",
+    # a search_path that reaches sqlgate's schema, as a list in one string or on a function
+    "SET search_path = 'public, sqlgate'",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = sqlgate, pg_catalog"
+    " AS $$ SELECT count(*)::int FROM tokens $$",
+    "ALTER FUNCTION f() SET search_path = public, \"sqlgate\"",
 ])
 def test_touches_meta_pg(sql):
     assert classify(sql, "postgres").touches_meta
@@ -157,6 +162,8 @@ def test_touches_meta_pg(sql):
 def test_touches_meta_negative_and_duckdb():
     assert not classify("SELECT 'sqlgate' FROM t", "postgres").touches_meta
     assert not classify("SELECT * FROM users", "postgres").touches_meta
+    assert not classify("CREATE FUNCTION g() RETURNS int LANGUAGE sql SET search_path = public AS $$ SELECT 1 $$",
+                        "postgres").touches_meta
     assert classify("SELECT * FROM sqlgate.meta", "duckdb").touches_meta
     assert classify("DROP SCHEMA sqlgate CASCADE", "duckdb").touches_meta
 
