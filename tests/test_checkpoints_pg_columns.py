@@ -134,7 +134,7 @@ def test_drop_middle_column_cascade_then_rollback(pg: SqlgateServer, agent: str,
     assert not any(t in (f"{p}_vmid", f"{p}_vmid2") for k, t, _ in gone["schema"] if k == "rel")
     assert not any(k == "con" and "t_mid" in v for k, _, v in gone["schema"])
     undone = ok(rollback(pg, cp, token=agent, mode=mode))
-    assert undone["objects_restored"] == [f"{p}_t.mid"] and undone["new_checkpoint"]
+    assert undone["objects_restored"] == [f"public.{p}_t.mid"] and undone["new_checkpoint"]
     same(pg, p, before)
 
 
@@ -295,7 +295,7 @@ def test_dry_run_changes_nothing_and_the_rollback_takes_a_checkpoint(pg: Sqlgate
     cp = drop(pg, agent, f"ALTER TABLE {p}_t DROP COLUMN code CASCADE")
     gone = full(pg, p)
     dry = ok(rollback(pg, cp, token=agent, dry_run=True))
-    assert dry["dry_run"] and dry["objects_restored"] == [f"{p}_t.code"] and dry["new_checkpoint"] is None
+    assert dry["dry_run"] and dry["objects_restored"] == [f"public.{p}_t.code"] and dry["new_checkpoint"] is None
     assert full(pg, p) == gone
     undone = ok(rollback(pg, cp, token=agent))
     assert undone["new_checkpoint"] in {c["id"] for c in checkpoints(pg, token=agent)}
