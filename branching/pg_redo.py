@@ -47,7 +47,7 @@ async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContex
         if classify is None:
             raise common.rollback_failed("this server cannot classify statements to run them again")
         part = classify(statement)
-        async with _statement_path(conn):
+        async with _search_path(conn, _STATEMENT_PATH):
             if not await _names_the_same_objects(conn, cp_id, part):
                 raise common.redo_unavailable(rollback_id, [statement], why=(
                     f"its names no longer name the objects this rollback brought back (renamed or replaced"
@@ -69,14 +69,19 @@ async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContex
 
 
 @contextlib.asynccontextmanager
-async def _statement_path(conn: Any) -> AsyncIterator[None]:
-    """A statement run again resolves its names on the owner's default path, as sqlgate ran them before
-    it pinned its own connections to the catalog alone; sqlgate's own SQL in between is qualified."""
-    await conn.execute("SELECT pg_catalog.set_config('search_path', '\"$user\", public', true)")
+async def _search_path(conn: Any, path: str) -> AsyncIterator[None]:
+    """`path` for this block of the transaction, then the path it had."""
+    before = (await (await conn.execute("SELECT pg_catalog.current_setting('search_path')")).fetchone())[0]
+    await conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (path,))
     try:
         yield
     finally:
-        await conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)")
+        await conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (before,))
+
+
+# A statement run again resolves its names on the owner's default path, as sqlgate ran them before it
+# pinned its own connections to the catalog alone; sqlgate's own SQL in between is qualified.
+_STATEMENT_PATH = '"$user", public'
 
 
 async def with_redone(conn: Any, later: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -132,14 +137,10 @@ async def _names_the_same_objects(conn: Any, cp_id: str, part: Part) -> bool:
 async def _definition(conn: Any, oid: int) -> str | None:
     """An index's or view's definition as sqlgate kept it: with the search path its functions run with
     (pg_get_viewdef qualifies the names that path does not reach)."""
-    path = (await (await conn.execute("SELECT current_setting('search_path')")).fetchone())[0]
-    await conn.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', true)")
-    try:
+    async with _search_path(conn, "pg_catalog, pg_temp"):
         row = await (await conn.execute(
             "SELECT CASE relkind WHEN 'i' THEN pg_get_indexdef(oid) WHEN 'v' THEN pg_get_viewdef(oid) END"
             " FROM pg_class WHERE oid = %s", (oid,))).fetchone()
-    finally:
-        await conn.execute("SELECT set_config('search_path', %s, true)", (path,))
     return row[0] if row else None
 
 
