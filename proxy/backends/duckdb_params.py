@@ -159,9 +159,9 @@ def adapt_params(sql: str, params: Sequence[str | None], conn: Any = None, versi
     PostgreSQL types an unknown parameter (`n + $1` with '10' adds 10). `version`: the catalog
     version the inference may be cached under."""
     untyped = [p for p in params if p and not (isinstance(p, Typed) and converts(p.oid))]
-    looks = any(p[:1] in ("{", "\\") for p in untyped)
-    casts = param_casts(sql) if looks else {}
-    placed = _inferred(conn, sql, version) if untyped and conn is not None else {}
+    placed = _inferred(conn, sql, version) if untyped and conn is not None else {}  # casts included
+    looks = conn is None and any(p[:1] in ("{", "\\") for p in untyped)
+    casts = param_casts(sql) if looks else {}  # without a connection, casts are all there is
     adapted: list[Any] = []
     for number, value in enumerate(params, start=1):
         if isinstance(value, Typed) and converts(value.oid):
