@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from branching.duck_images import Candidates
-from branching.duck_sql import Cursor, columns, q, split
+from branching.duck_sql import Cursor, columns, q, render_params, split
 from proxy.statement import Target
 
 _DML = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
@@ -16,34 +16,6 @@ _DML = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
 
 def has_dml_cte(tree: exp.Expression) -> bool:
     return any(isinstance(n, _DML) for n in tree.walk() if n is not tree)
-
-
-def _placeholders(tree: exp.Expression) -> list[exp.Placeholder]:
-    return [n for n in tree.walk(bfs=False) if isinstance(n, exp.Placeholder)]
-
-
-def _render(nodes: list[exp.Expression], whole: exp.Expression,
-            types: list[str] | None = None) -> tuple[list[str], tuple[int, ...]]:
-    """The nodes as SQL with their parameters renumbered $1.. in order, and which of the statement's
-    parameters (0-based) those are: DuckDB refuses a parameter list longer than a query uses. `types`:
-    cast a VALUES list's columns to them (parameters arrive as text; an INSERT casts them, a bare
-    VALUES cannot combine text in one row with a number in the next)."""
-    order = {id(p): i for i, p in enumerate(_placeholders(whole))}
-    used: list[int] = []
-    texts = []
-    for node in nodes:
-        originals = _placeholders(node)
-        copy = node.copy()
-        for original, placeholder in zip(originals, _placeholders(copy), strict=True):
-            this = original.this
-            used.append(int(this) - 1 if this is not None and str(this).isdigit() else order[id(original)])
-            placeholder.set("this", str(len(used)))
-        if types is not None and isinstance(copy, exp.Values):
-            for row in copy.expressions:
-                for value, type_ in zip(list(row.expressions), types, strict=False):
-                    value.replace(exp.cast(value.copy(), exp.DataType.build(type_, dialect="duckdb")))
-        texts.append(copy.sql(dialect="duckdb"))
-    return texts, tuple(used)
 
 
 def _ctes(tree: exp.Expression) -> list[exp.Expression]:
@@ -73,7 +45,7 @@ def upsert(cur: Cursor, tree: exp.Insert, name: str) -> Candidates:
         return Candidates(name, None)
     types = dict(cur.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ?"
                              " AND table_name = ? AND database_name = current_database()", [schema, table]).fetchall())
-    texts, params = _render([*_ctes(tree), tree.expression], tree, [types.get(c, "VARCHAR") for c in cols])
+    texts, params = render_params([*_ctes(tree), tree.expression], tree, [types.get(c, "VARCHAR") for c in cols])
     alias = "__sqlgate_x" if by_name else f"__sqlgate_x({', '.join(q(c) for c in cols)})"
     source = f"__sqlgate_s AS (SELECT * FROM ({texts[-1]}) AS {alias})"
     qualified = f"{q(schema)}.{q(table)}"
@@ -98,7 +70,7 @@ def merge(tree: exp.Merge, name: str) -> Candidates:
     with_ = tree.args.get("with") or tree.args.get("with_")
     if with_ is not None:
         select.set("with", with_.copy())
-    texts, params = _render([select], tree)
+    texts, params = render_params([select], tree)
     return Candidates(name, texts[0], params)
 
 

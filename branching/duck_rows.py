@@ -11,7 +11,7 @@ from sqlglot import exp
 from branching import common
 from branching.duck_catalog import Catalog
 from branching.duck_rowids import MAX_ROW_ID
-from branching.duck_sql import ROWID, Cursor, Take, q
+from branching.duck_sql import ROWID, Cursor, Take, q, render_params
 from proxy.result import Result
 
 
@@ -40,19 +40,6 @@ def rowid_select(tree: exp.Expression) -> exp.Select:
     if with_ is not None:
         select.set("with", with_.copy())
     return select
-
-
-def renumbered(select: exp.Expression) -> tuple[str, tuple[int, ...]]:
-    """The query with its parameters renumbered $1.. and which of the statement's (0-based) they are:
-    DuckDB refuses values a query does not use (an UPDATE's SET values, in a select of its WHERE)."""
-    used: list[int] = []
-    for placeholder in select.find_all(exp.Placeholder):
-        number = placeholder.this
-        if number is None or not str(number).isdigit():
-            raise ValueError("a parameter without a number")
-        used.append(int(number) - 1)
-        placeholder.set("this", str(len(used)))
-    return select.sql(dialect="duckdb"), tuple(used)
 
 
 def rows_object(cur: Cursor, catalog: Catalog, schema: str | None, table: str, old: str,
@@ -86,7 +73,9 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
     is_update = isinstance(tree, exp.Update)
     own_with = tree.args.get("with") is not None or tree.args.get("with_") is not None
     own_returning = tree.args.get("returning") is not None
-    rowids, used = renumbered(rowid_select(tree)) if (is_update or own_returning) else (None, ())
+    rowids, used = None, ()
+    if is_update or own_returning:  # DuckDB refuses values a query does not use (the SET's, here)
+        [rowids], used = render_params([rowid_select(tree)], tree)
     if is_update and own_returning:
         raise common.unavailable(part, "UPDATE ... RETURNING on DuckDB")
 

@@ -204,3 +204,38 @@ class Take:
             return result if result is not None else await original()
 
         return run
+
+
+# --- parameters of queries built from a statement's parts ---------------------------------
+
+def _placeholders(tree: exp.Expression) -> list[exp.Placeholder]:
+    return [n for n in tree.walk(bfs=False) if isinstance(n, exp.Placeholder)]
+
+
+def render_params(nodes: list[exp.Expression], whole: exp.Expression,
+            types: list[str] | None = None) -> tuple[list[str], tuple[int, ...]]:
+    """The nodes as SQL with their parameters renumbered $1.. in order, and which of the statement's
+    parameters (0-based) those are: DuckDB refuses a parameter list longer than a query uses. `types`:
+    cast a VALUES list's columns to them (parameters arrive as text; an INSERT casts them, a bare
+    VALUES cannot combine text in one row with a number in the next)."""
+    order = {id(p): i for i, p in enumerate(_placeholders(whole))}
+    used: list[int] = []
+    texts = []
+    for node in nodes:
+        originals = _placeholders(node)
+        copy = node.copy()
+        for original, placeholder in zip(originals, _placeholders(copy), strict=True):
+            this = original.this
+            if this is not None and str(this).isdigit():
+                used.append(int(this) - 1)
+            elif id(original) in order:
+                used.append(order[id(original)])
+            else:  # an unnumbered one in a node built apart from the statement: its place is unknown
+                raise ValueError("a parameter without a number")
+            placeholder.set("this", str(len(used)))
+        if types is not None and isinstance(copy, exp.Values):
+            for row in copy.expressions:
+                for value, type_ in zip(list(row.expressions), types, strict=False):
+                    value.replace(exp.cast(value.copy(), exp.DataType.build(type_, dialect="duckdb")))
+        texts.append(copy.sql(dialect="duckdb"))
+    return texts, tuple(used)
