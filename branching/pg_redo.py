@@ -97,8 +97,11 @@ async def with_redone(conn: Any, later: list[tuple[str, Any]]) -> list[tuple[str
 
 
 async def _owner_of(conn: Any, name: str) -> str | None:
+    """Strictly: a statement sqlgate cannot run as the owner (who ran it first) is not run as sqlgate."""
     row = await (await conn.execute("SELECT to_regclass(%s)::oid", (name,))).fetchone()
-    return await table_owner(conn, int(row[0]), strict=False) if row and row[0] is not None else None
+    if row is None or row[0] is None:
+        raise common.rollback_failed(f"{name} is gone, so its statement cannot run again")
+    return await table_owner(conn, int(row[0]))
 
 
 async def _names_the_same_objects(conn: Any, cp_id: str, part: Part) -> bool:

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from branching import common
-from branching.pg_roles import as_role, table_owner
+from branching.pg_roles import as_owner, as_role, is_check, table_owner
 
 _NAME_TAKEN = "a relation with this name was created since"
 
@@ -117,10 +117,12 @@ async def restore_index_or_view(conn: Any, cp_id: str, o: dict[str, Any]) -> Non
 
 
 async def restore_foreign_key(conn: Any, o: dict[str, Any]) -> None:
-    """A foreign key (or check constraint) of another table that DROP ... CASCADE removed."""
+    """A foreign key (or check constraint) of another table that DROP ... CASCADE removed. A check is
+    validated as that table's owner: it may call the agent's functions (in the schema it dropped, say)."""
     table = sql.SQL(await relname(conn, int(o["relid"])))
-    await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-        table, sql.Identifier(o["name"]), sql.SQL(o["def"])))
+    async with as_owner(conn, int(o["relid"]), is_check(o["def"])):
+        await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            table, sql.Identifier(o["name"]), sql.SQL(o["def"])))
     if o.get("comment") is not None:
         await conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
             sql.Identifier(o["name"]), table, sql.Literal(o["comment"])))
@@ -172,8 +174,10 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
             notnull, default = False, None
             kept = o.get("type_column") == c["name"] and o.get("trash")
             using = sql.SQL("NULL") if kept else sql.SQL("{}::{}").format(col, sql.SQL(c["type"]))
-            await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}").format(
-                rel, col, sql.SQL(c["type"]), using))
+            # The rewrite evaluates casts, domain checks and the CHECKs on the column: as the owner.
+            async with as_owner(conn, relid):
+                await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}").format(
+                    rel, col, sql.SQL(c["type"]), using))
             if kept:
                 await _put_back_values(conn, relid, rel, col, o)
         if default != c["default"]:
@@ -191,8 +195,9 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
     present |= {c["name"] for c in o.get("dependents", []) if int(c["relid"]) == relid}
     for con in o["constraints"]:
         if con["name"] not in present:
-            await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                rel, sql.Identifier(con["name"]), sql.SQL(con["def"])))
+            async with as_owner(conn, relid, is_check(con["def"])):
+                await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    rel, sql.Identifier(con["name"]), sql.SQL(con["def"])))
     cur = await conn.execute("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
                              " WHERE i.indrelid = %s", (relid,))
     present = {r[0] for r in await cur.fetchall()}
@@ -218,7 +223,7 @@ async def _put_back_values(conn: Any, relid: int, rel: Any, col: Any, o: dict[st
         " AND tgenabled <> 'D'", (relid,))).fetchall()]
     for name in capture:
         await conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(rel, sql.Identifier(name)))
-    owner = await table_owner(conn, relid, strict=False)
+    owner = await table_owner(conn, relid)  # strictly: only who may ALTER the table ran the type change
     if owner:
         await conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}; GRANT SELECT ON {}.kept TO {}").format(
             sql.Identifier(o["trash"]), sql.SQL(owner), sql.Identifier(o["trash"]), sql.SQL(owner)))

@@ -1,5 +1,7 @@
 """Undoing a DROP COLUMN kept in sqlgate's first format (the last column of a table with a primary key):
-add it back, its values by key, its default, NOT NULL, constraints and indexes."""
+add it back, its values by key, its default, NOT NULL, constraints and indexes. What evaluates the agent's
+code (ADD COLUMN: a domain's default and checks; the UPDATE: the table's CHECKs; a CHECK re-added) runs as
+the table's owner; the UPDATE puts values back, so it fires no trigger (sqlgate's capture neither)."""
 
 from __future__ import annotations
 
@@ -8,33 +10,44 @@ from typing import Any
 from psycopg import sql
 
 from branching import common
-from branching.pg_restore import relname
+from branching.pg_restore import relname, triggers_off, triggers_on
+from branching.pg_roles import as_owner, as_role, is_check, table_owner
 
 
 async def restore_last_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any]) -> None:
     """A checkpoint taken before any column could be dropped (last column, primary key): its format."""
-    rel = sql.SQL(await relname(conn, int(o["relid"])))
+    relid = int(o["relid"])
+    rel = sql.SQL(await relname(conn, relid))
     col = sql.Identifier(o["column"])
     if await (await conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s"
-                                 " AND NOT attisdropped", (int(o["relid"]), o["column"]))).fetchone():
+                                 " AND NOT attisdropped", (relid, o["column"]))).fetchone():
         if mode == "statement":
             raise common.conflicts_error(cp_id, [{"column": o["column"],
                                                   "conflict": "a column with this name was added since"}])
         raise common.rollback_failed(f"column {o['column']} exists again; drop it first")
+    owner = await table_owner(conn, relid)
+    trash = sql.Identifier(o["trash"])
+    if owner:  # the UPDATE, as the owner, reads the kept values
+        await conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}; GRANT SELECT ON {}.kept TO {}").format(
+            trash, sql.SQL(owner), trash, sql.SQL(owner)))
     collate = sql.SQL(f" COLLATE {o['collation']}") if o.get("collation") else sql.SQL("")
-    await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}{}").format(rel, col, sql.SQL(o["type"]), collate))
+    async with as_role(conn, owner):
+        await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}{}").format(rel, col, sql.SQL(o["type"]), collate))
     match = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in o["pk"])
-    await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
-        rel, col, col, sql.Identifier(o["trash"]), match))
+    triggers = await triggers_off(conn, relid, rel)
+    async with as_role(conn, owner):
+        await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
+            rel, col, col, trash, match))
+    await triggers_on(conn, rel, triggers)
     if o.get("default") is not None:
         await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
             rel, col, sql.SQL(o["default"])))
     if o.get("notnull"):
         await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
     for c in o.get("constraints", []):
-        await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            sql.SQL(await relname(conn, int(c["relid"]))), sql.Identifier(c["name"]), sql.SQL(c["def"])))
+        async with as_owner(conn, int(c["relid"]), is_check(c["def"])):
+            await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.SQL(await relname(conn, int(c["relid"]))), sql.Identifier(c["name"]), sql.SQL(c["def"])))
     for index_def in o.get("indexes", []):
-        await conn.execute(index_def)
-    await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
-
+        await conn.execute(index_def)  # PostgreSQL builds an index as its table's owner
+    await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(trash))

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from branching import common
 from branching.pg_restore import check_name_free, relname, triggers_off, triggers_on
-from branching.pg_roles import as_role, table_owner
+from branching.pg_roles import as_owner, as_role, is_check, table_owner
 
 _LISTED = 20  # rows named in a conflict, at most
 
@@ -54,8 +54,9 @@ async def undo_change(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
             if name in present and present[name] != kept["def"]:
                 raise conflict("a constraint with this name was added since", constraint=name)
             if name not in present:
-                await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    rel, sql.Identifier(name), sql.SQL(kept["def"])))
+                async with as_owner(conn, relid, is_check(kept["def"])):  # a CHECK may call the agent's code
+                    await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                        rel, sql.Identifier(name), sql.SQL(kept["def"])))
     elif what in ("default", "notnull", "type", "column"):
         c = next((c for c in o["columns"] if c["name"] == name), None)
         if c is not None:
@@ -156,7 +157,7 @@ async def _undo_type(conn: Any, cp_id: str, o: dict[str, Any], c: dict[str, Any]
              match=sql.SQL(" AND ").join(sql.SQL("k.{} = t.{}").format(sql.Identifier(then), sql.Identifier(now))
                                          for then, now in keys)))
     await conn.execute(_FITS_SQL)
-    owner = await table_owner(conn, relid, strict=False)
+    owner = await table_owner(conn, relid)  # strictly: only who may ALTER the table ran the type change
     if owner:
         await conn.execute(sql.SQL("GRANT SELECT, UPDATE ON pg_temp.sqlgate_retype TO {}").format(sql.SQL(owner)))
     by_key = sql.SQL(" AND ").join(sql.SQL("t.{} = s.{}").format(sql.Identifier(now), sql.Identifier(f"k{i}"))
