@@ -66,7 +66,7 @@ SECURITY DEFINER, owned by the owner login):
   brought a column back (`restored_at`): the rows it changed after that have the column, so they are
   reversed before that DROP runs again, the earlier ones after. Undoing such an undo in mode 'statement'
   reverses the rows it wrote after running a DROP COLUMN again before the column comes back.
-  DuckDB cannot yet (its rollback runs in a worker thread, outside the checkpointer): 409 redo_unavailable.
+  DuckDB: duck_redo, below.
 - A rollback first locks the tables it restores (SHARE ROW EXCLUSIVE, OID order): a writer racing it
   makes it wait, then apply whole, or give up whole after lock_timeout (branching.rollback_busy, 409).
 DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
@@ -112,5 +112,22 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   duck_moves maps for older checkpoints); the checkpoint keeps the table's watermark too (an empty rows
   piece), so mode 'all' also removes rows added since. RENAME, DROP DEFAULT/
   NOT NULL, ALTER TYPE (+ rowid/values), DROP INDEX/SEQUENCE, CREATE OR REPLACE VIEW: definitions.
+- DROP/SET DEFAULT, DROP NOT NULL, RENAME, ALTER TYPE and DROP INDEX keep the table's watermark too (an
+  empty rows piece, a "marker"), so mode 'all' removes the rows written under the changed definition. A
+  rollback restores objects first and rows after; NOT NULL comes back after the rows (its changes are
+  recorded as "notnull" objects); kept rows named by columns it renamed back are read by position; rows
+  kept after a type change it undoes take the values kept at that change. DROP COLUMN / ALTER TYPE keep the
+  rows their transaction appended by value (temporary row ids until COMMIT) and match them by value.
+- Undoing a rollback (duck_redo): on the rollback's worker thread, in its transaction, it first drops the
+  NOT NULL the rollback set after its rows, reverses the rollback's rows (in the shape the rollback left),
+  then runs the statements it undid again, oldest first, through the same `_plan` and runners the pipeline
+  uses (DuckDBCheckpointer.take_now), each checkpointed and keeping its statement; they are `redo` objects
+  of the undo's checkpoint, numbered after it, so undoing the undo restores them (objects first) and then
+  reverses its rows. No roles: every rollback records the oids of what it brought back ("restored"), and a
+  statement runs again only if each name it targets still resolves to one of them (or to what this undo
+  itself put back); otherwise, and after a restart (DuckDB renumbers oids at each start), 409
+  redo_unavailable. Also refused: an ALTER TYPE when the rollback changed rows of that table (their values
+  in the new type were not kept), and a mode 'all' rollback that crosses a rollback of an older statement
+  or an undo that ran one again.
 Anything else destructive is refused (checkpoint.unavailable): sqlgate never runs what it cannot undo.
 """

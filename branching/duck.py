@@ -6,6 +6,7 @@ purge read and reclaim what checkpoints kept in schema `sqlgate`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,8 @@ from branching.duck_rollback import rollback
 from branching.duck_rows import dml_runner, truncate_runner
 from branching.duck_schema import drop_schema_runner
 from branching.duck_sql import SETUP_SQL, Cursor, Take, q, unquote
+from proxy.db_errors import database_error
+from proxy.result import Result
 from proxy.sql_filters import conditions
 from proxy.statement import Part
 from proxy.trace import new_id
@@ -37,6 +40,7 @@ class DuckDBCheckpointer:
     def __init__(self, backend: Any, retention_days: float = common.DEFAULT_RETENTION.days) -> None:
         self.backend = backend
         self.retention_days = retention_days
+        self.classify: Any = None  # set by the server: undoing a rollback classifies statements to run again
 
     async def setup(self) -> None:
         await self.backend.run_write(lambda c: c.execute(SETUP_SQL))
@@ -57,6 +61,24 @@ class DuckDBCheckpointer:
         take = Take(session, part, cp_id, context, self.retention_days, catalog_of(self.backend))
         kind, run = _plan(take, tree)
         return Checkpoint(cp_id, tuple(t.name for t in targets), kind, run=run)
+
+    def take_now(self, cur: Cursor, part: Part, context: CheckpointContext) -> str:
+        """Checkpoint and run `part` on `cur`, in its open transaction, as `take` and the pipeline would
+        (undoing a rollback runs statements again this way, on its worker thread); answers the checkpoint id."""
+        inline = _Inline(cur, self.backend)
+        checkpoint = asyncio.run(self.take(inline, part, context))
+
+        async def as_sent() -> Result:
+            await inline._run(lambda: cur.execute(part.sql))
+            return Result(command_tag=part.command)
+
+        if checkpoint.run is None:
+            raise common.rollback_failed(f"{part.command} took no checkpoint when run again")
+        try:
+            asyncio.run(checkpoint.run(as_sent, None))
+        except duckdb.Error as exc:
+            raise database_error(exc) from exc
+        return checkpoint.id
 
     # --- list / purge -----------------------------------------------------
 
@@ -139,7 +161,8 @@ class DuckDBCheckpointer:
             try:
                 cur.execute("BEGIN TRANSACTION")
                 try:
-                    outcome = rollback(cur, self.retention_days, cp_id, mode, dry_run, context, catalog)
+                    outcome = rollback(cur, self.retention_days, cp_id, mode, dry_run, context, catalog,
+                                       self.classify, self.take_now)
                     if finish is not None and not dry_run:
                         self.backend.meta.write_traces(cur, finish(outcome))
                 except BaseException:
@@ -157,6 +180,18 @@ class DuckDBCheckpointer:
             return await self.backend.run_write(run)  # type: ignore[no-any-return]
         except duckdb.Error as exc:
             raise common.rollback_failed(str(exc).strip()) from exc
+
+
+class _Inline:
+    """A session stand-in for checkpoint runners driven on a cursor the caller already holds (its thread,
+    its transaction): they run what they would hand to the session's thread right away."""
+
+    def __init__(self, cur: Cursor, backend: Any) -> None:
+        self._conn = cur
+        self.backend = backend
+
+    async def _run(self, fn: Any) -> Any:
+        return fn()
 
 
 def _kept(o: dict[str, Any]) -> list[str]:

@@ -25,7 +25,18 @@ def keep_definition(take: Take, cur: Cursor, name: str, type_column: str | None)
         keep = f"sqlgate.{q('typ_' + take.cp_id)}"
         cur.execute(f"CREATE TABLE {keep} AS SELECT rowid AS {ROWID}, {q(type_column)} FROM {q(schema)}.{q(table)}")
         obj.update(keep=keep, type_column=type_column)
-    take.record(cur, "definition", [name], [obj])
+    marker = _marker(take, cur, schema, table)
+    if type_column is not None and marker.get("appended"):  # their old values by value (duck_restore._keyed)
+        obj.update(appended=marker["appended"], watermark=marker["watermark"])
+    take.record(cur, "definition", [name], [obj, marker])
+
+
+def _marker(take: Take, cur: Cursor, schema: str, table: str) -> dict[str, Any]:
+    """No rows, but the table's watermark: mode 'all' then also removes the rows added since under the
+    changed definition (and sets the sequences back), as it does for row checkpoints."""
+    marker = {**rows_object(cur, take.catalog, schema, table, take.kept("cpd")), "marker": True}
+    cur.execute(f"CREATE TABLE {marker['old']} AS SELECT rowid AS {ROWID}, * FROM {q(schema)}.{q(table)} LIMIT 0")
+    return marker
 
 
 def keep_object(take: Take, cur: Cursor, kind: str, name: str) -> None:
@@ -34,10 +45,13 @@ def keep_object(take: Take, cur: Cursor, kind: str, name: str) -> None:
                       "sequence": ("duckdb_sequences()", "sequence_name"),
                       "view": ("duckdb_views()", "view_name")}[kind]
     value = ", last_value" if kind == "sequence" else ", NULL"  # the sequence's DDL names its next value only
-    row = cur.execute(f"SELECT sql{value} FROM {source} WHERE schema_name = ? AND {column} = ?"
+    table = ", table_name" if kind == "index" else ", NULL"
+    row = cur.execute(f"SELECT sql{value}{table} FROM {source} WHERE schema_name = ? AND {column} = ?"
                       " AND database_name = current_database()", [schema, obj_name]).fetchone()
     objects = [] if row is None else [{"kind": f"{kind}def", "schema": schema, "name": obj_name, "sql": row[0],
                                        "last_value": row[1]}]
+    if row is not None and row[2] is not None:  # an index: mode 'all' undoes the rows written to its table since
+        objects.append(_marker(take, cur, schema, row[2]))
     take.record(cur, "definition", [name], objects)
 
 
@@ -71,10 +85,9 @@ def drop_column_runner(take: Take, name: str, column: str) -> Any:
         if cols[-1][0] != column or constrained:
             obj.update(rebuild=True, table_sql=table_sql, indexes=[i for i in indexes or [] if i],
                        columns=[c[0] for c in cols])
-        # No rows, but the watermark: mode 'all' then also removes the rows added since (and sets the
-        # sequences back), as it does for row checkpoints.
-        marker = rows_object(cur, take.catalog, schema, table, take.kept("cpd"))
-        cur.execute(f"CREATE TABLE {marker['old']} AS SELECT rowid AS {ROWID}, * FROM {q(schema)}.{q(table)} LIMIT 0")
+        marker = _marker(take, cur, schema, table)
+        if marker.get("appended"):  # rows of this transaction: their values by value (duck_restore._keyed)
+            obj.update(appended=marker["appended"], watermark=marker["watermark"])
         take.record(cur, "column", [name], [obj, marker])
 
     return take.keep_runner(keep)

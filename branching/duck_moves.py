@@ -35,6 +35,10 @@ class Moves:
     reinserted: set[Key] = field(default_factory=set)
     drop_later: list[str] = field(default_factory=list)
     fills: dict[Key, dict[str, tuple[str, int]]] = field(default_factory=dict)  # column -> (keep, seq)
+    # NOT NULL set (or dropped) once the rows are undone: {"table": quoted name, "column", "set": bool}
+    after_rows: list[dict[str, Any]] = field(default_factory=list)
+    retyped: dict[Key, dict[str, tuple[str, int]]] = field(default_factory=dict)  # column -> (keep, seq)
+    renamed: set[Key] = field(default_factory=set)  # a column renamed back: kept rows name it as then
     _n: int = 0
 
     def scratch(self, prefix: str) -> str:

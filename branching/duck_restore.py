@@ -66,9 +66,23 @@ def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any], moves:
 
 
 def _keyed(cur: Cursor, moves: Moves, cp_id: str, o: dict[str, Any], seq: int, column: str) -> str:
-    """The kept values of `column` by the table's row ids now (__r), through every rebuild since."""
+    """The kept values of `column` by the table's row ids now (__r), through every rebuild since.
+    Rows the checkpoint's own transaction had appended before the statement had temporary row ids then
+    (COMMIT gave them ids above the watermark, in order): their values come from the copy kept of them
+    (`appended`), matched by the other columns' values, in row-id order among equal rows."""
     live = Space(cur, moves, cp_id, o["schema"], o["name"], seq).live()
-    return (f"(SELECT s.__live AS __r, k.{q(column)} FROM ({live}) s JOIN {o['keep']} k ON k.{ROWID} = s.__k)")
+    keyed = f"SELECT s.__live AS __r, k.{q(column)} FROM ({live}) s JOIN {o['keep']} k ON k.{ROWID} = s.__k"
+    if o.get("appended") and o.get("watermark") is not None:
+        copied = columns(cur, "sqlgate", o["appended"].split(".", 1)[1].strip('"'))
+        others = [c for c in columns(cur, o["schema"], o["name"]) if c != column and c in copied]
+        by = ", ".join(q(c) for c in others) or "NULL"
+        match = " AND ".join([f"c.{q(c)} IS NOT DISTINCT FROM a.{q(c)}" for c in others] + ["c.__n = a.__n"])
+        keyed += (f" UNION ALL SELECT c.__live, a.{q(column)} FROM (SELECT s.__live, t.*,"
+                  f" row_number() OVER (PARTITION BY {', '.join(f't.{q(c)}' for c in others) or 'NULL'}"
+                  f" ORDER BY s.__live) AS __n FROM ({live}) s JOIN {q(o['schema'])}.{q(o['name'])} t"
+                  f" ON t.rowid = s.__live WHERE s.__k > {int(o['watermark'])}) c JOIN (SELECT *, row_number()"
+                  f" OVER (PARTITION BY {by} ORDER BY {by}) AS __n FROM {o['appended']}) a ON {match}")
+    return f"({keyed})"
 
 
 def restore_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq: int) -> None:
@@ -88,7 +102,7 @@ def restore_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq
     cur.execute(f"UPDATE {qualified} SET {q(o['column'])} = k.{q(o['column'])} FROM {values} k"
                 f" WHERE {qualified}.rowid = k.__r")
     if o.get("notnull"):
-        cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(o['column'])} SET NOT NULL")
+        moves.after_rows.append({"table": qualified, "column": o["column"], "set": True})
 
 
 def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq: int) -> None:
@@ -130,6 +144,7 @@ def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str,
         col = q(name)
         if current[0] != name:
             cur.execute(f"ALTER TABLE {qualified} RENAME COLUMN {q(current[0])} TO {col}")
+            moves.renamed.add((o["schema"], o["name"]))
         kept = o.get("type_column") == name and o.get("keep")
         if current[1] != type_:
             cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {type_}"
@@ -137,10 +152,14 @@ def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str,
         if kept:  # even when the type reads the same (VARCHAR(4) is VARCHAR), USING may have changed values
             cur.execute(f"UPDATE {qualified} SET {col} = k.{col} FROM {_keyed(cur, moves, cp_id, o, seq, name)} k"
                         f" WHERE {qualified}.rowid = k.__r")
+            # Rows kept after the change hold the new type: mode 'all' takes these values for them.
+            moves.retyped.setdefault((o["schema"], o["name"]), {})[name] = (o["keep"], seq)
         if current[2] != default:
             cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} "
                         + ("DROP DEFAULT" if default is None else f"SET DEFAULT {default}"))
-        if current[3] != nullable:
-            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} {'DROP' if nullable else 'SET'} NOT NULL")
+        if current[3] != nullable and nullable:
+            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} DROP NOT NULL")
+        elif current[3] != nullable:  # once the rows written since without it are undone
+            moves.after_rows.append({"table": qualified, "column": name, "set": True})
     if o.get("keep"):
-        cur.execute(f"DROP TABLE {o['keep']}")
+        moves.drop_later.append(o["keep"])  # once the rows are undone

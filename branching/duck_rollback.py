@@ -1,20 +1,26 @@
 """Rollback on DuckDB, the whole of one: which checkpoints it undoes (mode
 'all': this one and every later one on the tables it touched), objects
-first (latest first), then rows, then the traces it undid and its own
-checkpoint, all in the caller's transaction."""
+first (latest first), then rows, then (undoing a rollback) the statements
+that rollback undid, run again (duck_redo), then the traces it undid and its
+own checkpoint, all in the caller's transaction."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+
+import duckdb
 
 from branching import common
 from branching.checkpoint import CheckpointContext
 from branching.duck_catalog import Catalog
 from branching.duck_moves import Moves
+from branching.duck_redo import MARKS, OBJECT_KINDS, RunAgain, redo_ids, redo_statements, restored_marks
 from branching.duck_restore import restore_object
-from branching.duck_sql import Cursor, record
+from branching.duck_sql import Cursor, q, record
 from branching.duck_undo import undo_all, undo_statement
+from proxy.statement import Part
 from proxy.trace import new_id
 
 Pieces = list[tuple[str, list[dict[str, Any]], str | None, int]]  # (checkpoint id, objects, trace id, seq)
@@ -25,7 +31,9 @@ def _keys(objs: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run: bool,
-             context: CheckpointContext | None, catalog: Catalog) -> common.RollbackOutcome:
+             context: CheckpointContext | None, catalog: Catalog,
+             classify: Callable[[str], Part] | None = None,
+             run_again: RunAgain | None = None) -> common.RollbackOutcome:
     row = cur.execute("SELECT id, trace_id, kind, tables, objects, seq, undone_by, created_at"
                       " FROM sqlgate.checkpoints WHERE id = ? AND expires_at > now()", [cp_id]).fetchone()
     if row is None:
@@ -35,59 +43,141 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
         raise common.already_undone(cp_id, undone_by)
     tables = json.loads(tables)
     objects = json.loads(objects)
-    if kind == "rollback":
-        _refuse_redo(cur, cp_id)
     outcome = common.RollbackOutcome(cp_id, mode, dry_run, list(tables))
-    touched = _keys(objects)
-    later: Pieces = []
-    if mode == "all":
-        for other_id, other_objects, other_trace, other_seq in cur.execute(
-                "SELECT id, objects, trace_id, seq FROM sqlgate.checkpoints WHERE seq >= ? AND undone_by IS NULL"
-                " ORDER BY seq DESC", [seq]).fetchall():
-            objs = json.loads(other_objects)
-            if other_id == cp_id or _keys(objs) & touched:
-                later.append((other_id, objs, other_trace, int(other_seq)))
-                touched |= _keys(objs)
-        for other_id, _, _, _ in later:  # crossing a rollback that brought back what was dropped before
-            if other_id != cp_id:       # this checkpoint would need that statement run again in its middle
-                _refuse_redo(cur, other_id, before_seq=int(seq))
-    else:
-        later = [(cp_id, objects, trace_id, int(seq))]
+    later = _later(cur, cp_id, objects, trace_id, int(seq), mode)
+    touched = set().union(*(_keys(objs) for _, objs, _, _ in later))
+    for other_id, _, _, _ in later:  # crossing a rollback that brought back what was dropped before
+        if other_id != cp_id:       # this checkpoint would need that statement run again in its middle
+            _refuse_crossing(cur, cp_id, other_id, int(seq))
     new_cp = new_id("cp")
+    # Numbered now: the statements an undo runs again (step 3) come after it.
+    new_seq = catalog.next_seq(cur)
     moves = Moves(new_cp)
     # 1. Relations renamed aside come back; dropped views are created again (latest first).
     for _, objs, _, piece_seq in later:
         for o in reversed(objs):
-            if o["kind"] not in ("rows", "moves"):
-                catalog.changed()
+            if o["kind"] in MARKS:
+                continue
+            catalog.changed()
             restored = restore_object(cur, cp_id, mode, o, moves, piece_seq)
             if restored is not None:
                 outcome.objects_restored.append(restored)
+    # What each undone object checkpoint names now: undoing this rollback runs its statement on these only.
+    marks = restored_marks(cur, later)
+    # Undoing a rollback: the NOT NULL it set after its rows is dropped before they are reversed (and what
+    # it dropped before them is set again after).
+    not_null = _reverse_not_null(cur, objects, moves) if kind == "rollback" else []
     # 2. Rows (row ids mapped back through every rebuild since, this rollback's too).
     new_objects = _undo_rows(cur, objects, later, touched, mode, new_cp, outcome, catalog, moves, int(seq))
+    # 2b. NOT NULL comes back once the rows written without it are undone (mode 'statement' keeps them).
+    for change in moves.after_rows:
+        try:
+            _not_null(cur, change)
+        except duckdb.ConstraintException:
+            raise common.conflicts_error(cp_id, [{"table": change["table"], "column": change["column"],
+                                                  "conflict": "rows written since hold NULL in it"}]) from None
+        not_null.append({"kind": "notnull", "when": "after", **change})
     new_objects += moves.objects(cur)
+    # 3. Undoing a rollback: the statements whose objects it brought back run again (oldest first), each
+    # with a checkpoint of its own, once its rows are reversed (it changed them after bringing them back).
+    redone: list[dict[str, Any]] = []
+    if kind == "rollback":  # a dry run too: it checks they can
+        catalog.changed()
+        redone = redo_statements(cur, cp_id, context, classify, run_again, marks)
+        outcome.objects_restored += [r["statement"] for r in redone]
     undone = [c for c, _, _, _ in later]
     outcome.undone_checkpoints = undone
     outcome.undone_traces = _undone_traces(cur, later, tables, touched, mode, created_at, trace_id)
-    record(cur, retention_days, new_cp, context, "rollback", list(tables), new_objects, catalog.next_seq(cur),
-           undoes=cp_id)
+    record(cur, retention_days, new_cp, context, "rollback", list(tables), new_objects + marks + not_null + redone,
+           new_seq, undoes=cp_id)
     cur.execute(f"UPDATE sqlgate.checkpoints SET undone_by = ? WHERE id IN ({', '.join(['?'] * len(undone))})",
                 [new_cp, *undone])
     outcome.new_checkpoint = None if dry_run else new_cp
     return outcome
 
 
-def _refuse_redo(cur: Cursor, rollback_id: str, before_seq: int | None = None) -> None:
-    """A rollback that brought objects back is undone by running their statements again (as on
-    PostgreSQL); DuckDB's rollback cannot yet, so it says so rather than undo only the rows.
-    `before_seq`: only statements older than that checkpoint count (what a mode-'all' rollback to it
-    crosses; newer ones it undoes anyway)."""
+def _not_null(cur: Cursor, change: dict[str, Any]) -> None:
+    cur.execute(f"ALTER TABLE {change['table']} ALTER COLUMN {q(change['column'])}"
+                f" {'SET' if change['set'] else 'DROP'} NOT NULL")
+
+
+def _reverse_not_null(cur: Cursor, objects: list[dict[str, Any]], moves: Moves) -> list[dict[str, Any]]:
+    """The NOT NULL changes rollback `objects` made after its rows, undone now (before its rows are
+    reversed); those it made before its rows are queued to be undone after (moves.after_rows)."""
+    done = []
+    for o in reversed(objects):
+        if o.get("kind") != "notnull":
+            continue
+        change = {"table": o["table"], "column": o["column"], "set": not o["set"]}
+        if o["when"] == "after":
+            _not_null(cur, change)
+            done.append({"kind": "notnull", "when": "before", **change})
+        else:
+            moves.after_rows.append(change)
+    return done
+
+
+def _later(cur: Cursor, cp_id: str, objects: list[dict[str, Any]], trace_id: str | None, seq: int,
+           mode: str) -> Pieces:
+    """What the rollback undoes, latest first. Mode 'all': this checkpoint and every later one that shares
+    a table with it (transitively); 'statement': this one. Either way with the checkpoints of statements
+    an undo among them ran again (undoing that undo undoes them: they came after it)."""
+    if mode != "all":
+        pieces: Pieces = [(cp_id, objects, trace_id, seq)]
+        ids = redo_ids(objects)
+        if ids:
+            marks = ", ".join(["?"] * len(ids))
+            for other_id, other_objects, other_trace, other_seq in cur.execute(
+                    f"SELECT id, objects, trace_id, seq FROM sqlgate.checkpoints WHERE id IN ({marks})"
+                    " AND undone_by IS NULL", ids).fetchall():
+                pieces.append((other_id, json.loads(other_objects), other_trace, int(other_seq)))
+        return sorted(pieces, key=lambda p: -p[3])
+    candidates = [(other_id, json.loads(other_objects), other_trace, int(other_seq))
+                  for other_id, other_objects, other_trace, other_seq in cur.execute(
+                      "SELECT id, objects, trace_id, seq FROM sqlgate.checkpoints WHERE seq >= ? AND undone_by IS NULL"
+                      " ORDER BY seq DESC", [seq]).fetchall()]
+    included = {cp_id}
+    touched = _keys(objects)
+    redone = set(redo_ids(objects))
+    # A statement an undo ran again goes with that undo (which then is crossed: _refuse_crossing).
+    undo_of = {child: other_id for other_id, objs, _, _ in candidates for child in redo_ids(objs)}
+    grown = True
+    while grown:
+        grown = False
+        for other_id, objs, _, _ in candidates:
+            if other_id not in included and (other_id in redone or _keys(objs) & touched
+                                             or any(undo_of.get(i) == other_id for i in included)):
+                included.add(other_id)
+                touched |= _keys(objs)
+                redone |= set(redo_ids(objs))
+                grown = True
+    return [p for p in candidates if p[0] in included]
+
+
+def _refuse_crossing(cur: Cursor, cp_id: str, rollback_id: str, before_seq: int) -> None:
+    """A later rollback brought back what a statement older than `cp_id` dropped or changed: going back to
+    before `cp_id` means running that statement again in the middle of this rollback, refused with the
+    order that works (as on PostgreSQL). What newer statements dropped, going back undoes anyway."""
     again = cur.execute(
         "SELECT coalesce(t.sql, c.id) FROM sqlgate.checkpoints c LEFT JOIN sqlgate.traces t ON t.id = c.trace_id"
-        " WHERE c.undone_by = ? AND c.kind NOT IN ('rows', 'rollback') AND c.seq < coalesce(?, c.seq + 1)"
-        " ORDER BY c.seq", [rollback_id, before_seq]).fetchall()
+        f" WHERE c.undone_by = ? AND c.kind IN ({', '.join(['?'] * len(OBJECT_KINDS))}) AND c.seq < ?"
+        " ORDER BY c.seq", [rollback_id, *OBJECT_KINDS, before_seq]).fetchall()
     if again:
-        raise common.redo_unavailable(rollback_id, [r[0] for r in again])
+        raise common.redo_unavailable(rollback_id, [r[0] for r in again], why=(
+            f"which rolling back {cp_id} in mode 'all' would have to do in its middle: undo rollback"
+            f" {rollback_id} first, then roll back {cp_id}"))
+    # An undo of a rollback that brought objects back ran their statements again: undoing that undo puts
+    # them back, and going further back than that rollback would then mean running them once more.
+    again = cur.execute(
+        "SELECT coalesce(t.sql, c.id) FROM sqlgate.checkpoints r JOIN sqlgate.checkpoints c ON c.undone_by = r.id"
+        " LEFT JOIN sqlgate.traces t ON t.id = c.trace_id WHERE r.undone_by = ? AND r.kind = 'rollback'"
+        f" AND c.kind IN ({', '.join(['?'] * len(OBJECT_KINDS))}) ORDER BY c.seq",
+        [rollback_id, *OBJECT_KINDS]).fetchall()
+    if again:
+        raise common.redo_unavailable(rollback_id, [r[0] for r in again], why=(
+            f"which rolling back {cp_id} in mode 'all' would have to do in its middle, after undoing"
+            f" {rollback_id} (an undo that ran them again); roll back the checkpoints after {cp_id} one at a"
+            " time in mode 'statement', latest first"))
 
 
 def _undo_rows(cur: Cursor, objects: list[dict[str, Any]], later: Pieces, touched: set[tuple[str, str]], mode: str,
@@ -98,7 +188,9 @@ def _undo_rows(cur: Cursor, objects: list[dict[str, Any]], later: Pieces, touche
     n = 0
     if mode == "statement":
         for o in objects:
-            if o["kind"] == "rows":
+            if o["kind"] == "rows" and o.get("marker"):  # a watermark only: no rows, but the table is touched
+                new_objects.append({"kind": "touched", "schema": o["schema"], "name": o["name"]})
+            elif o["kind"] == "rows":
                 new_objects.append(undo_statement(cur, o, new_cp, n, outcome, conflicts, moves))
                 n += 1
     else:

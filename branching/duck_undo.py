@@ -78,19 +78,27 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
     collist = ", ".join(q(c) for c in cols)
     mark = int(pieces[0][1]["watermark"])
     fills = moves.fills.get((schema, name), {})
+    retypes = moves.retyped.get((schema, name), {})
     selects = []
     for i, (seq, p) in enumerate(pieces):
         have = [c for c in columns(cur, "sqlgate", p["old"].split(".", 1)[1].strip('"')) if c != ROWID]
+        named = dict(zip(have, have, strict=True))
+        if (schema, name) in moves.renamed and len(have) == len(cols) and have != cols:
+            named = dict(zip(cols, have, strict=True))  # kept under names this rollback renamed back
+            have = cols
         if [c for c in have if c not in cols] or [c for c in cols if c not in have and c not in fills]:
             why = "its columns changed since (a column was added or dropped without a checkpoint)"
             raise common.conflicts_error(outcome.checkpoint, [{"table": table, "conflict": why}])
         joins: list[str] = []
         values: list[str] = []
         for c in cols:
-            if c in have:
-                values.append(f"x.{q(c)} AS {q(c)}")
+            retyped = retypes.get(c)
+            if c in have and (retyped is None or seq <= retyped[1]):
+                values.append(f"x.{q(named[c])} AS {q(c)}")
                 continue
-            keep, keep_seq = fills[c]
+            # Dropped when this piece was kept (a DROP COLUMN this rollback undoes), or kept in the type a
+            # type change this rollback undoes gave it: the values kept at that change.
+            keep, keep_seq = retyped if c in have and retyped is not None else fills[c]
             alias = f"f{len(joins)}"
             joins.append(f" LEFT JOIN (SELECT s.__k, k.{q(c)} FROM ({space.kept(keep, keep_seq)}) s"
                          f" JOIN {keep} k ON k.{ROWID} = s.__live) {alias} ON {alias}.__k = y.__k")
@@ -135,9 +143,24 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
     outcome.rows_restored += restored
     if restored:
         moves.reinserted.add((schema, name))
-    restore_sequences(cur, pieces[0][1].get("sequences") or {}, pieces[0][1].get("fresh_sequences"), catalog)
+    sequences = pieces[0][1].get("sequences") or {}
+    # Their values now go with this rollback's checkpoint: undoing it sets them back.
+    now_values = _sequence_values(cur, list(sequences))
+    restore_sequences(cur, sequences, pieces[0][1].get("fresh_sequences"), catalog)
     out = {"kind": "rows", "schema": schema, "name": name, "old": removed_old, "new": added_new,
-           "watermark": now_mark}
+           "watermark": now_mark, "sequences": now_values}
     if not rebuilt_here:
         out["live_rows"] = now_live
     return out
+
+
+def _sequence_values(cur: Cursor, names: list[str]) -> dict[str, int | None]:
+    """The last values of sequences named 'schema.name' (None: never used)."""
+    values: dict[str, int | None] = {}
+    for name in names:
+        schema, seq = name.split(".", 1)
+        row = cur.execute("SELECT last_value FROM duckdb_sequences() WHERE schema_name = ? AND sequence_name = ?"
+                          " AND database_name = current_database()", [schema, seq]).fetchone()
+        if row is not None:
+            values[name] = None if row[0] is None else int(row[0])
+    return values

@@ -1,0 +1,155 @@
+"""Undoing a DuckDB rollback that brought objects back (a dropped table or view,
+a column, a definition): the statements it undid run again, oldest first, in
+the undo's own transaction, each through the same checkpoint-taking code the
+pipeline uses (so each gets a checkpoint of its own, kept as a `redo` object of
+the undo's checkpoint: undoing the undo puts them back). A rollback puts its
+objects back first and changes rows after, so its undo reverses those rows
+first, in the shape the rollback left, then runs the statements again.
+
+The statements run by name. DuckDB has no roles, so the guard is the name
+itself: each rollback records, for every object checkpoint it undid, the
+catalog numbers (oids) of what it brought back (`restored` objects); a statement
+runs again only if each of its names still resolves to one of them, never to
+another object that took the name since. DuckDB numbers catalog objects per
+process: after a restart the numbers mean nothing, and the undo is refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlglot import exp
+
+from branching import common
+from branching.checkpoint import CheckpointContext
+from branching.duck_sql import Cursor, q
+from proxy.statement import Part
+from proxy.trace import new_id
+
+# Checkpoint kinds whose rollback brought objects back; 'rows' and 'rollback' are undone by rows alone.
+OBJECT_KINDS = ("table", "view", "column", "definition", "schema")
+# Object kinds that are marks only (nothing to restore, no relation named).
+MARKS = ("rows", "moves", "restored", "redo", "statement", "touched", "notnull")
+BOOT = new_id("boot")  # this process: oids compared only within it
+
+_OIDS = ("SELECT table_oid FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = $1"
+         " AND table_name = $2 UNION ALL SELECT view_oid FROM duckdb_views() WHERE database_name = current_database()"
+         " AND schema_name = $1 AND view_name = $2 AND NOT internal UNION ALL SELECT index_oid FROM duckdb_indexes()"
+         " WHERE database_name = current_database() AND schema_name = $1 AND index_name = $2 UNION ALL"
+         " SELECT sequence_oid FROM duckdb_sequences() WHERE database_name = current_database() AND schema_name = $1"
+         " AND sequence_name = $2")
+_SCHEMA_OID = "SELECT oid FROM duckdb_schemas() WHERE database_name = current_database() AND schema_name = ?"
+
+# (cursor, statement, context) -> the id of the checkpoint taken for it (duck.DuckDBCheckpointer.take_now).
+RunAgain = Callable[[Cursor, Part, CheckpointContext], str]
+
+
+def _oids(cur: Cursor, schema: str, name: str) -> list[int]:
+    if name == "*":  # a schema
+        return [int(r[0]) for r in cur.execute(_SCHEMA_OID, [schema]).fetchall()]
+    return [int(r[0]) for r in cur.execute(_OIDS, [schema, name]).fetchall()]
+
+
+def restored_marks(cur: Cursor, later: list[tuple[str, list[dict[str, Any]], str | None, int]]) -> list[dict[str, Any]]:
+    """After a rollback put objects back: per object checkpoint it undid, the oids of what its objects
+    name now. Its undo runs that checkpoint's statement again only on these."""
+    marks = []
+    for cp_id, objs, _, _ in later:
+        names = {(o["schema"], o["name"]) for o in objs if o.get("kind") not in MARKS and "schema" in o}
+        if names:
+            oids = sorted({oid for s, n in names for oid in _oids(cur, s, n)})
+            marks.append({"kind": "restored", "checkpoint": cp_id, "boot": BOOT, "oids": oids})
+    return marks
+
+
+def redo_statements(cur: Cursor, rollback_id: str, context: CheckpointContext | None,
+                    classify: Callable[[str], Part] | None, run_again: RunAgain | None,
+                    own_marks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run again the destructive statements rollback `rollback_id` undid, oldest first; answers a `redo`
+    object for each. `own_marks`: what this undo itself put back before (a later checkpoint's objects in
+    mode 'all'), which the statements may name too."""
+    row = cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE id = ?", [rollback_id]).fetchone()
+    objects = json.loads(row[0]) if row else []
+    marks = {m["checkpoint"]: m for m in objects if m.get("kind") == "restored"}
+    own = {oid for m in own_marks for oid in m["oids"]}
+    found = cur.execute(
+        "SELECT c.id, c.kind, c.objects, t.sql FROM sqlgate.checkpoints c"
+        " LEFT JOIN sqlgate.traces t ON t.id = c.trace_id"
+        f" WHERE c.undone_by = ? AND c.kind IN ({', '.join(['?'] * len(OBJECT_KINDS))}) ORDER BY c.seq",
+        [rollback_id, *OBJECT_KINDS]).fetchall()
+    done: list[dict[str, Any]] = []
+    for cp_id, kind, cp_objects, traced in found:
+        objs = json.loads(cp_objects)
+        kept = [o for o in objs if o.get("kind") not in MARKS]
+        if not kept:
+            continue  # it changed nothing (DROP ... IF EXISTS of nothing): nothing to do again
+        # A statement run again by an undo keeps its text: that checkpoint's trace is the undo's call.
+        statement = next((o["sql"] for o in objs if o.get("kind") == "statement"), traced)
+        if statement is None:
+            raise common.rollback_failed(
+                f"checkpoint {cp_id} ({kind}) was undone by {rollback_id}, and its statement's trace is gone,"
+                " so it cannot run again")
+        if classify is None or run_again is None:
+            raise common.rollback_failed("this server cannot classify statements to run them again")
+        part = classify(statement)
+        mark = marks.get(cp_id)
+        if mark is None or mark.get("boot") != BOOT:
+            why = ("sqlgate restarted since that rollback, and DuckDB numbers its objects anew at each start, so"
+                   " it cannot tell whether the names still name what the rollback brought back"
+                   if mark is not None else "that rollback kept no record of what it brought back")
+            raise common.redo_unavailable(rollback_id, [statement], why=why)
+        retyped = [o for o in kept if o.get("type_column")]
+        if retyped and _rows_changed(cur, objects, retyped[0]["schema"], retyped[0]["name"]):
+            raise common.redo_unavailable(rollback_id, [statement], why=(
+                "which would compute the column's values again from the ones that rollback put back, while rows"
+                " were written to the table after the type change (the rollback undid them): their values in"
+                " the new type were not kept"))
+        schema = kept[0]["schema"]
+        cur.execute(f"SET schema = {q(schema)}")  # its unqualified names, as they resolved when it ran
+        try:
+            if not _names_the_same_objects(cur, part, set(mark["oids"]) | own):
+                raise common.redo_unavailable(rollback_id, [statement], why=(
+                    "its names no longer name the objects this rollback brought back (renamed, dropped or"
+                    f" replaced since), so running {statement!r} again could touch something else"))
+            ctx = context or CheckpointContext("sqlgate", None, "main", None)  # type: ignore[arg-type]
+            again = run_again(cur, part, ctx)
+        finally:
+            cur.execute("SET schema = 'main'")
+        row = cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE id = ?", [again]).fetchone()
+        if row is not None:
+            cur.execute("UPDATE sqlgate.checkpoints SET objects = ? WHERE id = ?",
+                        [json.dumps([*json.loads(row[0]), {"kind": "statement", "sql": statement}]), again])
+        done.append({"kind": "redo", "checkpoint": again, "statement": f"{statement} (again, checkpoint {again})"})
+    return done
+
+
+def _rows_changed(cur: Cursor, objects: list[dict[str, Any]], schema: str, name: str) -> bool:
+    """Whether the rollback (these are its objects) changed any row of the table."""
+    for o in objects:
+        if o.get("kind") == "rows" and (o["schema"], o["name"]) == (schema, name):
+            for kept in (o.get("old"), o.get("new")):
+                if kept and cur.execute(f"SELECT count(*) FROM {kept}").fetchone()[0]:  # type: ignore[index]
+                    return True
+    return False
+
+
+def _names_the_same_objects(cur: Cursor, part: Part, allowed: set[int]) -> bool:
+    """Each object the statement names resolves (on the current schema) to one of `allowed`."""
+    if not part.targets:
+        return False
+    current = str(cur.execute("SELECT current_schema()").fetchone()[0])  # type: ignore[index]
+    for target in part.targets:
+        if target.kind == "schema":
+            found = _oids(cur, target.name.removesuffix(".*").strip('"'), "*")
+        else:
+            table = exp.to_table(target.name, dialect="duckdb")
+            found = _oids(cur, table.db or current, table.name)
+        if not found or not set(found) <= allowed:
+            return False
+    return True
+
+
+def redo_ids(objects: list[dict[str, Any]]) -> list[str]:
+    """The checkpoints of statements an undo (these are its objects) ran again."""
+    return [o["checkpoint"] for o in objects if o.get("kind") == "redo"]
