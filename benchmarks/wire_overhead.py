@@ -6,6 +6,7 @@ mode, with 8 clients. Besides TPS and latency it prints each proxy's CPU time
 per transaction (from /proc), the figure the machine's noise disturbs least.
 
     python -m benchmarks wire_overhead [--duration 5] [--rounds 2] [--clients 8] [--scale 4]
+                                       [--workloads select-only/simple,tpcb-like]
 
 PgBouncer 1.18 (Debian 12) pools by transaction but cannot keep prepared
 statements across transactions, so prepared runs go through a session-pooled
@@ -100,13 +101,27 @@ def pgbench(port: int, user: str, password: str, dbname: str, mode: str, extra: 
     return float(tps.group(1)), float(lat.group(1)), int(done.group(1))
 
 
+def _wanted(workload: tuple[str, str, list[str]], spec: str) -> bool:
+    """Whether a (workload, mode, _) matches the --workloads filter: each item is a
+    workload name, a mode, or workload/mode."""
+    if not spec:
+        return True
+    name, mode, _ = workload
+    return any(item in (name, mode, f"{name}/{mode}") for item in spec.split(",") if item)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks wire_overhead")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per pgbench run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median reported)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--workloads", default="",
+                        help="comma-separated filter, e.g. select-only or select-only/simple (default: all)")
     args = parser.parse_args()
+    workloads = [w for w in WORKLOADS if _wanted(w, args.workloads)]
+    if not workloads:
+        parser.error(f"no workload matches {args.workloads!r}")
 
     pg = PgServer().start()
     sqlgate: SqlgateServer | None = None
@@ -138,7 +153,7 @@ def main() -> int:
         print(f"pgbench, {args.clients} clients, scale {args.scale}, {args.duration:g} s runs, "
               f"{args.rounds} interleaved rounds", flush=True)
         for round_no in range(args.rounds):
-            for workload, mode, extra in WORKLOADS:
+            for workload, mode, extra in workloads:
                 for name, target in targets.items():
                     port, user, password, db = target(mode)
                     cpu_before = cpu_seconds(processes[name]) if name in processes else 0.0
@@ -151,7 +166,7 @@ def main() -> int:
         print()
         print(f"{'workload':12} {'mode':9} {'direct':>8} {'bouncer':>8} {'relay':>8} {'sqlgate':>8} "
               f"{'sg/direct':>9} {'sg/bouncer':>10} {'sg/relay':>8}  {'proxy cpu us/tx b/r/s':>22}")
-        for workload, mode, _ in WORKLOADS:
+        for workload, mode, _ in workloads:
             med = {name: tuple(statistics.median(r[i] for r in results[(workload, mode, name)]) for i in range(3))
                    for name in targets}
             d, b, r, s = (med[n][0] for n in ("direct", "pgbouncer", "relay", "sqlgate"))

@@ -236,6 +236,43 @@ def _reslice(entry: _Entry, sql: str, new_spans: list[tuple[int, int]]) -> State
     return st
 
 
+# Templates: a quicker way to a stored fingerprint for text that differs from it
+# only in its numbers (pgbench's `... WHERE aid = 123;`, `... = 456;`), with no
+# regex scan. A template is a stored key's segments (the exact text between the
+# folded numbers); text matches it when it is those segments with a plain decimal
+# (ASCII digits, optionally one inner '.', as `num` folds them) between each two
+# and nothing else. `fingerprint` then gives that text the same key and spans:
+# its scan reaches each number after the same text (a left-to-right scan whose
+# state depends only on what it has read; the lookaheads at a number's start see a
+# digit, as they did), folds the number there (the same following character as
+# when the key was made, so the same lookahead verdict), and reads the same text
+# on. tests/test_fingerprint_cache.py checks this against `fingerprint` itself.
+TEMPLATE_PREFIX = 16  # templates are found by their text's first characters: a first segment at least this long
+MAX_TEMPLATES = 4  # per prefix (most recent first)
+_PLAIN_NUMBER = re.compile(r"[0-9]++(?:\.[0-9]++)?+").match
+
+
+def match_template(sql: str, segments: tuple[str, ...]) -> list[tuple[int, int]] | None:
+    """The spans of the numbers when `sql` is `segments` with a plain decimal
+    between each two; else None."""
+    first = segments[0]
+    if not sql.startswith(first):
+        return None
+    pos = len(first)
+    spans = []
+    for i in range(1, len(segments)):
+        m = _PLAIN_NUMBER(sql, pos)
+        if m is None:
+            return None
+        end = m.end()
+        spans.append((pos, end))
+        segment = segments[i]
+        if not sql.startswith(segment, end):
+            return None
+        pos = end + len(segment)
+    return spans if pos == len(sql) else None
+
+
 class ClassificationCache:
     """Thread-safe two-level LRU cache in front of `classify`."""
 
@@ -243,6 +280,7 @@ class ClassificationCache:
         self.max_entries = max_entries
         self._exact: OrderedDict = OrderedDict()
         self._fp: OrderedDict = OrderedDict()
+        self._templates: dict[str, list[tuple]] = {}  # text prefix -> [fingerprint key], most recent first
         self._lock = threading.Lock()
         self.hits_exact = 0
         self.hits_fingerprint = 0
@@ -252,13 +290,53 @@ class ClassificationCache:
         with self._lock:
             self._exact.clear()
             self._fp.clear()
+            self._templates.clear()
             self.hits_exact = self.hits_fingerprint = self.misses = 0
 
     def _put(self, table: OrderedDict, key, value) -> None:
+        if key in table:
+            table.move_to_end(key)
         table[key] = value
-        table.move_to_end(key)
         if len(table) > self.max_entries:
             table.popitem(last=False)
+
+    def _remember_template(self, key) -> None:
+        """Called with the lock held, for a key with an entry."""
+        segments = key[1]
+        first = segments[0]
+        if len(first) < TEMPLATE_PREFIX:
+            return
+        templates = self._templates
+        keys = templates.get(first[:TEMPLATE_PREFIX])
+        if keys is None:
+            if len(templates) >= self.max_entries:
+                templates.clear()  # a bound, not a policy: templates are found again as fingerprints hit
+            templates[first[:TEMPLATE_PREFIX]] = [key]
+        elif keys[0] != key:
+            if key in keys:
+                keys.remove(key)
+            keys.insert(0, key)
+            del keys[MAX_TEMPLATES:]
+
+    def _by_template(self, sql: str, dialect: str) -> Statement | None:
+        """A fingerprint hit found through a template, or None. Called with the lock held."""
+        keys = self._templates.get(sql[:TEMPLATE_PREFIX])
+        if keys is None or len(sql) > MAX_CACHED_CHARS:
+            return None
+        for key in keys:
+            if key[0] != dialect:
+                continue
+            spans = match_template(sql, key[1])
+            if spans is None:
+                continue
+            entry = self._fp.get(key)
+            if entry is None:
+                return None  # evicted: the ordinary way stores it again
+            st = _reslice(entry, sql, spans)
+            if st is not None:
+                self._fp.move_to_end(key)
+            return st
+        return None
 
     def get(self, sql: str, dialect: str) -> Statement:
         key = (dialect, sql)
@@ -267,6 +345,11 @@ class ClassificationCache:
             if st is not None:
                 self._exact.move_to_end(key)
                 self.hits_exact += 1
+                return st
+            st = self._by_template(sql, dialect)
+            if st is not None:
+                self.hits_fingerprint += 1
+                self._put(self._exact, key, st)
                 return st
         fp = fingerprint(sql, dialect)
         if fp is not None:
@@ -278,6 +361,7 @@ class ClassificationCache:
                         self._fp.move_to_end(fp.key)
                         self.hits_fingerprint += 1
                         self._put(self._exact, key, st)
+                        self._remember_template(fp.key)
                         return st
         st, part_spans, pg_numbers = classify_with_spans(sql, dialect)
         store_fp = (
@@ -295,6 +379,7 @@ class ClassificationCache:
                 entry = _make_entry(st, part_spans, fp.spans)
                 if entry is not None:
                     self._put(self._fp, fp.key, entry)
+                    self._remember_template(fp.key)
         return st
 
 

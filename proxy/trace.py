@@ -19,13 +19,17 @@ OUTCOMES = ("ok", "refused", "failed", "rolled_back", "skipped")
 
 
 _sequence = itertools.count()
+_time_ns = time.time_ns
+_random_bits = random.getrandbits
 
 
 def new_id(prefix: str) -> str:
-    """A short id that sorts by creation time: ms clock, then a per-process
-    counter (so ids made in one millisecond keep their order), random tail
-    (not a secret: ids name records, they grant nothing)."""
-    return f"{prefix}_{int(time.time() * 1000):011x}{next(_sequence) % 65536:04x}{random.getrandbits(24):06x}"
+    """A short id that sorts by creation time: ms clock (11 hex digits), then a
+    per-process counter (4, so ids made in one millisecond keep their order),
+    random tail (6; not a secret: ids name records, they grant nothing).
+    Counter and tail are formatted as one 10-digit number: the same text, one
+    conversion less (this runs twice for every statement)."""
+    return f"{prefix}_{_time_ns() // 1_000_000:011x}{(next(_sequence) & 0xFFFF) << 24 | _random_bits(24):010x}"
 
 
 @dataclass
@@ -109,21 +113,41 @@ COPY_COLUMNS = ("id", "at", "request_id", "actor", "token_id", "branch", "front_
                 "error_message")
 
 
-_NEEDS_ESCAPE = re.compile("[\\\\\t\n\r\x00]")
-
-
 def _copy_text(value: Any) -> str:
     if value is None:
         return "\\N"
     if isinstance(value, str):  # translate() is slow per character; most values need nothing
-        return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
+        return value.translate(_COPY_ESCAPES) if _needs_escape(value) else value
     return str(value)
+
+
+def _needs_escape(value: str) -> bool:
+    # Five substring searches (memchr) cost a third of one regex search.
+    return "\\" in value or "\t" in value or "\n" in value or "\r" in value or "\x00" in value
+
+
+# A string JSON writes as it is (printable ASCII but '"' and '\\'), and COPY too.
+_JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*+\Z')
 
 
 def _copy_json(value: Any) -> str:
     if value is None:
         return "\\N"
-    return "[]" if not value else json_without_nul(value).translate(_COPY_ESCAPES)
+    if not value:
+        return "[]"
+    if value.__class__ is list:  # tables and parameters: strings (or NULL) that need no escaping, the common case
+        plain = _JSON_PLAIN.match
+        items = []
+        for v in value:
+            if v is None:
+                items.append("null")
+            elif isinstance(v, str) and plain(v):
+                items.append(f'"{v}"')
+            else:
+                break
+        else:
+            return f"[{', '.join(items)}]"  # what json.dumps writes for these
+    return json_without_nul(value).translate(_COPY_ESCAPES)
 
 
 def traces_copy(traces: Sequence[Trace]) -> bytes:
@@ -132,13 +156,17 @@ def traces_copy(traces: Sequence[Trace]) -> bytes:
     Ids, times, labels and numbers are sqlgate's own and never need escaping;
     what a client chose (actor, branch, SQL, messages) is escaped."""
     lines = []
+    append = lines.append
     for t in traces:
-        lines.append("\t".join((
-            t.id, t.at.isoformat(), t.request_id, _copy_text(t.actor), t.token_id or "\\N",
-            _copy_text(t.branch), t.front_door, _copy_text(t.sql), _copy_json(t.params),
-            t.klass, _copy_json(t.tables), _copy_text(t.command), "\\N" if t.rows is None else str(t.rows),
-            repr(t.duration_ms), "\\N" if t.cost is None else repr(t.cost), t.checkpoint_id or "\\N", t.outcome,
-            t.error_code or "\\N", _copy_text(t.error_message),
-        )))
-    lines.append("")
-    return "\n".join(lines).encode()
+        params, rows, cost = t.params, t.rows, t.cost
+        duration = repr(t.duration_ms)
+        append(f"{t.id}\t{t.at.isoformat()}\t{t.request_id}\t{_copy_text(t.actor)}\t{t.token_id or _NULL}\t"
+               f"{_copy_text(t.branch)}\t{t.front_door}\t{_copy_text(t.sql)}\t"
+               f"{_NULL if params is None else _copy_json(params)}\t{t.klass}\t{_copy_json(t.tables)}\t"
+               f"{_copy_text(t.command)}\t{_NULL if rows is None else rows}\t{duration}\t"
+               f"{_NULL if cost is None else duration if cost is t.duration_ms else repr(cost)}\t"
+               f"{t.checkpoint_id or _NULL}\t{t.outcome}\t{t.error_code or _NULL}\t{_copy_text(t.error_message)}\n")
+    return "".join(lines).encode()
+
+
+_NULL = "\\N"

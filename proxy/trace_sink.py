@@ -39,6 +39,13 @@ class TraceSink:
         self.pending.extend(traces)
         self._wake.set()
 
+    def add_one(self, trace: Trace) -> None:
+        """`add([trace])`, for the wire relay's hot path (no list, no call when the writer is already woken)."""
+        self.pending.append(trace)
+        wake = self._wake
+        if not wake._value:  # noqa: SLF001 - Event.is_set() without the call
+            wake.set()
+
     async def flush(self) -> None:
         """Write everything pending now (GET /traces calls this first)."""
         async with self._lock:

@@ -262,6 +262,14 @@ class WireConnection:
         self.io.send(qm.ReadyForQuery(self.state.ready_status(in_tx)))
         self.io.flush()
 
+    def ready_relayed(self) -> None:
+        """`ready` when the relay passed PostgreSQL's own ReadyForQuery 'I' through
+        with the answer (it does only outside a transaction block, where `ready`
+        would send 'I' too): the same bookkeeping, then the same flush."""
+        self.state.end_of_transaction()
+        self.state.failed = False
+        self.io.flush()
+
     async def release_idle(self) -> None:
         assert self.client is not None and self.sessions is not None
         if not self.client.in_transaction:

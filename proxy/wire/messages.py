@@ -72,21 +72,23 @@ class MessageSplitter:
         """Messages completed by `data`; raises ProtocolViolation on a bad frame.
         A start-up packet comes out alone, decoded; others as (kind, body), to `decode`."""
         buf = self.buffer
-        buf += data
+        if self.startup or buf:
+            buf += data
+            data = buf
         out: list[Any] = []
         pos = 0
-        n = len(buf)
+        n = len(data)
         try:
             while True:
                 if self.startup:
                     if n - pos < 4:
                         break
-                    (length,) = _LENGTH.unpack_from(buf, pos)
+                    (length,) = _LENGTH.unpack_from(data, pos)
                     if length < 8 or length > startup.MAX_STARTUP_LENGTH:
                         raise ProtocolViolation(f"invalid length of startup packet: {length}")
                     if n - pos < length:
                         break
-                    packet = startup.decode_startup(bytes(buf[pos + 4: pos + length]))
+                    packet = startup.decode_startup(bytes(data[pos + 4: pos + length]))
                     pos += length
                     out.append(packet)
                     if isinstance(packet, startup.StartupMessage | startup.CancelRequest):
@@ -94,18 +96,21 @@ class MessageSplitter:
                     break  # what may follow depends on the answer (TLS, auth): one packet at a time
                 if n - pos < 5:
                     break
-                kind, length = _HEADER.unpack_from(buf, pos)
-                limit = _DECODERS[kind][0] if kind in _DECODERS else None
-                if limit is None:
+                kind, length = _HEADER.unpack_from(data, pos)
+                entry = _DECODERS.get(kind)
+                if entry is None:
                     raise _unknown(kind)
-                if length < 4 or length - 4 > limit:
+                if length < 4 or length - 4 > entry[0]:
                     raise ProtocolViolation(f"invalid message length {length} for message type {kind!r}")
                 if n - pos < length + 1:
                     break
-                out.append((kind, bytes(buf[pos + 5: pos + 1 + length])))
+                out.append((kind, bytes(data[pos + 5: pos + 1 + length])))
                 pos += length + 1
         finally:
-            del buf[:pos]
+            if data is buf:
+                del buf[:pos]
+            elif pos < n:  # fed straight from `data` (nothing was buffered): keep what is left
+                buf += data[pos:]
         return out
 
     def pending(self) -> int:

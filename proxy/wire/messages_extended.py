@@ -4,6 +4,7 @@ ParameterDescription and PortalSuspended out."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from proxy.wire.codec import ProtocolViolation, Reader, frame, int16, int32
@@ -76,7 +77,52 @@ def decode_parse(body: bytes) -> Parse:
     return Parse(name, query, types)
 
 
+_I16 = struct.Struct("!h").unpack_from
+_I32 = struct.Struct("!i").unpack_from
+
+
 def decode_bind(body: bytes) -> Bind:
+    """Bind, read without a Reader when it is well formed (every Bind a driver
+    sends; the relay reads one per statement); anything else is read again by
+    `_decode_bind_checked`, which raises the exact ProtocolViolation."""
+    try:
+        a = body.index(b"\x00")
+        b = body.index(b"\x00", a + 1)
+        portal, statement = body[:a].decode(), body[a + 1:b].decode()
+        pos = b + 1
+        (n,) = _I16(body, pos)
+        formats = _I16_TUPLES[n](body, pos + 2) if 0 <= n <= 2 else None
+        if formats is None or any(f not in (0, 1) for f in formats):
+            return _decode_bind_checked(body)
+        pos += 2 + 2 * n
+        (count,) = _I16(body, pos)
+        if count < 0 or len(formats) not in (0, 1, count):
+            return _decode_bind_checked(body)
+        pos += 2
+        params: list[bytes | None] = []
+        for _ in range(count):
+            (length,) = _I32(body, pos)
+            pos += 4
+            if length == -1:
+                params.append(None)
+            elif length < 0 or pos + length > len(body):
+                return _decode_bind_checked(body)
+            else:
+                params.append(body[pos:pos + length])
+                pos += length
+        (n,) = _I16(body, pos)
+        result_formats = _I16_TUPLES[n](body, pos + 2) if 0 <= n <= 2 else None
+        if result_formats is None or any(f not in (0, 1) for f in result_formats) or pos + 2 + 2 * n != len(body):
+            return _decode_bind_checked(body)
+    except (ValueError, struct.error):  # a missing NUL, bad UTF-8, too short
+        return _decode_bind_checked(body)
+    return Bind(portal, statement, formats, tuple(params), result_formats)
+
+
+_I16_TUPLES = [lambda body, pos: (), struct.Struct("!h").unpack_from, struct.Struct("!hh").unpack_from]
+
+
+def _decode_bind_checked(body: bytes) -> Bind:
     r = Reader(body)
     portal, statement = r.cstring(), r.cstring()
     formats = _formats(r)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from math import inf
+from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
 from proxy import errors
@@ -32,7 +33,7 @@ from proxy.wire.relay_conn import SYNC, Exchange, RelayConnection, message, pars
 from proxy.wire.relay_pool import RelayPool, RelayPools
 
 if TYPE_CHECKING:
-    from proxy.steps import Step
+    from proxy.trace import Trace
     from proxy.wire.handler import WireConnection
 
 log = logging.getLogger("sqlgate.wire")
@@ -52,18 +53,30 @@ def _translate(fields: dict[str, str]) -> tuple[errors.SqlgateError, bytes]:
     return error, qm.ErrorResponse(wire)
 
 
-class _Job:
-    """One statement on its way through the relay."""
+class _Job(Exchange):
+    """One statement on its way through the relay: also the exchange its answer is read by."""
 
-    __slots__ = ("step", "pool", "conn", "key", "name", "fresh", "started", "waiter")
+    __slots__ = ("trace", "pool", "conn", "key", "name", "fresh", "started", "waiter")
 
-    def __init__(self, step: Step, pool: RelayPool, conn: RelayConnection) -> None:
-        self.step, self.pool, self.conn = step, pool, conn
+    def __init__(self, relay: WireRelay, trace: Trace, pool: RelayPool, conn: RelayConnection | None) -> None:
+        Exchange.__init__(self, relay.handler.io.send, _translate, relay._done, 0, True)
+        self.trace, self.pool, self.conn = trace, pool, conn
         self.key: tuple[str, tuple[int, ...]] | None = None  # a client's named statement, prepared on conn
         self.name = b""
         self.fresh = True
         self.started = 0.0
         self.waiter: asyncio.Future[None] | None = None  # the handler task's, on the `simple`/`bind` way
+
+
+def _query_text(body: bytes) -> str | None:
+    """A Query message's text, as `messages_query.decode_query` reads it (one NUL, at
+    the end; UTF-8); None when it would not read it: the handler then answers it."""
+    if body.find(b"\x00") != len(body) - 1:
+        return None
+    try:
+        return body[:-1].decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class WireRelay:
@@ -73,12 +86,27 @@ class WireRelay:
         self.handler = handler
         self.pools = pools
         self.running: RelayConnection | None = None  # while a statement runs (CancelRequest, ordering)
+        self._token: Any = None  # the token `_valid_until` was computed for
+        self._valid_until = 0.0
 
     def _open(self) -> bool:
         h = self.handler
-        return (h.branch == "main" and not h.state.failed and not h.state.skipping and h.client is not None
-                and not h.client.in_transaction and h.sessions is not None and not h.sessions.held
-                and h.identity is not None and h.identity.token.is_valid())
+        state, client, sessions = h.state, h.client, h.sessions
+        return (h.branch == "main" and not state.failed and not state.skipping and client is not None
+                and not client.in_transaction and sessions is not None and not sessions.held
+                and h.identity is not None and self._token_valid(h.identity.token))
+
+    def _token_valid(self, token: Any) -> bool:
+        """`token.is_valid()` without a datetime per statement: a Token is frozen, so
+        whether it is revoked is fixed and only its expiry time can come; that is
+        kept as a POSIX timestamp and compared with the same wall clock."""
+        if token is not self._token:
+            self._token = token
+            if not token.is_valid():
+                self._valid_until = 0.0
+            else:
+                self._valid_until = inf if token.expires_at is None else token.expires_at.timestamp()
+        return time() < self._valid_until
 
     # --- from the socket callback -------------------------------------------------
 
@@ -95,7 +123,8 @@ class WireRelay:
                     inbox.popleft()
                     continue
                 if kind == b"Q":
-                    job = self._plan_simple(qm.decode_query(body).query, take_idle=True)
+                    sql = _query_text(body)
+                    job = self._plan_simple(sql, take_idle=True) if sql is not None else None
                     if job is None:
                         return True
                     inbox.popleft()
@@ -155,15 +184,15 @@ class WireRelay:
         planned = h.ctx.pipeline.relay_step(h.identity, sql, None, h.branch)  # type: ignore[arg-type]
         return self._job(planned, take_idle) if planned is not None else None
 
-    def _job(self, planned: tuple[Step, Any], take_idle: bool) -> _Job | None:
-        step, login = planned
+    def _job(self, planned: tuple[Trace, Any], take_idle: bool) -> _Job | None:
+        trace, login = planned
         pool = self.pools.get(login)
         if pool is None:
             return None
         conn = pool.take_idle() if take_idle else None
         if take_idle and conn is None:
             return None  # the handler task will wait for one
-        return _Job(step, pool, conn)  # type: ignore[arg-type]
+        return _Job(self, trace, pool, conn)
 
     def _plan_bind(self, bind: ext.Bind, following: list[Any],
                    take_idle: bool) -> tuple[_Job, st.PreparedStatement, bool] | None:
@@ -224,42 +253,47 @@ class WireRelay:
     # --- running ------------------------------------------------------------------
 
     def _start(self, job: _Job, messages: bytes, swallow: int) -> None:
-        self.running = job.conn
-        job.started = time.perf_counter()
-        job.conn.start(messages, Exchange(self.handler.io.send, _translate,
-                                          lambda exchange, problem: self._done(job, exchange, problem), swallow),
-                       paused=self.handler.io.write_paused)
+        conn = self.running = job.conn
+        job.swallow = swallow
+        job.started = perf_counter()
+        conn.start(messages, job, self.handler.io.write_paused)  # type: ignore[union-attr]
 
-    def _done(self, job: _Job, exchange: Exchange, problem: BaseException | None) -> None:
+    def _done(self, job: _Job, problem: BaseException | None) -> None:
         """The answer is through (or the backend went): trace, ReadyForQuery, go on."""
         h = self.handler
         self.running = None
         try:
             pipeline = h.ctx.pipeline
             conn = job.conn
+            assert conn is not None
             if problem is None:
-                pipeline.relayed(job.step, job.started, exchange.tag.decode(), exchange.error)
-                if job.key is not None and job.fresh and exchange.parsed:
-                    conn.remember(job.key, job.name)
-                if job.key is not None and exchange.error is not None:
-                    conn.forget(job.key)  # it may have gone stale (an ALTER TABLE): not for the next client
-            elif exchange.error is not None:  # PostgreSQL said why before it went (a FATAL): that answer stands
-                pipeline.relayed(job.step, job.started, "", exchange.error)
+                pipeline.relayed(job.trace, job.started, job.tag.decode(), job.error)
+                if job.key is not None:
+                    if job.fresh and job.parsed:
+                        conn.remember(job.key, job.name)
+                    if job.error is not None:
+                        conn.forget(job.key)  # it may have gone stale (an ALTER TABLE): not for the next client
+            elif job.error is not None:  # PostgreSQL said why before it went (a FATAL): that answer stands
+                pipeline.relayed(job.trace, job.started, "", job.error)
             else:
                 error = errors.backend_unavailable(f"the connection to PostgreSQL was lost ({problem})")
-                pipeline.relayed(job.step, job.started, "", error)
+                pipeline.relayed(job.trace, job.started, "", error)
                 h.io.send(qm.ErrorResponse(error.wire_fields()))
             if conn.cancelling:  # a CancelRequest may still land: never let it hit another client's statement
                 conn.close()
             job.pool.release(conn)
-            h.ready()
+            if job.ready_sent:
+                h.ready_relayed()
+            else:
+                h.ready()
         except Exception:  # noqa: BLE001 - from a protocol callback: end this client only
             log.exception("wire relay failed")
             h.terminate("XX000", "internal error in sqlgate; the connection is closed")
             return
-        if job.waiter is not None:
-            if not job.waiter.done():
-                job.waiter.set_result(None)
+        waiter = job.waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
         else:
             h.io.relay_finished()
 

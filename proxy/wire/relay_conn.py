@@ -22,6 +22,7 @@ _CANCEL = struct.Struct("!iiii")
 _CANCEL_CODE = 80877102
 
 ERROR, COMPLETE, READY, PARSED, CLOSED = (ord(c) for c in "ECZ13")
+IDLE = ord("I")  # ReadyForQuery's status outside a transaction block
 _INSPECTED = frozenset({ERROR, COMPLETE, READY, PARSED, CLOSED})  # read whole; the rest streams through
 SYNC = b"S\x00\x00\x00\x04"
 MAX_PREPARED = 200  # server-side statements kept per connection (least recently used go)
@@ -33,12 +34,15 @@ class BackendGone(Exception):
 
 class Exchange:
     """One request's answer: bytes go to `sink` as they arrive; at ReadyForQuery
-    (or when the connection breaks) `on_done` is called, from the protocol callback."""
+    (or when the connection breaks) `on_done(exchange, problem)` is called, from
+    the protocol callback. The relay's job subclasses it (one object per statement)."""
 
-    __slots__ = ("sink", "on_error", "on_done", "swallow", "parsed", "tag", "error", "finished")
+    __slots__ = ("sink", "on_error", "on_done", "swallow", "parsed", "tag", "error", "finished", "pass_ready",
+                 "ready_sent")
 
     def __init__(self, sink: Callable[[bytes], None], on_error: Callable[[dict[str, str]], tuple[Any, bytes]],
-                 on_done: Callable[[Exchange, BaseException | None], None], swallow: int) -> None:
+                 on_done: Callable[[Any, BaseException | None], None], swallow: int,
+                 pass_ready: bool = False) -> None:
         self.sink = sink
         self.on_error = on_error  # backend error fields -> (sqlgate's error, the bytes to send instead)
         self.on_done = on_done
@@ -47,6 +51,10 @@ class Exchange:
         self.tag = b""
         self.error: Any = None
         self.finished = False
+        # The client would be told ReadyForQuery 'I' anyway: PostgreSQL's own 'I' may go through
+        # with the answer (one write, no copy); `ready_sent` says it did.
+        self.pass_ready = pass_ready
+        self.ready_sent = False
 
     def finish(self, problem: BaseException | None) -> None:
         if not self.finished:
@@ -98,7 +106,6 @@ class RelayConnection(asyncio.Protocol):
             self.buffer += data
             data = bytes(self.buffer)
             self.buffer.clear()
-        exchange = self.exchange
         data = self._queue(data) if exchange is None else self._relay(data, exchange)
         if data:
             self.buffer += data
@@ -144,7 +151,8 @@ class RelayConnection(asyncio.Protocol):
     def start(self, messages: bytes, exchange: Exchange, paused: bool = False) -> None:
         """Send, and relay the answer; `paused`: the client cannot take more yet."""
         self.exchange = exchange
-        self.throttle(paused)
+        if paused != self.paused:
+            self.throttle(paused)
         if self.closing:
             exchange.swallow += len(self.closing)
             messages = b"".join(self.closing) + messages
@@ -154,14 +162,19 @@ class RelayConnection(asyncio.Protocol):
     def _relay(self, data: bytes, exchange: Exchange) -> bytes:
         pos, start, n = 0, 0, len(data)
         sink = exchange.sink
+        unpack = _LENGTH.unpack_from
+        inspected = _INSPECTED
         while n - pos >= 5:
             kind = data[pos]
-            end = pos + 1 + _LENGTH.unpack_from(data, pos + 1)[0]
-            if end > n:
-                if kind not in _INSPECTED:  # stream what there is of it; the rest follows as it comes
+            end = pos + 1 + unpack(data, pos + 1)[0]
+            if kind not in inspected:  # rows and descriptions: only stepped over
+                if end > n:  # stream what there is of it; the rest follows as it comes
                     sink(data[start:] if start else data)
                     self.streaming = end - n
                     return b""
+                pos = end
+                continue
+            if end > n:
                 break
             if kind == COMPLETE:
                 exchange.tag = data[pos + 5:end - 1]
@@ -172,7 +185,10 @@ class RelayConnection(asyncio.Protocol):
                 sink(replacement)
                 start = end
             elif kind == READY:
-                if pos > start:
+                if exchange.pass_ready and data[pos + 5] == IDLE:  # the answer, ReadyForQuery included
+                    exchange.ready_sent = True
+                    sink(data if start == 0 and end == n else data[start:end])
+                elif pos > start:
                     sink(data[start:pos])
                 self.exchange = None
                 rest = self._queue(data[end:]) if end < n else b""

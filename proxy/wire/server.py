@@ -43,12 +43,13 @@ class WireProtocol(asyncio.Protocol):
         self.last_activity = 0.0
         self.handler: WireConnection | None = None
         self.task: asyncio.Task[None] | None = None
+        self.loop: Any = None  # the running loop, from connection_made
 
     # --- asyncio.Protocol -----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.last_activity = loop.time()
         self.handler = WireConnection(self.server.ctx, self)
         self.task = loop.create_task(self.handler.run())
@@ -56,33 +57,40 @@ class WireProtocol(asyncio.Protocol):
         self.task.add_done_callback(lambda _: self.server.protocols.discard(self))
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self.loop.time()
         if self.violation is not None:
             return
+        inbox = self.inbox
         try:
-            self.inbox.extend(self.splitter.feed(data))
+            inbox.extend(self.splitter.feed(data))
         except ProtocolViolation as exc:
             self.violation = exc
-        if len(self.inbox) > MAX_QUEUED_MESSAGES and not self.paused:
+        if len(inbox) > MAX_QUEUED_MESSAGES and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-        relay = self.handler.relay if self.handler is not None else None
-        if relay is not None and self._sleeping() and self.violation is None:
-            taken = relay.running is not None or not relay.pump(self.inbox)
-            self._resume_reading()  # the relay may have answered what filled the inbox
+        handler = self.handler
+        relay = handler.relay if handler is not None else None
+        waiter = self.waiter
+        if relay is not None and waiter is not None and not waiter.done() and self.violation is None:
+            taken = relay.running is not None or not relay.pump(inbox)
+            if self.paused:
+                self._resume_reading()  # the relay may have answered what filled the inbox
             if taken:
                 return  # the relay has it; the handler sleeps on
         self._wake()
 
     def relay_finished(self) -> None:
         """A statement the relay took from the socket callback is answered: go on with the next."""
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self.loop.time()
         if self.closed:
             return
-        relay = self.handler.relay if self.handler is not None else None
-        if self.inbox and relay is not None and self._sleeping() and relay.pump(self.inbox):
-            self._wake()  # a message only the handler can answer
-        self._resume_reading()
+        if self.inbox:
+            handler = self.handler
+            relay = handler.relay if handler is not None else None
+            if relay is not None and self._sleeping() and relay.pump(self.inbox):
+                self._wake()  # a message only the handler can answer
+        if self.paused:
+            self._resume_reading()
 
     def _sleeping(self) -> bool:
         """The handler task waits for input and has not been woken yet."""
