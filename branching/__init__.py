@@ -58,8 +58,10 @@ SECURITY DEFINER, owned by the owner login):
   their rows, as DROP COLUMN's are); anything else such a CASCADE would drop is refused first.
 - sqlgate's own SQL as the owner runs on connections pinned to search_path = pg_catalog, pg_temp (an
   agent may create in public); SQL it runs on an agent's connection names built-ins by schema.
-- Row undo writes as the table's owner (SET LOCAL ROLE): generated columns, CHECKs and ENABLE ALWAYS
-  triggers may call an agent's functions, which must never run with sqlgate's login's rights.
+- What a restore evaluates runs as the table's owner (pg_roles: SET LOCAL ROLE, the owner looked up
+  strictly, so a rollback that cannot act as the owner fails): row undo (generated columns, CHECKs,
+  ENABLE ALWAYS triggers), re-added CHECKs, a type change's rewrite and a dropped column's values may all
+  call an agent's functions, which must never run with sqlgate's login's rights.
 - Undoing a rollback (pg_redo): the statements whose objects it brought back run again, oldest first,
   each checkpointed (keeping its statement: its trace is the undo's), in the same transaction, then its
   rows are reversed; undoing that undoes them. The rollback recorded where its changes stood when it
