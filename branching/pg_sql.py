@@ -37,37 +37,52 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT c.id FROM sqlgate.checkpoints c
     WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current() $$;
 
--- The checkpoint is looked up inline, never through current_checkpoint(): a SQL function with a SET clause is
--- planned again at each call (tens of microseconds), and these run on every captured statement.
+-- The capture triggers run after every statement on a captured table, so they are kept cheap:
+-- - the checkpoint is looked up inline, never through current_checkpoint(): a SQL function with a SET clause is
+--   planned again at each call (tens of microseconds);
+-- - no SET search_path clause: on a trigger function it costs a GUC save and restore and a search path lookup
+--   at every call (some 15 microseconds, as much as the rest of a trigger's fixed cost). They run with the
+--   agent's search_path instead, so every name in them resolves without it: relations and functions are
+--   schema-qualified, operators are OPERATOR(pg_catalog.x), types too where one is named, and sqlgate_old /
+--   sqlgate_new are the transition tables, which an unqualified name finds before any relation
+--   (tests/test_checkpoints_pg_capture_path.py plants lookalikes for each);
+-- - one INSERT per firing, an UPDATE's removed and added rows included (D first: seq order).
 CREATE OR REPLACE FUNCTION sqlgate.capture_delete() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
     SELECT (SELECT c.id FROM sqlgate.checkpoints c
-            WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current()),
-           TG_RELID, 'D', json_agg(o.*)
-    FROM sqlgate_old o HAVING count(*) > 0;
+            WHERE c.id OPERATOR(pg_catalog.=) pg_catalog.current_setting('sqlgate.checkpoint', true)
+              AND c.xid OPERATOR(pg_catalog.=) pg_catalog.txid_current()),
+           TG_RELID, 'D', pg_catalog.json_agg(o.*)
+    FROM sqlgate_old o HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0;
     RETURN NULL;
 END $$;
 CREATE OR REPLACE FUNCTION sqlgate.capture_insert() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
     SELECT (SELECT c.id FROM sqlgate.checkpoints c
-            WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current()),
-           TG_RELID, 'I', json_agg(n.*)
-    FROM sqlgate_new n HAVING count(*) > 0;
+            WHERE c.id OPERATOR(pg_catalog.=) pg_catalog.current_setting('sqlgate.checkpoint', true)
+              AND c.xid OPERATOR(pg_catalog.=) pg_catalog.txid_current()),
+           TG_RELID, 'I', pg_catalog.json_agg(n.*)
+    FROM sqlgate_new n HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0;
     RETURN NULL;
 END $$;
 CREATE OR REPLACE FUNCTION sqlgate.capture_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE cp text := (SELECT c.id FROM sqlgate.checkpoints c
-                    WHERE c.id = nullif(current_setting('sqlgate.checkpoint', true), '') AND c.xid = txid_current());
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     INSERT INTO sqlgate.changes (cp, tbl, op, rows)
-    SELECT cp, TG_RELID, 'D', json_agg(o.*) FROM sqlgate_old o HAVING count(*) > 0;
-    INSERT INTO sqlgate.changes (cp, tbl, op, rows)
-    SELECT cp, TG_RELID, 'I', json_agg(n.*) FROM sqlgate_new n HAVING count(*) > 0;
+    SELECT (SELECT c.id FROM sqlgate.checkpoints c
+            WHERE c.id OPERATOR(pg_catalog.=) pg_catalog.current_setting('sqlgate.checkpoint', true)
+              AND c.xid OPERATOR(pg_catalog.=) pg_catalog.txid_current()),
+           TG_RELID, x.op, x.rows
+    FROM (SELECT 1 AS ord, 'D'::pg_catalog."char" AS op, pg_catalog.json_agg(o.*) AS rows FROM sqlgate_old o
+          HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0
+          UNION ALL
+          SELECT 2, 'I', pg_catalog.json_agg(n.*) FROM sqlgate_new n
+          HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0) x
+    ORDER BY x.ord;
     RETURN NULL;
 END $$;
 CREATE OR REPLACE FUNCTION sqlgate.capture_truncate() RETURNS trigger
@@ -122,36 +137,41 @@ BEGIN
     RETURN out;
 END $$;
 
--- Runs in the statement's round trip, before every captured statement, so it stays on indexes: one pg_depend
--- look-up per level of foreign keys finds both the tables that reference these (a foreign key depends on the
--- columns it references) and their owned sequences; never a scan of pg_class, which grows with the database.
--- Generic plans: a custom plan (planned again at every call) for the array parameters costs more than the rest.
+-- Runs in the statement's round trip, before every captured statement, so it stays on indexes and does little:
+-- one pg_depend index scan per level of foreign keys, which finds both the tables that reference these (a
+-- foreign key depends NORMALly on the columns it references) and their owned sequences (they depend on a
+-- column); the rows it keeps are only those that can be either (the filter drops the table's own indexes,
+-- constraints, triggers, type and toast table), so the catalog look-ups run only for them; never a scan of
+-- pg_class, which grows with the database. Generic plans: a custom plan (planned again at every call) for the
+-- array parameters costs more than the rest.
 CREATE OR REPLACE FUNCTION sqlgate.cp_take(p_id text, p_trace text, p_actor text, p_token text, p_branch text,
     p_kind text, p_tables text[], p_rels regclass[], p_days double precision) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
-DECLARE r oid; rels oid[] := p_rels::oid[]; frontier oid[] := p_rels::oid[]; more oid[]; found jsonb;
+DECLARE r oid; rels oid[] := p_rels::oid[]; frontier oid[] := p_rels::oid[]; more oid[]; ref oid; dep record;
         seqs jsonb := '{}'; m bigint;
 BEGIN
     -- Foreign keys reach further than the statement names: ON DELETE/UPDATE CASCADE,
     -- SET NULL/DEFAULT and TRUNCATE ... CASCADE change the referencing tables too,
     -- so every table that references these, at any depth, is captured as well.
     -- A table whose definition changes is captured too: mode 'all' undoes the rows written under it.
-    WHILE p_kind IN ('rows', 'definition') AND frontier IS NOT NULL LOOP
-        SELECT array_agg(DISTINCT x.ref) FILTER (WHERE NOT x.ref = ANY (rels)),
-               jsonb_object_agg(x.seq::text, pg_sequence_last_value(x.seq)) FILTER (WHERE x.seq IS NOT NULL)
-        INTO more, found
-        FROM (SELECT CASE WHEN d.classid = 'pg_constraint'::regclass THEN
-                         (SELECT c.conrelid FROM pg_constraint c
-                          WHERE c.oid = d.objid AND c.contype = 'f' AND c.confrelid = d.refobjid) END AS ref,
-                     CASE WHEN d.classid = 'pg_class'::regclass
-                               AND (SELECT s.relkind FROM pg_class s WHERE s.oid = d.objid) = 'S'
-                          THEN d.objid END AS seq
-              FROM pg_depend d
-              WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY (frontier)
-                AND d.classid IN ('pg_class'::regclass, 'pg_constraint'::regclass)
-              OFFSET 0) x;
-        seqs := seqs || coalesce(found, '{}');
-        rels := rels || more;
+    WHILE p_kind IN ('rows', 'definition') AND frontier <> '{}' LOOP
+        more := '{}';
+        FOR dep IN SELECT d.classid, d.objid, d.refobjid FROM pg_depend d
+                   WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY (frontier)
+                     AND ((d.classid = 'pg_constraint'::regclass AND d.deptype = 'n')
+                          OR (d.classid = 'pg_class'::regclass AND d.refobjsubid > 0)) LOOP
+            IF dep.classid = 'pg_constraint'::regclass THEN
+                -- a CHECK naming the table's own columns depends NORMALly on them too: foreign keys only
+                SELECT c.conrelid INTO ref FROM pg_constraint c
+                WHERE c.oid = dep.objid AND c.contype = 'f' AND c.confrelid = dep.refobjid;
+                IF FOUND AND NOT ref = ANY (rels) THEN
+                    rels := rels || ref;
+                    more := more || ref;
+                END IF;
+            ELSIF (SELECT s.relkind FROM pg_class s WHERE s.oid = dep.objid) = 'S' THEN  -- not an index
+                seqs := seqs || jsonb_build_object(dep.objid::text, pg_sequence_last_value(dep.objid));
+            END IF;
+        END LOOP;
         frontier := more;
     END LOOP;
     -- Capture triggers are installed at a table's first checkpoint; later ones only look.
@@ -162,11 +182,11 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
+    m := nextval('sqlgate.change_seq');
     INSERT INTO sqlgate.checkpoints (id, trace_id, actor, token_id, branch, kind, tables, relids, mark, seqs,
                                      expires_at, xid)
     VALUES (p_id, p_trace, p_actor, p_token, p_branch, p_kind, to_jsonb(p_tables), rels,
-            nextval('sqlgate.change_seq'), seqs, now() + make_interval(secs => p_days * 86400), txid_current())
-    RETURNING mark INTO m;
+            m, seqs, now() + make_interval(secs => p_days * 86400), txid_current());
     RETURN m;
 END $$;
 

@@ -197,10 +197,10 @@ def _rows_runner(session: Any, part: Part, take_args: tuple[Any, ...]) -> Any:
 
 
 def _literals(conn: Any, values: tuple[Any, ...]) -> list[str]:
-    """SQL literals of the checkpoint's arguments (str, None, float, lists of str), quoted by libpq for
-    this connection's settings: a quarter of what psycopg's sql.Literal composition costs, on every DML."""
-    esc = psycopg.pq.Escaping(conn.pgconn)
-    encoding = conn.info.encoding
+    """SQL literals of the checkpoint's arguments (str, None, float, lists of str): plain ASCII as is, anything
+    else quoted by libpq for this connection's settings; a fraction of what psycopg's sql.Literal composition
+    costs, on every DML."""
+    esc = None
     out = []
     for v in values:
         if v is None:
@@ -210,6 +210,14 @@ def _literals(conn: Any, values: tuple[Any, ...]) -> list[str]:
             v = "{" + ",".join('"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"' for x in v) + "}"
         elif not isinstance(v, str):
             v = repr(float(v))
+        # ASCII without quote, backslash or NUL (ids, most names) reads the same in every client encoding
+        # and with standard_conforming_strings either way: quoted as is, without a call into libpq.
+        if v.isascii() and "'" not in v and "\\" not in v and "\0" not in v:
+            out.append("'" + v + "'")
+            continue
+        if esc is None:
+            esc = psycopg.pq.Escaping(conn.pgconn)
+        encoding = conn.info.encoding
         out.append(esc.escape_literal(v.encode(encoding)).decode(encoding))
     return out
 
