@@ -78,7 +78,9 @@ def classify(sql: str, dialect: str) -> Statement:
 def classify_with_spans(sql: str, dialect: str) -> tuple[Statement, list[tuple[int, int]] | None, frozenset | None]:
     """`classify`, plus each part's (start, end) character span in `sql` (None
     if unknown) and, for PostgreSQL, the offsets where its parser saw numeric
-    constants. The cache uses them to store and re-slice fingerprint hits."""
+    constants (None when the class depends on a number's value, as SET
+    extra_float_digits's does). The cache uses them to store and re-slice
+    fingerprint hits."""
     if len(sql) > MAX_SQL_CHARS:
         return _unparseable(sql, dialect, f"{TOO_LARGE} (over {MAX_SQL_CHARS} characters)"), None, None
     if "\x00" in sql:  # C parsers would stop at the NUL; the server never accepts one
@@ -151,6 +153,7 @@ def _classify_pg(sql: str) -> Statement:
     prepared: dict = {}
     parts = []
     numbers: set[int] = set()
+    folds = True  # may a fingerprint fold its numbers (None: the class depends on a number's value)
     spans = _pg_spans(sql, stmts)
     for s, (a, b) in zip(stmts, spans):
         text = sql[a:b]
@@ -162,8 +165,9 @@ def _classify_pg(sql: str) -> Statement:
             acc = Acc(command="?")
             acc.raise_to(C.DANGEROUS, f"sqlgate could not inspect this statement ({type(e).__name__})")
         numbers.update(acc.numbers)
+        folds = folds and not acc.numbers_matter
         parts.append(acc.part(text))
-    return _statement(sql, "postgres", parts), spans, frozenset(numbers)
+    return _statement(sql, "postgres", parts), spans, frozenset(numbers) if folds else None
 
 
 def pg_statement_spans(sql: str) -> list[tuple[int, int]] | None:

@@ -7,10 +7,21 @@ from proxy.statement import Part, StatementClass, Target
 C = StatementClass
 
 
+def check_capture_format(acc: Acc, name: str, value: str | None, prefix: str = "") -> None:
+    """A setting that changes how values are written as text (policy.dangerous.capture_format_problem):
+    refused unless its value keeps checkpoints exact, and the verdict depends on that value."""
+    from policy.dangerous import CAPTURE_FORMAT_SETTINGS, capture_format_problem
+
+    if name.lower() in CAPTURE_FORMAT_SETTINGS:
+        acc.numbers_matter = True
+        if why := capture_format_problem(name, value):
+            acc.raise_to(C.DANGEROUS, prefix + why)
+
+
 class Acc:
     """What one statement does, gathered while walking its tree."""
 
-    __slots__ = ("klass", "tables", "targets", "reason", "command", "meta", "numbers", "_pending")
+    __slots__ = ("klass", "tables", "targets", "reason", "command", "meta", "numbers", "numbers_matter", "_pending")
 
     def __init__(self, command: str = "", klass: StatementClass = C.READ, reason: str = ""):
         self.klass = klass
@@ -20,6 +31,7 @@ class Acc:
         self.command = command
         self.meta = False
         self.numbers: list[int] = []  # source offsets of numeric constants (the cache's fingerprint check)
+        self.numbers_matter = False  # the class depends on a number's value: no fingerprint may fold them
         self._pending: list[tuple[int, Target, bool]] = []
 
     def raise_to(self, klass: StatementClass, reason: str = "") -> None:
@@ -59,6 +71,7 @@ class Acc:
             if n not in self.tables:
                 self.tables.append(n)
         self.meta = self.meta or other.meta
+        self.numbers_matter = self.numbers_matter or other.numbers_matter
 
     def part(self, sql: str, tree=None) -> Part:
         self.flush()

@@ -4,7 +4,7 @@ and grammar are the server's, identifiers arrive decoded, folded and truncated."
 
 from __future__ import annotations
 
-from policy.classify_common import Acc, C
+from policy.classify_common import Acc, C, check_capture_format
 from policy.classify_pg_functions import handle_alter_function, handle_create_function
 from policy.classify_pg_tables import (
     AT,
@@ -18,7 +18,17 @@ from policy.classify_pg_tables import (
     SIMPLE_DANGEROUS,
     TXN,
 )
-from policy.classify_pg_tree import TooDeep, const_text, name_list, path_schemas, rv_name, sval, truthy, walk
+from policy.classify_pg_tree import (
+    TooDeep,
+    const_text,
+    name_list,
+    path_schemas,
+    rv_name,
+    setting_value,
+    sval,
+    truthy,
+    walk,
+)
 from policy.dangerous import SAFEGUARD_SETTINGS, SEQUENCE_FUNCTIONS, function_is_dangerous
 from policy.names import qualified, quote_ident, split_qualified_text
 from proxy.statement import Target
@@ -103,7 +113,10 @@ def _funccall(acc: Acc, fc: dict, executed: bool) -> None:
         setting = const_text(args[0]) if args else None
         if setting is None or setting.lower() in SAFEGUARD_SETTINGS:
             acc.raise_to(C.DANGEROUS, f"set_config() of a safeguard setting ({setting or 'unknown'})")
-        elif executed:
+            return
+        # wherever it is (a view's definition too): it runs whenever that does
+        check_capture_format(acc, setting, (const_text(args[1]) if len(args) > 1 else None) or "")
+        if executed:
             acc.raise_to(C.SESSION)
             if setting.lower() == "search_path" and len(args) > 1:
                 value = const_text(args[1])
@@ -242,6 +255,7 @@ def _h_set(acc, body, stmt, text, prepared):
         acc.raise_to(C.DANGEROUS, f"{name} is a safeguard setting")
     else:
         acc.raise_to(C.SESSION)
+        check_capture_format(acc, name, setting_value(body))
         if name == "search_path":  # the session layer resolves unqualified names with it
             values = [const_text(a) for a in body.get("args") or ()]
             detail = ", ".join(quote_ident(v) for v in values if v is not None)

@@ -9,8 +9,8 @@ import json
 import pglast
 from pglast import parser as pgparser
 
-from policy.classify_common import C
-from policy.classify_pg_tree import const_text, name_list, path_schemas, sval, truthy, walk
+from policy.classify_common import C, check_capture_format
+from policy.classify_pg_tree import const_text, name_list, path_schemas, setting_value, sval, truthy, walk
 from policy.dangerous import SAFEGUARD_SETTINGS
 from policy.names import qualified
 
@@ -68,6 +68,8 @@ def _check_sets(acc, sets) -> None:
     for s in sets:
         if (s.get("name") or "").lower() in SAFEGUARD_SETTINGS or s.get("kind") == "VAR_RESET_ALL":
             acc.raise_to(C.DANGEROUS, "the function changes a safeguard setting")
+        else:
+            check_capture_format(acc, s.get("name") or "", setting_value(s), "the function's SET clause: ")
         if (s.get("name") or "").lower() == "search_path":
             acc.meta = acc.meta or "sqlgate" in path_schemas(const_text(a) for a in s.get("args") or ())
 

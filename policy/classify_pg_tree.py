@@ -64,6 +64,27 @@ def const_text(node) -> str | None:
     return None
 
 
+def setting_value(body: dict) -> str | None:
+    """The value a VariableSetStmt gives its setting as text (a string, an integer, a decimal); None when
+    it goes back to its default (RESET, TO DEFAULT) or keeps the session's (FROM CURRENT); "" for
+    anything else (several values, an expression), which no setting check should take for safe."""
+    if body.get("kind") != "VAR_SET_VALUE":
+        return None
+    args = body.get("args") or []
+    if len(args) != 1 or not isinstance(args[0], dict):
+        return ""
+    c = args[0].get("A_Const") or (args[0].get("TypeCast") or {}).get("arg", {}).get("A_Const")
+    if not c:
+        return ""
+    if "ival" in c:
+        return str((c["ival"] or {}).get("ival", 0))  # the parse tree leaves a zero out
+    if "fval" in c:
+        return str(c["fval"].get("fval", "0"))
+    if "sval" in c:
+        return c["sval"].get("sval", "")
+    return ""
+
+
 def truthy(defelem: dict) -> bool:
     arg = defelem.get("arg")
     if arg is None:

@@ -62,6 +62,30 @@ SAFEGUARD_SETTINGS = frozenset(
     }
 )
 
+# Settings that change how PostgreSQL writes values as text. The capture triggers keep changed rows as
+# json written under the session's settings, and a rollback reads them back under sqlgate's own: floats
+# written with extra_float_digits below 1 lose digits, an interval written in another IntervalStyle reads
+# back as another interval, money written under another lc_monetary may not read back at all.
+CAPTURE_FORMAT_SETTINGS = frozenset({"extra_float_digits", "intervalstyle", "lc_monetary"})
+
+
+def capture_format_problem(name: str, value: str | None) -> str | None:
+    """Why setting `name` to `value` (None: back to its default) would make checkpoints inexact, or None."""
+    name = name.lower()
+    if value is None or name not in CAPTURE_FORMAT_SETTINGS:
+        return None
+    if name == "extra_float_digits":
+        try:
+            if round(float(value)) >= 1:
+                return None
+        except ValueError:
+            pass
+        return "extra_float_digits below 1 drops float digits, and checkpoints would keep the rounded values"
+    if name == "intervalstyle" and value.strip().lower() == "postgres":
+        return None
+    return f"{name} changes how values are written as text, and checkpoints would keep them inexactly"
+
+
 # DuckDB settings an agent may change (everything else is instance-wide).
 DUCKDB_SESSION_SETTINGS = frozenset(
     {
