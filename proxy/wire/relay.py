@@ -71,7 +71,7 @@ class _Job(Exchange):
 def _query_text(body: bytes) -> str | None:
     """A Query message's text, as `messages_query.decode_query` reads it (one NUL, at
     the end; UTF-8); None when it would not read it: the handler then answers it."""
-    if body.find(b"\x00") != len(body) - 1:
+    if not body or body.find(b"\x00") != len(body) - 1:
         return None
     try:
         return body[:-1].decode()
