@@ -56,8 +56,8 @@ def keep_object(take: Take, cur: Cursor, kind: str, name: str) -> None:
 
 
 def drop_column_runner(take: Take, name: str, column: str) -> Any:
-    """Keeps the column's values by row id. A last column without constraints is added back in place;
-    any other is put back by rebuilding the table from its kept definition (DuckDB cannot add a column
+    """Keeps the column's values by row id. A last column without constraints (NOT NULL included) is added
+    back in place; any other is put back by rebuilding the table from its kept definition (DuckDB cannot add a column
     between others), so its definition and index definitions are kept too."""
 
     def keep(cur: Cursor) -> None:
@@ -82,7 +82,9 @@ def drop_column_runner(take: Take, name: str, column: str) -> Any:
         _, data_type, default, nullable = found[0]
         obj = {"kind": "column", "schema": schema, "name": table, "column": column, "type": data_type,
                "default": default, "notnull": not nullable, "keep": kept}
-        if cols[-1][0] != column or constrained:
+        # NOT NULL too: put back in place, the column would take its values by UPDATE, and DuckDB refuses
+        # SET NOT NULL on a table with updates outstanding in the transaction.
+        if cols[-1][0] != column or constrained or not nullable:
             obj.update(rebuild=True, table_sql=table_sql, indexes=[i for i in indexes or [] if i],
                        columns=[c[0] for c in cols])
         marker = _marker(take, cur, schema, table)

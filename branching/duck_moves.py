@@ -41,6 +41,16 @@ class Moves:
     renamed: set[Key] = field(default_factory=set)  # a column renamed back: kept rows name it as then
     _n: int = 0
 
+    def follow_rename(self, table: str, new_table: str, column: str | None = None,
+                      new_column: str | None = None) -> None:
+        """This rollback renamed `table` (or its `column`) back: the NOT NULL changes queued for after the
+        rows, named as they were when queued, follow the rename."""
+        for change in self.after_rows:
+            if change["table"] == table and column in (None, change["column"]):
+                change["table"] = new_table
+                if column is not None:
+                    change["column"] = new_column
+
     def scratch(self, prefix: str) -> str:
         self._n += 1
         return f"sqlgate.{q(f'{prefix}_{self.new_cp}_{self._n}')}"

@@ -96,13 +96,15 @@ def restore_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq
     if o.get("rebuild"):
         rebuild_with_column(cur, cp_id, o, moves, seq)
         return
+    if o.get("notnull"):  # kept in place before NOT NULL columns were rebuilt: DuckDB cannot set it after
+        raise common.rollback_failed(  # the values' UPDATE; refused before anything changes
+            f"column {o['column']} was NOT NULL, and this checkpoint kept it in a format that cannot put the"
+            " constraint back (taken by an older sqlgate)")
     default = f" DEFAULT {o['default']}" if o.get("default") is not None else ""
     values = _keyed(cur, moves, cp_id, o, seq, o["column"])
     cur.execute(f"ALTER TABLE {qualified} ADD COLUMN {q(o['column'])} {o['type']}{default}")
     cur.execute(f"UPDATE {qualified} SET {q(o['column'])} = k.{q(o['column'])} FROM {values} k"
                 f" WHERE {qualified}.rowid = k.__r")
-    if o.get("notnull"):
-        moves.after_rows.append({"table": qualified, "column": o["column"], "set": True})
 
 
 def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq: int) -> None:
@@ -135,9 +137,10 @@ def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str,
                       [o["oid"]]).fetchone()
     if row is None:
         raise common.rollback_failed(f"table {o['schema']}.{o['name']} is gone")
+    qualified = f"{q(o['schema'])}.{q(o['name'])}"
     if row[1] != o["name"]:
         cur.execute(f"ALTER TABLE {q(row[0])}.{q(row[1])} RENAME TO {q(o['name'])}")
-    qualified = f"{q(o['schema'])}.{q(o['name'])}"
+        moves.follow_rename(f"{q(row[0])}.{q(row[1])}", qualified)
     now = cur.execute("SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
                       " WHERE table_oid = ? ORDER BY column_index", [o["oid"]]).fetchall()
     for (name, type_, default, nullable), current in zip(o["columns"], now, strict=False):
@@ -145,6 +148,7 @@ def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str,
         if current[0] != name:
             cur.execute(f"ALTER TABLE {qualified} RENAME COLUMN {q(current[0])} TO {col}")
             moves.renamed.add((o["schema"], o["name"]))
+            moves.follow_rename(qualified, qualified, current[0], name)
         kept = o.get("type_column") == name and o.get("keep")
         if current[1] != type_:
             cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {type_}"

@@ -135,6 +135,41 @@ def test_drop_any_column_then_rollback_restores_order_and_constraints(duck: Sqlg
     assert duck.sql(f"UPDATE {p}_w SET qty = -1 WHERE id = 1", token=agent).status_code == 400
 
 
+@pytest.mark.parametrize("last", ["done BOOLEAN NOT NULL", "done BOOLEAN NOT NULL DEFAULT false"],
+                         ids=["not_null", "not_null_default"])
+@pytest.mark.parametrize("mode", ["all", "statement"])
+def test_drop_of_a_last_not_null_column_is_undone(duck: SqlgateServer, agent: str, last: str, mode: str) -> None:
+    """Put back in place, the column would take its values by UPDATE, after which DuckDB refuses SET NOT
+    NULL in the same transaction: the table is rebuilt from its definition instead (it was a 500)."""
+    p = fresh("col")
+    ok(duck.sql(f"CREATE TABLE {p}_n (id INTEGER PRIMARY KEY, label VARCHAR, {last})", token=agent))
+    ok(duck.sql(f"INSERT INTO {p}_n SELECT i, 'l' || i, i % 2 = 0 FROM range(1, 21) r(i)", token=agent))
+    destroy_and_restore(duck, agent, p, f"ALTER TABLE {p}_n DROP COLUMN done", None, None, mode=mode)
+    r = duck.sql(f"INSERT INTO {p}_n (id, label, done) VALUES (100, 'x', NULL)", token=agent)
+    assert r.status_code == 400 and "NOT NULL" in r.text, r.text
+
+
+@pytest.mark.parametrize("rename", ["ALTER TABLE {p}_r RENAME COLUMN a TO b", "ALTER TABLE {p}_r RENAME TO {p}_s"],
+                         ids=["column", "table"])
+def test_not_null_dropped_after_a_rename_comes_back_under_the_old_name(
+        duck: SqlgateServer, agent: str, rename: str) -> None:
+    """Mode 'all' from the rename undoes the later DROP NOT NULL first, but sets NOT NULL again only
+    after the rows, by which time the rename is undone too: it follows the name back (it was a 500)."""
+    p = fresh("nn")
+    ok(duck.sql(f"CREATE TABLE {p}_r (id INTEGER PRIMARY KEY, a INTEGER NOT NULL)", token=agent))
+    ok(duck.sql(f"INSERT INTO {p}_r SELECT i, i * 10 FROM range(1, 6) r(i)", token=agent))
+    before = snapshot(duck, p)
+    renamed = ok(duck.sql(rename.format(p=p), token=agent))["checkpoint"]["id"]
+    table, column = (f"{p}_r", "b") if "COLUMN" in rename else (f"{p}_s", "a")
+    ok(duck.sql(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL", token=agent))
+    ok(duck.sql(f"INSERT INTO {table} VALUES (6, 60)", token=agent))
+    after = snapshot(duck, p)
+    undone = ok(rollback(duck, renamed, token=agent))
+    assert snapshot(duck, p) == before
+    ok(rollback(duck, undone["new_checkpoint"], token=agent))  # and undoing that rollback
+    assert snapshot(duck, p) == after
+
+
 def test_drop_column_rollback_after_later_writes(duck: SqlgateServer, agent: str) -> None:
     """Rows written after the drop keep NULL (or nothing) for the column; mode 'all' removes them."""
     p = fresh("col")
