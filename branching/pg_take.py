@@ -14,6 +14,7 @@ from psycopg import sql
 
 from branching import common
 from branching.checkpoint import Checkpoint, CheckpointContext
+from proxy.backends.pg_simple import simple_query
 from proxy.db_errors import database_error
 from proxy.result import Result, result_from_pgresult
 from proxy.statement import Part
@@ -176,14 +177,13 @@ def _rows_runner(session: Any, part: Part, take_args: tuple[Any, ...]) -> Any:
     async def run_dml(original: Any, params: Any) -> Result:
         # The checkpoint and the statement go to the server together (libpq pipeline): one round trip.
         conn = session.conn
-        cur = psycopg.AsyncRawCursor(conn)
         try:
             if not params:  # simple query protocol: all three statements in one message
                 record = _TAKE_ROWS_SQL % tuple(_literals(conn, take_args))
                 # The newline ends a trailing -- comment of the agent's statement.
-                await cur.execute(record + ";\n" + part.sql + "\n;\n" + _FORGET_SQL)
-                cur.nextset()
-                return result_from_pgresult(cur.pgresult)
+                results = await simple_query(conn, record + ";\n" + part.sql + "\n;\n" + _FORGET_SQL)
+                return result_from_pgresult(results[1] if len(results) > 1 else results[0])
+            cur = psycopg.AsyncRawCursor(conn)
             async with conn.pipeline() as pipeline:
                 await psycopg.AsyncCursor(conn).execute(_TAKE_ROWS_SQL, take_args)
                 await cur.execute(part.sql, params)

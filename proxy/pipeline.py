@@ -343,8 +343,10 @@ class Pipeline(LastingSessions):
         trace.duration_ms = (time.perf_counter() - started) * 1000
         trace.cost = trace.duration_ms
         trace.outcome = outcome
-        if step.result is not None:
-            trace.rows = step.result.row_count if step.result.row_count is not None else len(step.result.rows)
+        result = step.result
+        if result is not None:
+            rows = result.row_count
+            trace.rows = rows if rows is not None else len(result.rows)
         if error is not None:
             trace.error_code, trace.error_message = error.reason, error.message
 

@@ -4,6 +4,7 @@ the SQL tokenizer's tokens (comments and case never fool it)."""
 from __future__ import annotations
 
 import enum
+from functools import lru_cache
 
 import sqlglot
 from sqlglot.tokens import TokenType
@@ -28,6 +29,10 @@ _FIRST = {
 _ISOLATION = ("SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED")
 
 
+# Both are pure functions of the text, asked on every transaction-control statement (twice for some):
+# a client sends the same few texts ("BEGIN;", "END;") again and again, and a tokenizer run costs
+# tens of microseconds. Bounded, so distinct texts cannot grow it without limit.
+@lru_cache(maxsize=1024)
 def begin_options(sql: str, dialect: str) -> tuple[str | None, bool, bool]:
     """(isolation level, read only, deferrable) a BEGIN / START TRANSACTION asks for."""
     try:
@@ -39,6 +44,7 @@ def begin_options(sql: str, dialect: str) -> tuple[str | None, bool, bool]:
     return isolation, "READ ONLY" in words, "NOT DEFERRABLE" not in words and "DEFERRABLE" in words
 
 
+@lru_cache(maxsize=1024)
 def transaction_verb(sql: str, dialect: str) -> TxVerb:
     try:
         tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)

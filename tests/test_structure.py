@@ -17,7 +17,7 @@ from proxy import errors
 ROOT = Path(__file__).resolve().parents[1]
 # What `policy` and `branching` may import from `proxy`: leaf modules only.
 PROXY_LEAVES = {"proxy.errors", "proxy.result", "proxy.trace", "proxy.backends.base", "proxy.statement",
-                "proxy.db_errors", "proxy.sql_filters",
+                "proxy.db_errors", "proxy.sql_filters", "proxy.backends.pg_simple",
                 "proxy.backends.duckdb_params"}  # checkpoints bind a statement's values as it binds them
 
 

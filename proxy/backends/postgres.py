@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from policy.identity import Role, Token
 from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
+from proxy.backends.pg_simple import simple_query
 from proxy.backends.postgres_setup import INTERNAL_OPTIONS, AgentLogins, set_up
 from proxy.db_errors import postgres_error as sql_error
 from proxy.result import Result, result_from_pgresult
@@ -44,9 +45,11 @@ class PostgresSession:
         return self.conn.pgconn.transaction_status != _IDLE
 
     async def execute(self, sql: str, params: Sequence[str | None] | None = None, command: str = "") -> Result:
-        cur = psycopg.AsyncRawCursor(self.conn)  # $1-style placeholders, as clients send them
         try:
-            await cur.execute(sql, params if params else None)  # type: ignore[arg-type]
+            if not params:
+                return result_from_pgresult((await simple_query(self.conn, sql))[0])
+            cur = psycopg.AsyncRawCursor(self.conn)  # $1-style placeholders, as clients send them
+            await cur.execute(sql, params)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise sql_error(exc) from exc
         return result_from_pgresult(cur.pgresult)
@@ -69,13 +72,11 @@ class PostgresSession:
         # transaction stays open and aborted, as when the two were sent apart.
         batch = sql.Literal(traces_json(traces)).as_bytes(self.conn)
         record = b"SELECT sqlgate.record_traces(" + batch + b"::pg_catalog.jsonb);\n"  # the agent's path
-        cur = psycopg.AsyncRawCursor(self.conn)
         try:
-            await cur.execute(record + statement.encode())
+            results = await simple_query(self.conn, record + statement.encode())
         except psycopg.Error as exc:
             raise sql_error(exc) from exc
-        cur.nextset()
-        return result_from_pgresult(cur.pgresult)
+        return result_from_pgresult(results[1] if len(results) > 1 else results[0])
 
 
 def _row_to_token(row: Sequence[Any]) -> Token:

@@ -9,7 +9,9 @@ checkpoints, execution and tracing.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -107,6 +109,8 @@ class WireConnection:
         self.busy = False
         self.dialect = ctx.pipeline.backend.dialect
         self.relay: WireRelay | None = None  # once logged in, when the backend has a relay
+        self._token: Any = None  # the token `_valid_until` was computed for
+        self._valid_until = 0.0
 
     # --- start-up -------------------------------------------------------------
 
@@ -297,7 +301,7 @@ class WireConnection:
         """The pipeline on one query string; also the tag to answer with instead
         (COMMIT in a failed transaction block answers ROLLBACK, as PostgreSQL does)."""
         assert self.identity is not None and self.client is not None
-        if not self.identity.token.is_valid():
+        if not self.token_valid(self.identity.token):
             raise errors.auth_invalid()
         tag = None
         if self.state.failed and self.client.in_transaction:
@@ -317,6 +321,18 @@ class WireConnection:
                 for s in response.steps):
             self.state.failed = False
         return response, tag
+
+    def token_valid(self, token: Any) -> bool:
+        """`token.is_valid()` without a datetime per statement (the relay asks too): a Token is
+        frozen, so whether it is revoked is fixed and only its expiry time can come; that is
+        kept as a POSIX timestamp and compared with the same wall clock."""
+        if token is not self._token:
+            self._token = token
+            if not token.is_valid():
+                self._valid_until = 0.0
+            else:
+                self._valid_until = math.inf if token.expires_at is None else token.expires_at.timestamp()
+        return time.time() < self._valid_until
 
     def _acknowledged(self, sql: str, tag: str) -> Step:
         """A statement the wire layer answers itself (nothing runs); traced like any other."""

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from math import inf
-from time import perf_counter, time
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from proxy import errors
@@ -86,27 +85,13 @@ class WireRelay:
         self.handler = handler
         self.pools = pools
         self.running: RelayConnection | None = None  # while a statement runs (CancelRequest, ordering)
-        self._token: Any = None  # the token `_valid_until` was computed for
-        self._valid_until = 0.0
 
     def _open(self) -> bool:
         h = self.handler
         state, client, sessions = h.state, h.client, h.sessions
         return (h.branch == "main" and not state.failed and not state.skipping and client is not None
                 and not client.in_transaction and sessions is not None and not sessions.held
-                and h.identity is not None and self._token_valid(h.identity.token))
-
-    def _token_valid(self, token: Any) -> bool:
-        """`token.is_valid()` without a datetime per statement: a Token is frozen, so
-        whether it is revoked is fixed and only its expiry time can come; that is
-        kept as a POSIX timestamp and compared with the same wall clock."""
-        if token is not self._token:
-            self._token = token
-            if not token.is_valid():
-                self._valid_until = 0.0
-            else:
-                self._valid_until = inf if token.expires_at is None else token.expires_at.timestamp()
-        return time() < self._valid_until
+                and h.identity is not None and h.token_valid(h.identity.token))
 
     # --- from the socket callback -------------------------------------------------
 

@@ -38,6 +38,8 @@ class WireSession:
         self.copy_io = copy_io
         self.busy = False
         self.client_tx = False  # DuckDB read-only sessions: the client's BEGIN (the snapshot is always open)
+        # Fixed with the session (asked several times per statement, so not a property).
+        self.read_only_duckdb = self.dialect == "duckdb" and bool(getattr(inner, "read_only", False))
 
     def __getattr__(self, name: str) -> Any:  # checkpoint adapters may reach the connection
         return getattr(self.inner, name)
@@ -49,10 +51,6 @@ class WireSession:
     @dirty.setter
     def dirty(self, value: bool) -> None:
         self.inner.dirty = value
-
-    @property
-    def read_only_duckdb(self) -> bool:
-        return self.dialect == "duckdb" and bool(getattr(self.inner, "read_only", False))
 
     @property
     def in_transaction(self) -> bool:
