@@ -9,9 +9,15 @@ full scan of the catalog (0.5-2 ms, growing with the number of tables), so:
   alone (DuckDB locks it), and every statement that is not a plain read or DML
   bumps that version when it runs and again when its transaction ends
   (proxy.backends.duckdb), as do sqlgate's own DDL (checkpoints, rollback, purge);
-- what DML changes (the watermark, found from estimated_size, the table's
-  row-slot count, with the live row count: duck_rowids; sequences' last
-  values) is read every time, in the one catalog read a row checkpoint makes.
+- what DML changes (the watermark, with the live row count: duck_rowids;
+  sequences' last values) is read every time. A row checkpoint of a table
+  whose facts are cached reads no catalog table at all: its schema and oid
+  are those facts' (a name without a schema: the schema it last resolved to,
+  checked against the session's current_schema() in the same read), and
+  duck_rowids' window starts at the table's previous watermark (a hint only:
+  any start gives the same answer) instead of estimated_size. Only for the
+  statement's own session (SET and USE bump the version too); runs again by
+  a rollback read the catalog.
 A backend without `catalog_version` gets no caching."""
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 import duckdb
 
-from branching.duck_rowids import live_mark
+from branching.duck_rowids import live_mark, live_mark_with
 
 Cursor = duckdb.DuckDBPyConnection
 
@@ -53,6 +59,8 @@ class Catalog:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self._tables: dict[tuple[str, str], tuple[int, TableFacts]] = {}
+        self._hints: dict[tuple[str, str], int] = {}  # (schema, table) -> its last watermark (duck_rowids' window)
+        self._resolved: dict[str, tuple[int, str]] = {}  # table named without a schema -> (version, schema found)
         self._seq: int | None = None
         self._lock = threading.Lock()
 
@@ -88,6 +96,8 @@ class Catalog:
         if version is not None:
             if len(self._tables) > 4096:
                 self._tables.clear()
+                self._hints.clear()
+                self._resolved.clear()
             self._tables[(schema, table)] = (version, facts)
 
     # --- the reads -----------------------------------------------------------------
@@ -110,27 +120,54 @@ class Catalog:
             mark, live, appended = live_mark(cur, _ref(row[0], table), mark)
         return row[0], int(row[1]), mark, row[3], int(row[4] or 0), live, appended
 
-    def mark(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, int, int, int, dict[str, int | None],
-                                                                          dict[str, str]]:
+    def mark(self, cur: Cursor, schema: str | None, table: str, session: Any = None
+             ) -> tuple[str, int, int, int, dict[str, int | None], dict[str, str]]:
         """(schema, watermark, live rows, rows this transaction appended, last value of each sequence the
-        table's defaults draw from, and the DDL of those never used yet): one catalog read (plus
-        duck_rowids' one) when the table's DDL is cached and its defaults use no sequence."""
+        table's defaults draw from, and the DDL of those never used yet). With the table's facts cached and
+        `session` a real one (its statements that may change the catalog or its current schema bump the
+        version): one read, duck_rowids', which also reads the current schema (`schema` None: it must be
+        the one the name last resolved to, else the catalog is read) and the sequences. Otherwise one
+        catalog read more (and one for the sequences)."""
+        version = self.version()
+        if version is not None and session is not None and hasattr(session, "catalog_changed"):
+            found = self._mark_cached(cur, version, schema, table)
+            if found is not None:
+                return found
         row = self.table_row(cur, schema, table, ddl=False)
         if row is None:  # the statement itself reports the missing table
             return schema or str(cur.execute("SELECT current_schema()").fetchone()[0]), -1, 0, 0, {}, {}  # type: ignore[index]
-        schema, oid, mark, _, _, live, appended = row
-        facts = self._facts_of(cur, schema, table, oid)
+        resolved, oid, mark, _, _, live, appended = row
+        facts = self._facts_of(cur, resolved, table, oid)
+        if len(self._hints) > 4096:
+            self._hints.clear()
+        self._hints[(resolved, table)] = mark
+        if schema is None and version is not None:
+            self._resolved[table] = (version, resolved)
         values: dict[str, int | None] = {}
         fresh: dict[str, str] = {}
         if facts.sequences:
-            for name, last_value, sql in cur.execute(
-                    "SELECT schema_name || '.' || sequence_name, last_value, sql FROM duckdb_sequences()"
-                    " WHERE database_name = current_database() AND schema_name || '.' || sequence_name"
-                    f" IN ({', '.join('?' * len(facts.sequences))})", list(facts.sequences)).fetchall():
-                values[name] = last_value
-                if last_value is None:
-                    fresh[name] = sql
-        return schema, mark, int(live or 0), appended, values, fresh
+            rows = cur.execute(f"SELECT {_SEQUENCES}", [list(facts.sequences)]).fetchone()[0]  # type: ignore[index]
+            values, fresh = _sequence_values(rows)
+        return resolved, mark, int(live or 0), appended, values, fresh
+
+    def _mark_cached(self, cur: Cursor, version: int, schema: str | None, table: str
+                     ) -> tuple[str, int, int, int, dict[str, int | None], dict[str, str]] | None:
+        resolved = schema
+        if schema is None:
+            hit = self._resolved.get(table)
+            resolved = hit[1] if hit is not None and hit[0] == version else None
+        facts = self.facts(resolved, table) if resolved is not None else None
+        hint = self._hints.get((resolved, table)) if facts is not None else None  # type: ignore[arg-type]
+        if facts is None or hint is None:
+            return None
+        extra = (("current_schema()",) if schema is None else ()) + ((_SEQUENCES,) if facts.sequences else ())
+        args = (list(facts.sequences),) if facts.sequences else ()
+        (mark, live, appended), got = live_mark_with(cur, _ref(resolved, table), hint, extra, args)  # type: ignore[arg-type]
+        if schema is None and got[0] != resolved:
+            return None  # this session's current schema is another one: read what it names
+        self._hints[(resolved, table)] = mark  # type: ignore[index]
+        values, fresh = _sequence_values(got[-1]) if facts.sequences else ({}, {})
+        return resolved, mark, live, appended, values, fresh  # type: ignore[return-value]
 
     def for_drop(self, cur: Cursor, schema: str | None, table: str) -> tuple[str, TableFacts] | None:
         """(schema, facts with indexes) of a table about to be dropped, None if there is none: one catalog
@@ -157,6 +194,23 @@ class Catalog:
             facts = TableFacts(oid, ddl, sequences_used(ddl, schema), bool(_REFERENCES.search(ddl)), None)
             self.keep(schema, table, facts)
         return facts
+
+
+# (schema.name, last value, definition) of each sequence its `?` (a list of schema.name) names, as one list.
+_SEQUENCES = ("(SELECT list((schema_name || '.' || sequence_name, last_value, sql)) FROM duckdb_sequences()"
+              " WHERE database_name = current_database()"
+              " AND list_contains(?::VARCHAR[], schema_name || '.' || sequence_name))")
+
+
+def _sequence_values(rows: Any) -> tuple[dict[str, int | None], dict[str, str]]:
+    values: dict[str, int | None] = {}
+    fresh: dict[str, str] = {}
+    for item in rows or ():
+        name, last_value, sql = (item[k] for k in item) if isinstance(item, dict) else item
+        values[name] = last_value
+        if last_value is None:
+            fresh[name] = sql
+    return values, fresh
 
 
 def catalog_of(backend: Any) -> Catalog:

@@ -36,10 +36,19 @@ def live_mark(cur: Cursor, ref: str, slots_mark: int) -> tuple[int, int, int]:
     """(highest committed live row id, -1 if none; committed live rows; rows this transaction appended)
     of table `ref` whose estimated_size is slots_mark + 1. Row ids are read by range, which DuckDB answers
     from row-group bounds: O(1) unless the table has a deleted tail, then O(that tail). Rows above
-    slots_mark: a dropped group in the middle, or rows this transaction appended (one more read then)."""
+    slots_mark: a dropped group in the middle, or rows this transaction appended (one more read then).
+    Any slots_mark gives the same answer (only the cost differs: rows above it are read)."""
+    return live_mark_with(cur, ref, slots_mark)[0]
+
+
+def live_mark_with(cur: Cursor, ref: str, slots_mark: int, extra: tuple[str, ...] = (),
+                   args: tuple[Any, ...] = ()) -> tuple[tuple[int, int, int], tuple[Any, ...]]:
+    """live_mark's answer, and the values of the `extra` expressions (their `?` bound to `args`) read in
+    its first query."""
     lo = slots_mark - _STEP
-    high, live = cur.execute(f"SELECT (SELECT max(rowid) FROM {ref} WHERE rowid > ?), (SELECT count(*) FROM {ref})",
-                             [lo]).fetchone()  # type: ignore[misc]
+    first = cur.execute(f"SELECT (SELECT max(rowid) FROM {ref} WHERE rowid > ?), (SELECT count(*) FROM {ref})"
+                        + "".join(f", {e}" for e in extra), [lo, *args]).fetchone()
+    high, live = first[0], first[1]  # type: ignore[index]
     appended = 0
     if high is not None and high >= MAX_ROW_ID:
         high, appended = cur.execute(
@@ -52,7 +61,7 @@ def live_mark(cur: Cursor, ref: str, slots_mark: int) -> tuple[int, int, int]:
         high = cur.execute(f"SELECT max(rowid) FROM {ref} WHERE rowid > ? AND rowid <= ?",
                            [lo - step, lo]).fetchone()[0]  # type: ignore[index]
         lo -= step
-    return (int(high) if high is not None else -1), int(live), int(appended)
+    return ((int(high) if high is not None else -1), int(live), int(appended)), tuple(first[2:])  # type: ignore[index]
 
 
 def check_untouched(cur: Cursor, cp_id: str, table: str, first: dict[str, Any], remapped: bool,

@@ -42,13 +42,29 @@ def rowid_select(tree: exp.Expression) -> exp.Select:
     return select
 
 
+def kept_select(tree: exp.Expression) -> exp.Select | None:
+    """SELECT rowid AS __sqlgate_rowid, * of the rows the statement changes, by its own WHERE, when it names
+    no other table and has no WITH (rowid_select's rows, without a second pass over the table); else None."""
+    target = tree.this
+    others = ("using", "tables", "from", "from_", "joins", "with", "with_", "order", "limit")
+    if not isinstance(target, exp.Table) or any(tree.args.get(k) for k in others):
+        return None
+    select = exp.select(exp.alias_(exp.column("rowid", table=target.alias_or_name, quoted=True), ROWID, quoted=True),
+                        exp.Star()).from_(target.copy())
+    where = tree.args.get("where")
+    if where is not None:
+        select = select.where(where.this.copy())
+    return select
+
+
 def rows_object(cur: Cursor, catalog: Catalog, schema: str | None, table: str, old: str,
-                new: str | None = None) -> dict[str, Any]:
+                new: str | None = None, session: Any = None) -> dict[str, Any]:
     """A kept-rows object, with the table's watermark and live row count taken now (before the statement;
     duck_rowids) and the values of the sequences its defaults draw from (the definitions of those never
     used yet). `schema` None: the current one, resolved by the same catalog read. Rows this transaction
-    appended are kept by value in obj['appended']: their row ids are known only once it commits."""
-    schema, mark, live, appended, sequences, fresh = catalog.mark(cur, schema, table)
+    appended are kept by value in obj['appended']: their row ids are known only once it commits.
+    `session`: the statement's own; with it Catalog.mark reads no catalog table when it can."""
+    schema, mark, live, appended, sequences, fresh = catalog.mark(cur, schema, table, session)
     obj: dict[str, Any] = {"kind": "rows", "schema": schema, "name": table, "old": old, "new": new, "watermark": mark,
            "live_rows": live, "sequences": sequences}
     if appended:
@@ -68,20 +84,25 @@ def _parts(name: str) -> tuple[str | None, str]:
 
 def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
     """DELETE: one pass, its own RETURNING feeds the kept rows. UPDATE: old rows by the statement's
-    own FROM/WHERE (row ids), new rows by RETURNING, which then also runs the statement."""
+    own WHERE (kept_select), or with its FROM by row ids (rowid_select), new rows by RETURNING, which then
+    also runs the statement."""
     part = take.part
     is_update = isinstance(tree, exp.Update)
     own_with = tree.args.get("with") is not None or tree.args.get("with_") is not None
     own_returning = tree.args.get("returning") is not None
-    rowids, used = None, ()
-    if is_update or own_returning:  # DuckDB refuses values a query does not use (the SET's, here)
+    rowids: str | None = None
+    used: tuple[int, ...] = ()
+    direct = kept_select(tree) if is_update else None
+    if direct is not None:  # DuckDB refuses values a query does not use (the SET's, here)
+        [rowids], used = render_params([direct], tree)
+    elif is_update or own_returning:
         [rowids], used = render_params([rowid_select(tree)], tree)
     if is_update and own_returning:
         raise common.unavailable(part, "UPDATE ... RETURNING on DuckDB")
 
     def capture(cur: Cursor, args: list[Any] | None) -> Result | None:
         old = take.kept("cpd")
-        obj = rows_object(cur, take.catalog, *_parts(name), old)
+        obj = rows_object(cur, take.catalog, *_parts(name), old, session=take.session)
         qualified = f"{q(obj['schema'])}.{q(obj['name'])}"
         result: Result | None = None
         if rowids is None and not own_with:
@@ -91,8 +112,9 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
         else:
             if rowids is None:
                 raise common.unavailable(part, "DELETE with its own WITH clause on DuckDB")
-            cur.execute(f"CREATE TABLE {old} AS SELECT rowid AS {ROWID}, * FROM {qualified}"
-                        f" WHERE rowid IN ({rowids})", [args[i] for i in used] if args and used else None)
+            keep = rowids if direct is not None else (f"SELECT rowid AS {ROWID}, * FROM {qualified}"
+                                                      f" WHERE rowid IN ({rowids})")
+            cur.execute(f"CREATE TABLE {old} AS {keep}", [args[i] for i in used] if args and used else None)
         if is_update:
             if own_with:
                 raise common.unavailable(part, "UPDATE with its own WITH clause on DuckDB")
@@ -112,7 +134,7 @@ def truncate_runner(take: Take, names: list[str]) -> Any:
         objects = []
         for i, name in enumerate(names):
             old = take.kept("cpd", i)
-            obj = rows_object(cur, take.catalog, *_parts(name), old)
+            obj = rows_object(cur, take.catalog, *_parts(name), old, session=take.session)
             cur.execute(f"CREATE TABLE {old} AS SELECT rowid AS {ROWID}, * FROM {q(obj['schema'])}.{q(obj['name'])}")
             objects.append(obj)
         take.record(cur, "rows", names, objects)
