@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
+
 from branching import common, pg_take
 from branching.checkpoint import CheckpointContext
 from branching.pg_roles import as_role, table_owner
 from branching.pg_rows import done_table, undo_rows
+from proxy import errors
 from proxy.statement import Part
 
 # Checkpoint kinds whose undo brought objects back; 'rows' and 'rollback' are reversed by rows alone.
@@ -53,13 +56,25 @@ async def redo_statements(conn: Any, rollback_id: str, context: CheckpointContex
                     f"its names no longer name the objects this rollback brought back (renamed or replaced"
                     f" since), so running {statement!r} again could touch something else"))
             ctx = context or CheckpointContext("sqlgate", None, "main", None)
-            checkpoint = await pg_take.take(SimpleNamespace(conn=conn), part, ctx, retention_days)
-            if checkpoint.run is not None:  # a drop: sqlgate moves the object aside, no agent expression runs
-                await checkpoint.run(None, None)
-            else:  # an ALTER may evaluate the agent's expressions (USING, DEFAULT): as the table's owner
-                owner = await _owner_of(conn, part.targets[0].name) if part.targets else None
-                async with as_role(conn, owner):
-                    await conn.execute(part.sql)
+            try:
+                checkpoint = await pg_take.take(SimpleNamespace(conn=conn), part, ctx, retention_days)
+                if checkpoint.run is not None:  # a drop: sqlgate moves the object aside, no agent expression runs
+                    await checkpoint.run(None, None)
+                else:  # an ALTER may evaluate the agent's expressions (USING, DEFAULT): as the table's owner
+                    owner = await _owner_of(conn, part.targets[0].name) if part.targets else None
+                    async with as_role(conn, owner):
+                        await conn.execute(part.sql)
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+                raise
+            except (psycopg.Error, errors.SqlgateError) as exc:
+                # It no longer applies as sent (a later change renamed or dropped what it names): a
+                # conflict, and the whole undo changes nothing. The database's own error only.
+                if isinstance(exc, errors.SqlgateError) and (exc.reason != "sql.error" or exc.sqlstate in (
+                        "55P03", "57014")):
+                    raise
+                why = exc.message if isinstance(exc, errors.SqlgateError) else str(exc)
+                raise common.redo_unavailable(rollback_id, [statement], why=(
+                    f"and it fails now ({why.strip()})")) from exc
         await conn.execute("UPDATE sqlgate.checkpoints SET objects = objects || jsonb_build_array("
                            "jsonb_build_object('kind', 'statement', 'sql', %s::text)) WHERE id = %s",
                            (statement, checkpoint.id))
@@ -73,10 +88,10 @@ async def _search_path(conn: Any, path: str) -> AsyncIterator[None]:
     """`path` for this block of the transaction, then the path it had."""
     before = (await (await conn.execute("SELECT pg_catalog.current_setting('search_path')")).fetchone())[0]
     await conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (path,))
-    try:
-        yield
-    finally:
-        await conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (before,))
+    yield
+    # Not after an error: the transaction (or savepoint) is aborted, and its abort sets the path back;
+    # a statement here would only hide that error behind "current transaction is aborted".
+    await conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (before,))
 
 
 # A statement run again resolves its names on the owner's default path, as sqlgate ran them before it

@@ -159,7 +159,8 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
         "SELECT a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
         " (SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = a.attrelid AND adnum = a.attnum)"
         " FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped", (relid,))
-    now = {r[0]: r[1:] for r in await cur.fetchall()}
+    ident = await identities(conn, relid)
+    now = {ident[r[0]]: r[1:] for r in await cur.fetchall()}
     for c in o["columns"]:
         if c["attnum"] not in now:
             continue  # dropped since: that drop's own checkpoint brings it back
@@ -206,6 +207,27 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
             await conn.execute(index["def"])
     if o.get("trash"):
         await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
+
+
+async def identities(conn: Any, relid: int) -> dict[int, int]:
+    """Each live column's attnum now -> the attnum it had before this rollback re-created it (a column
+    brought back, the columns after it re-created behind it: new attnums). Kept definitions and dropped
+    columns name columns by the attnum they had then."""
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_attnums (rel oid, at int2, was int2) ON COMMIT DROP")
+    cur = await conn.execute(
+        "SELECT a.attnum, coalesce(m.was, a.attnum) FROM pg_attribute a LEFT JOIN pg_temp.sqlgate_attnums m"
+        " ON m.rel = a.attrelid AND m.at = a.attnum WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        (relid,))
+    return {int(r[0]): int(r[1]) for r in await cur.fetchall()}
+
+
+async def recreated(conn: Any, relid: int, columns: list[tuple[str, int]]) -> None:
+    """Columns (name, attnum they had) this rollback just added again: their new attnums map to the old."""
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_attnums (rel oid, at int2, was int2) ON COMMIT DROP")
+    for name, was in columns:
+        await conn.execute(
+            "INSERT INTO pg_temp.sqlgate_attnums SELECT attrelid, attnum, %s FROM pg_attribute"
+            " WHERE attrelid = %s AND attname = %s AND NOT attisdropped", (was, relid, name))
 
 
 async def relname(conn: Any, oid: int) -> str:

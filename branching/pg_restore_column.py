@@ -27,7 +27,7 @@ from typing import Any
 from psycopg import sql
 
 from branching import common
-from branching.pg_restore import relname, triggers_off, triggers_on
+from branching.pg_restore import identities, recreated, relname, triggers_off, triggers_on
 from branching.pg_restore_column_last import restore_last_column
 from branching.pg_roles import as_role, table_owner
 from branching.pg_rows import NOT_DONE, done_table, undo_rows
@@ -56,9 +56,10 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
             raise common.conflicts_error(cp_id, problems)
         raise common.rollback_failed("; ".join(f"{p.get('column') or p.get('view')}: {p['conflict']}"
                                                for p in problems[:3]))
-    attnums = [r[0] for r in await (await conn.execute(
-        "SELECT attnum FROM pg_attribute WHERE attrelid = %s AND attnum > %s AND NOT attisdropped ORDER BY attnum",
-        (relid, int(o["attnum"])))).fetchall()]
+    # The columns after it then: by the attnums they had (a column this rollback brought back before has a
+    # new one, at the end, though it was before this one).
+    ident = await identities(conn, relid)
+    attnums = sorted(n for n, was in ident.items() if was > int(o["attnum"]))
     later = [await _one(conn, "SELECT sqlgate.column_spec(%s, %s::int2)", (relid, n)) for n in attnums]
     deps = await _one(conn, "SELECT sqlgate.column_deps(%s, %s::int2[], false)", (relid, attnums))
     forward = await _one(conn, "SELECT sqlgate.column_forward_refs(%s, %s::int2)", (relid, int(o["attnum"])))
@@ -91,6 +92,8 @@ async def restore_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any],
     async with as_role(conn, owner):
         await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(
             sql.SQL("ADD COLUMN {}").format(_column_def(c)) for c in columns)))
+    await recreated(conn, relid, [(o["spec"]["name"], int(o["attnum"]))]
+                    + [(c["name"], ident[int(c["attnum"])]) for c in later])
     triggers = await triggers_off(conn, relid, rel)
     async with as_role(conn, owner):
         await _copy(conn, o, rel, later, aside, stable)

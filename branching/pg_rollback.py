@@ -6,7 +6,7 @@ owned sequences reset, and the rollback recorded as a checkpoint of its own."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -79,7 +79,12 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
     # 1. Objects kept aside come back (latest first); definitions kept of other tables wait for step 3.
     deferred: list[dict[str, Any]] = []
     own_definitions: list[dict[str, Any]] = []
-    restored_objects = await _restore_objects(conn, cp_id, mode, later, outcome, deferred, own_definitions)
+    # Mode 'all' goes back in time: before a checkpoint's definition changes are undone, the rows written
+    # after it (in the shape it gave: a column's name, its type) are undone; older rows then fit the old shape.
+    rows_since = (partial(pg_redo.undo_rows_after, conn, new_cp, cp_id, filt, fargs, mode, outcome)
+                  if mode == "all" else None)
+    restored_objects = await _restore_objects(conn, cp_id, mode, later, outcome, deferred, own_definitions,
+                                              rows_since)
     # 2. Row deltas: the multiset difference the undone changes made, reversed.
     cur = await conn.execute(f"SELECT DISTINCT tbl FROM sqlgate.changes WHERE {filt}", fargs)
     conflicts: list[dict[str, Any]] = []
@@ -87,9 +92,9 @@ async def rollback_in(conn: Any, cp_id: str, mode: str, dry_run: bool, context: 
         await undo_rows(conn, tbl, filt, fargs, mode, outcome, conflicts)
     if conflicts:
         raise common.conflicts_error(cp_id, conflicts)
-    # 2b. A table's own definitions (names, types, defaults, NOT NULL, constraints), once the rows written
-    # under the changed definition are undone: those rows still fit it.
-    # Mode 'statement' reverts only what the statement changed, keeping later definition changes.
+    # 2b. Mode 'statement': a table's own definitions (names, types, defaults, NOT NULL, constraints), once
+    # the statement's rows are undone; it reverts only what the statement changed, keeping later ones.
+    # (Mode 'all' restored them in step 1.)
     # A dropped index, a replaced view's definition come back here too, in the same (latest first) order:
     # after the rows (a unique index a later row broke), on the names the table had then.
     for o in own_definitions:
@@ -173,14 +178,22 @@ async def _later_checkpoints(conn: Any, cp_id: str, mark: int, relation_oids: se
 
 async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[str, Any]],
                            outcome: common.RollbackOutcome, deferred: list[dict[str, Any]],
-                           own_definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                           own_definitions: list[dict[str, Any]],
+                           rows_since: Callable[[int], Awaitable[None]] | None = None) -> list[dict[str, Any]]:
     """Put back what each checkpoint kept aside; returns the relations moved back (the new checkpoint's)
     and, per column brought back, where this rollback's changes then stood (`restored_at`).
     What CASCADE took from other tables (their foreign keys, checks, defaults, indexes) is appended to
     `deferred`: it is re-applied once their rows are back (step 3); a table's own kept definitions go to
-    `own_definitions` (step 2b)."""
+    `own_definitions` (step 2b). With `rows_since` (mode 'all'), a checkpoint's own definitions come back
+    here, latest first, each checkpoint's once the rows written after it are undone (`rows_since(mark)`):
+    rows are always undone in the shape they were written in (a rename, a type), whatever the order of
+    the statements."""
     restored: list[dict[str, Any]] = []
     for other_id, other_objects in later:
+        if rows_since is not None and any(o.get("kind") in ("definition", "index", "viewdef") for o in other_objects):
+            mark = (await (await conn.execute("SELECT mark FROM sqlgate.checkpoints WHERE id = %s",
+                                              (other_id,))).fetchone())[0]
+            await rows_since(int(mark))
         for o in reversed(other_objects):
             kind = o.get("kind")
             async with pg_restore.definition_conflicts(cp_id, mode):
@@ -188,6 +201,17 @@ async def _restore_objects(conn: Any, cp_id: str, mode: str, later: list[tuple[s
                     await pg_restore.restore_relation(conn, cp_id, mode, o)
                     outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
                     restored.append(o)
+                elif kind == "definition" and rows_since is not None:
+                    deferred.extend({"kind": "fk", **c} for c in o.get("dependents", []))
+                    await pg_restore.restore_definition(conn, o)
+                    # The rows this rollback changes from here on have the old shape: undoing it undoes
+                    # them before the statement runs again (pg_redo).
+                    seq = (await (await conn.execute("SELECT nextval('sqlgate.change_seq')")).fetchone())[0]
+                    restored.append({"kind": "restored_at", "checkpoint": other_id, "seq": seq})
+                    outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
+                elif kind in ("index", "viewdef") and rows_since is not None:
+                    await pg_restore.restore_index_or_view(conn, cp_id, o)
+                    outcome.objects_restored.append(f"{o['schema']}.{o['name']}")
                 elif kind == "definition":
                     own_definitions.append({**o, "cp": other_id})  # step 2b, after the rows
                     # DROP CONSTRAINT ... CASCADE: the foreign keys it took (this table's too) come back
