@@ -53,7 +53,11 @@ SECURITY DEFINER, owned by the owner login):
   then on; DROP INDEX, CREATE OR REPLACE VIEW: the definition, and the indexed table (a view: the plain
   tables its old definition reads, through views, that the caller may write; not those only the new one
   reads) is captured from then on. Rollback re-applies what differs (an index, a view too, in the same
-  latest-first order), after the rows written under the changed definition are undone. DROP CONSTRAINT
+  latest-first order), after the rows written under the changed definition are undone: mode 'all' goes
+  back in time, undoing the rows written after each later checkpoint before its definitions come back, so
+  every row is put back in the shape it was written in (a column's name, its type); mode 'statement'
+  re-applies only what the statement changed, after its rows. Columns re-created by one restore of a
+  rollback keep their old attnums for the next (a temporary map for the rollback). DROP CONSTRAINT
   ... CASCADE of a key keeps the foreign keys it takes from other tables as dependents (re-applied after
   their rows, as DROP COLUMN's are); anything else such a CASCADE would drop is refused first.
 - sqlgate's own SQL as the owner runs on connections pinned to search_path = pg_catalog, pg_temp (an
@@ -67,7 +71,8 @@ SECURITY DEFINER, owned by the owner login):
   rows are reversed; undoing that undoes them. The rollback recorded where its changes stood when it
   brought a column back (`restored_at`): the rows it changed after that have the column, so they are
   reversed before that DROP runs again, the earlier ones after. Undoing such an undo in mode 'statement'
-  reverses the rows it wrote after running a DROP COLUMN again before the column comes back.
+  reverses the rows it wrote after running a DROP COLUMN again before the column comes back. A statement
+  that fails when run again is a 409 (redo_unavailable) naming PostgreSQL's reason, nothing changed.
   DuckDB: duck_redo, below.
 - A rollback first locks the tables it restores (SHARE ROW EXCLUSIVE, OID order): a writer racing it
   makes it wait, then apply whole, or give up whole after lock_timeout (branching.rollback_busy, 409).
@@ -109,15 +114,21 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
 - DROP SCHEMA: its tables are copied (DuckDB can neither rename a schema nor move a table), and
   sequences (current values), tables, indexes and views are recreated in creation order; a schema
   holding macros or types is refused.
-- DROP COLUMN (any column, CASCADE too): rowid + values; when not last or constrained, the table and
-  index definitions too, and rollback rebuilds the table in its column order (renumbering row ids, which
-  duck_moves maps for older checkpoints); the checkpoint keeps the table's watermark too (an empty rows
+- DROP COLUMN (any column, CASCADE too): rowid + values; when not last, constrained or NOT NULL (DuckDB
+  refuses SET NOT NULL after the values' UPDATE in one transaction), the table and index definitions too,
+  and rollback rebuilds the table in its column order, the other columns with their current types,
+  defaults and NOT NULL (renumbering row ids, which duck_moves maps for older checkpoints; the rebuilt
+  table's new oid is recorded too, in this rollback and as a `moves` object of its checkpoint, so older
+  definition checkpoints find it); the checkpoint keeps the table's watermark too (an empty rows
   piece), so mode 'all' also removes rows added since. RENAME, DROP DEFAULT/
   NOT NULL, ALTER TYPE (+ rowid/values), DROP INDEX/SEQUENCE, CREATE OR REPLACE VIEW: definitions.
 - DROP/SET DEFAULT, DROP NOT NULL, RENAME, ALTER TYPE and DROP INDEX keep the table's watermark too (an
-  empty rows piece, a "marker"), so mode 'all' removes the rows written under the changed definition. A
+  empty rows piece, a "marker"), so mode 'all' removes the rows written under the changed definition.
+  The checkpoint records what its statement changed (from the parse tree): mode 'statement' reverts only
+  that (following later column renames; a later change of the same thing is a 409 conflict; rows written
+  since under a changed type are cast back, 409 if one does not survive the cast). A
   rollback restores objects first and rows after; NOT NULL comes back after the rows (its changes are
-  recorded as "notnull" objects); kept rows named by columns it renamed back are read by position; rows
+  recorded as "notnull" objects, and follow the renames the rollback undoes); kept rows named by columns it renamed back are read by position; rows
   kept after a type change it undoes take the values kept at that change. DROP COLUMN / ALTER TYPE keep the
   rows their transaction appended by value (temporary row ids until COMMIT) and match them by value.
 - Undoing a rollback (duck_redo): on the rollback's worker thread, in its transaction, it first drops the
@@ -128,7 +139,8 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   reverses its rows. No roles: every rollback records the oids of what it brought back ("restored"), and a
   statement runs again only if each name it targets still resolves to one of them (or to what this undo
   itself put back); otherwise, and after a restart (DuckDB renumbers oids at each start), 409
-  redo_unavailable. Also refused: an ALTER TYPE when the rollback changed rows of that table (their values
+  redo_unavailable; a statement that fails when run again is a 409 naming the database's reason, with
+  nothing changed. Also refused: an ALTER TYPE when the rollback changed rows of that table (their values
   in the new type were not kept), and a mode 'all' rollback that crosses a rollback of an older statement
   or an undo that ran one again.
 Anything else destructive is refused (checkpoint.unavailable): sqlgate never runs what it cannot undo.
