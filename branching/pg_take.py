@@ -14,7 +14,8 @@ from psycopg import sql
 
 from branching import common
 from branching.checkpoint import Checkpoint, CheckpointContext
-from proxy.backends.pg_simple import simple_query
+from proxy.backends.pg_simple import direct as _direct
+from proxy.backends.pg_simple import pipelined, simple_query
 from proxy.db_errors import database_error
 from proxy.result import Result, result_from_pgresult
 from proxy.statement import Part
@@ -183,6 +184,10 @@ def _rows_runner(session: Any, part: Part, take_args: tuple[Any, ...]) -> Any:
                 # The newline ends a trailing -- comment of the agent's statement.
                 results = await simple_query(conn, record + ";\n" + part.sql + "\n;\n" + _FORGET_SQL)
                 return result_from_pgresult(results[1] if len(results) > 1 else results[0])
+            if _direct(conn, params):  # the same three in one round trip, without psycopg's pipeline machinery
+                record = _TAKE_ROWS_SQL % tuple(_literals(conn, take_args))
+                return result_from_pgresult((await pipelined(conn, [(record, None), (part.sql, params),
+                                                                    (_FORGET_SQL, None)]))[1])
             cur = psycopg.AsyncRawCursor(conn)
             async with conn.pipeline() as pipeline:
                 await psycopg.AsyncCursor(conn).execute(_TAKE_ROWS_SQL, take_args)

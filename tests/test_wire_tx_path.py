@@ -1,6 +1,7 @@
 """The non-relayed statement path's shortcuts behave as what they replace:
-`simple_query` as psycopg's raw cursor (results, errors, encodings), the
-cached transaction-verb reading as the tokenizer's."""
+`simple_query` as psycopg's raw cursor (results, errors, encodings),
+`pipelined` as raw cursors in psycopg's pipeline(), the cached
+transaction-verb reading as the tokenizer's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from proxy.backends.pg_simple import simple_query
+from proxy.backends.pg_simple import pipelined, simple_query
 from proxy.backends.postgres import PostgresSession
 from proxy.txcontrol import TxVerb, begin_options, transaction_verb
 from tests.support.pgserver import PgServer
@@ -85,6 +86,47 @@ def test_simple_query_answers_as_the_raw_cursor(pg_server: PgServer) -> None:
             results = await simple_query(conn, "SELECT 1; SELECT 2")
             assert [r.get_value(0, 0) for r in results] == [b"1", b"2"]
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+    asyncio.run(main())
+
+
+async def _psycopg_pipeline(conn: psycopg.AsyncConnection[Any], commands: list[tuple[str, Any]]) -> list[Any]:
+    cursors = []
+    async with conn.pipeline() as p:
+        for query, params in commands:
+            cur = psycopg.AsyncRawCursor(conn)
+            await cur.execute(query, params)
+            cursors.append(cur)
+        await p.sync()
+    return [c.pgresult for c in cursors]
+
+
+def test_pipelined_answers_as_raw_cursors_in_psycopgs_pipeline(pg_server: PgServer) -> None:
+    dsn = pg_server.create_database("wire_tx_pipeline")
+    fine = [("SELECT $1::int + 1", ["41"]), ("SELECT $1, $2::text IS NULL", ["é", None]),
+            ("CREATE TEMP TABLE IF NOT EXISTS p (a int, b text)", None),
+            ("INSERT INTO p VALUES ($1, $2), ($1, 'x')", ["7", "\\n'quoted'"]),
+            ("SELECT count(*), min(b) FROM p WHERE a = $1", ["7"]), ("DELETE FROM p", None)]
+    failing = [("INSERT INTO p VALUES (1, 'kept?')", None), ("SELECT $1::int", ["nope"]), ("SELECT 2", None)]
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            expected = [(r.status, r.command_status, [[r.get_value(i, j) for j in range(r.nfields)]
+                                                      for i in range(r.ntuples)]) for r in
+                        await _psycopg_pipeline(conn, fine)]
+            got = [(r.status, r.command_status, [[r.get_value(i, j) for j in range(r.nfields)]
+                                                 for i in range(r.ntuples)]) for r in await pipelined(conn, fine)]
+            assert got == expected
+            # The first error, as psycopg raises it; the commands share one implicit transaction, so the
+            # INSERT before it is gone; the connection is usable and out of pipeline mode afterwards.
+            a = await _error(_psycopg_pipeline(conn, failing))
+            b = await _error(pipelined(conn, failing))
+            assert type(a) is type(b) and str(a) == str(b) and b.sqlstate == "22P02"  # type: ignore[attr-defined]
+            assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+            assert _shape(await simple_query(conn, "SELECT count(*) FROM p")) == [
+                (psycopg.pq.ExecStatus.TUPLES_OK, b"SELECT 1", [b"0"])]
+            with pytest.raises(TypeError):
+                await pipelined(conn, [("SELECT $1", [b"bytes"])])
 
     asyncio.run(main())
 

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import generators
+from psycopg.waiting import Wait
 
 _ES = psycopg.pq.ExecStatus
 _RESULT_OK = frozenset({_ES.TUPLES_OK, _ES.COMMAND_OK, _ES.EMPTY_QUERY, _ES.COPY_BOTH})
@@ -19,7 +21,7 @@ async def simple_query(conn: psycopg.AsyncConnection[Any], query: str | bytes) -
     without the cursor's per-call machinery (a transformer, the prepared-statement bookkeeping,
     result selection), which cost more than the rest of a statement's Python work. Every result
     comes back, in order. (Nothing is ever prepared this way: the text is sent as it is.)"""
-    if conn._pipeline is not None or not conn.autocommit:  # noqa: SLF001 - what the cursor would do differently
+    if not direct(conn, None):
         cur = psycopg.AsyncRawCursor(conn)
         await cur.execute(query)
         out = []
@@ -52,3 +54,73 @@ def _raise_for_result(res: Any, conn: psycopg.AsyncConnection[Any]) -> None:
     if status in (_ES.COPY_IN, _ES.COPY_OUT, _ES.COPY_BOTH):
         raise psycopg.ProgrammingError("COPY cannot be used with this method; use copy() instead")
     raise psycopg.InternalError(f"unexpected result status from query: {_ES(status).name}")
+
+
+_PIPELINE_SYNC = _ES.PIPELINE_SYNC
+
+
+def direct(conn: psycopg.AsyncConnection[Any], params: Sequence[Any] | None) -> bool:
+    """May `pipelined` take these parameters on this connection (str or None values; autocommit, as
+    sqlgate's sessions are, and not inside a psycopg pipeline)?"""
+    return (conn._pipeline is None and conn.autocommit  # noqa: SLF001 - what the cursor would do differently
+            and (params is None or all(p is None or p.__class__ is str for p in params)))
+
+
+async def pipelined(conn: psycopg.AsyncConnection[Any],
+                    commands: list[tuple[str, Sequence[str | None] | None]]) -> list[psycopg.pq.abc.PGresult]:
+    """Several statements in one round trip (libpq pipeline mode, then one Sync), each in the extended
+    protocol with its own parameters ($1-style, text, types left to the server, as psycopg's raw cursor
+    sends a str): the result of each, in order; the first error raised as psycopg raises it (PostgreSQL
+    skips the rest, and the Sync ends the implicit transaction they share). What a raw cursor in
+    psycopg's pipeline() does, without its per-command machinery. Anything but str or None parameters,
+    raise TypeError (use the cursor)."""
+    pgconn = conn.pgconn
+    encoding = "utf-8" if pgconn.parameter_status(b"client_encoding") == b"UTF8" else conn.info.encoding
+    sends = []
+    for query, params in commands:
+        if params is not None and not all(p is None or p.__class__ is str for p in params):
+            raise TypeError("pipelined() takes str or None parameters")
+        sends.append((query.encode(encoding),
+                      [None if p is None else p.encode(encoding) for p in params] if params else None))
+    async with conn.lock:
+        pgconn.enter_pipeline_mode()
+        try:
+            for query, params in sends:
+                pgconn.send_query_params(query, params)
+            pgconn.pipeline_sync()
+            results: list[Any] = await conn.wait(_pipeline_results(pgconn))
+        finally:
+            _leave_pipeline(pgconn)
+    for res in results:
+        if res.status not in _RESULT_OK:
+            _raise_for_result(res, conn)
+    return results
+
+
+def _pipeline_results(pgconn: Any) -> Any:
+    """psycopg generator: send what is buffered, then each command's last result until the Sync's."""
+    yield from generators.send(pgconn)
+    out: list[Any] = []
+    last = None
+    while True:
+        while pgconn.is_busy():
+            yield Wait.R
+            pgconn.consume_input()
+        res = pgconn.get_result()
+        if res is None:  # the end of one command's results
+            if last is not None:
+                out.append(last)
+                last = None
+        elif res.status == _PIPELINE_SYNC:
+            return out
+        else:
+            last = res
+
+
+def _leave_pipeline(pgconn: Any) -> None:
+    """Back out of pipeline mode; a connection left with results in flight (the wait was cancelled) is
+    closed, so that no later statement reads them (the pool discards it)."""
+    try:
+        pgconn.exit_pipeline_mode()
+    except psycopg.Error:
+        pgconn.finish()

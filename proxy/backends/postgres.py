@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from policy.identity import Role, Token
 from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
-from proxy.backends.pg_simple import simple_query
+from proxy.backends.pg_simple import direct, pipelined, simple_query
 from proxy.backends.postgres_setup import INTERNAL_OPTIONS, AgentLogins, set_up
 from proxy.db_errors import postgres_error as sql_error
 from proxy.result import Result, result_from_pgresult
@@ -48,6 +48,8 @@ class PostgresSession:
         try:
             if not params:
                 return result_from_pgresult((await simple_query(self.conn, sql))[0])
+            if direct(self.conn, params):
+                return result_from_pgresult((await pipelined(self.conn, [(sql, params)]))[0])
             cur = psycopg.AsyncRawCursor(self.conn)  # $1-style placeholders, as clients send them
             await cur.execute(sql, params)  # type: ignore[arg-type]
         except psycopg.Error as exc:
