@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlglot
+from sqlglot import exp
+
 from branching.duck_rows import rows_object
 from branching.duck_sql import ROWID, Cursor, Take, q, split
 
@@ -20,7 +23,7 @@ def keep_definition(take: Take, cur: Cursor, name: str, type_column: str | None)
         "SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
         " WHERE table_oid = ? ORDER BY column_index", [row[0]]).fetchall()
     obj: dict[str, Any] = {"kind": "definition", "schema": schema, "name": table, "oid": row[0],
-                           "columns": [list(c) for c in cols]}
+                           "columns": [list(c) for c in cols], "change": definition_change(take.part.sql, cols)}
     if type_column is not None:
         keep = f"sqlgate.{q('typ_' + take.cp_id)}"
         cur.execute(f"CREATE TABLE {keep} AS SELECT rowid AS {ROWID}, {q(type_column)} FROM {q(schema)}.{q(table)}")
@@ -29,6 +32,47 @@ def keep_definition(take: Take, cur: Cursor, name: str, type_column: str | None)
     if type_column is not None and marker.get("appended"):  # their old values by value (duck_restore._keyed)
         obj.update(appended=marker["appended"], watermark=marker["watermark"])
     take.record(cur, "definition", [name], [obj, marker])
+
+
+def definition_change(text: str, cols: list[Any]) -> dict[str, Any]:
+    """What one definition change changes (mode 'statement' undoes only that), from its parse tree:
+    {"what": default | notnull | type | column | table | other, "name": the column as named before (as the
+    catalog spells it), "to": a rename's new name}."""
+    try:
+        tree = sqlglot.parse_one(text, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return {"what": "other"}
+    actions = tree.args.get("actions") if isinstance(tree, exp.Alter) else None
+    if not actions or len(actions) != 1:
+        return {"what": "other"}
+    action = actions[0]
+
+    def column(node: Any) -> str | None:
+        ident = node.this if isinstance(node, exp.Column) else node
+        if not isinstance(ident, exp.Identifier):
+            return None
+        name = str(ident.this)
+        names = [str(c[0]) for c in cols]
+        if name in names or ident.args.get("quoted"):
+            return name
+        return next((n for n in names if n.lower() == name.lower()), name)  # unquoted: any case
+
+    to = [o for o in tree.args.get("options") or [] if isinstance(o, exp.ToTableProperty)]
+    if isinstance(action, exp.AlterRename) and to:  # RENAME a TO b (no COLUMN): a column, as DuckDB reads it
+        return {"what": "column", "name": column(action.this.this), "to": column(to[0].this.this)}
+    if isinstance(action, exp.AlterRename):
+        return {"what": "table", "to": action.this.name}
+    if isinstance(action, exp.RenameColumn):
+        return {"what": "column", "name": column(action.this), "to": column(action.args.get("to"))}
+    if isinstance(action, exp.AlterColumn):
+        name = column(action.this)
+        if action.args.get("dtype") is not None:
+            return {"what": "type", "name": name}
+        if action.args.get("drop") and action.args.get("allow_null"):
+            return {"what": "notnull", "name": name}
+        if action.args.get("drop"):
+            return {"what": "default", "name": name}
+    return {"what": "other"}
 
 
 def _marker(take: Take, cur: Cursor, schema: str, table: str) -> dict[str, Any]:

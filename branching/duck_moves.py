@@ -39,6 +39,8 @@ class Moves:
     after_rows: list[dict[str, Any]] = field(default_factory=list)
     retyped: dict[Key, dict[str, tuple[str, int]]] = field(default_factory=dict)  # column -> (keep, seq)
     renamed: set[Key] = field(default_factory=set)  # a column renamed back: kept rows name it as then
+    oids: dict[int, int] = field(default_factory=dict)  # a table this rollback rebuilt: its oid before -> now
+    oid_keys: dict[int, Key] = field(default_factory=dict)  # (old oid -> the table's name, for the record)
     _n: int = 0
 
     def follow_rename(self, table: str, new_table: str, column: str | None = None,
@@ -85,9 +87,25 @@ class Moves:
             out.append({"kind": "moves", "schema": schema, "name": name, "unlinked": "rebuilt"})
         for schema, name in sorted(self.reinserted - self.unknown):
             out.append({"kind": "moves", "schema": schema, "name": name, "unlinked": "put back"})
+        for old, new in sorted(self.oids.items()):  # older definition checkpoints find the table through it
+            schema, name = self.oid_keys[old]
+            out.append({"kind": "moves", "schema": schema, "name": name, "oids": [old, new]})
         for kept in self.drop_later:
             cur.execute(f"DROP TABLE IF EXISTS {kept}")
         return out
+
+
+def rebuilt_oid(cur: Cursor, moves: Moves, oid: int, since: int) -> int:
+    """What table `oid` (read at checkpoint seq `since`) is now: rollbacks since, this one too, that rebuilt
+    it (DROP COLUMN undone) created it again under a new oid."""
+    for (objects,) in cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE seq > ? AND objects LIKE"
+                                  " '%\"oids\"%' ORDER BY seq", [since]).fetchall():
+        for o in json.loads(objects):
+            if o.get("kind") == "moves" and o.get("oids") and o["oids"][0] == oid:
+                oid = o["oids"][1]
+    while oid in moves.oids:
+        oid = moves.oids[oid]
+    return oid
 
 
 def _chain(source: str, maps: list[str]) -> str:

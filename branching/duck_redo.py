@@ -19,11 +19,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import duckdb
 from sqlglot import exp
 
 from branching import common
 from branching.checkpoint import CheckpointContext
 from branching.duck_sql import Cursor, q
+from proxy import errors
 from proxy.statement import Part
 from proxy.trace import new_id
 
@@ -113,9 +115,18 @@ def redo_statements(cur: Cursor, rollback_id: str, context: CheckpointContext | 
                     "its names no longer name the objects this rollback brought back (renamed, dropped or"
                     f" replaced since), so running {statement!r} again could touch something else"))
             ctx = context or CheckpointContext("sqlgate", None, "main", None)  # type: ignore[arg-type]
-            again = run_again(cur, part, ctx)
+            try:
+                again = run_again(cur, part, ctx)
+            except (errors.SqlgateError, duckdb.Error) as exc:
+                # The transaction is aborted now (the whole undo rolls back): say why, not "aborted" below.
+                message = exc.message if isinstance(exc, errors.SqlgateError) else str(exc).splitlines()[0]
+                raise common.redo_unavailable(rollback_id, [statement], why=(
+                    f"and running it again failed ({message}): what it names changed since")) from None
         finally:
-            cur.execute("SET schema = 'main'")
+            try:
+                cur.execute("SET schema = 'main'")
+            except duckdb.Error:  # aborted by the error being raised: the transaction is rolled back anyway
+                pass
         row = cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE id = ?", [again]).fetchone()
         if row is not None:
             cur.execute("UPDATE sqlgate.checkpoints SET objects = ? WHERE id = ?",

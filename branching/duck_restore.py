@@ -4,10 +4,11 @@ index / sequence / view definitions, a table's column definitions)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from branching import common
-from branching.duck_moves import Moves, Space
+from branching.duck_moves import Moves, Space, rebuilt_oid
 from branching.duck_schema import copy_back, restore_schema
 from branching.duck_sql import NAME_TAKEN, ROWID, Cursor, columns, exists, q, relation_exists, watermark
 
@@ -40,7 +41,7 @@ def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any], moves:
         restore_column(cur, cp_id, o, moves, seq)
         return f"{here}.{o['column']}"
     elif kind == "definition":
-        restore_definition(cur, o, moves, cp_id, seq)
+        restore_definition(cur, o, moves, cp_id, seq, mode)
     elif kind in ("indexdef", "sequencedef", "viewdef"):
         cur.execute(f"SET schema = {q(o['schema'])}")
         statement = o["sql"]
@@ -122,9 +123,25 @@ def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves
     for (index,) in cur.execute("SELECT index_name FROM duckdb_indexes() WHERE schema_name = ? AND table_name = ?"
                                 " AND database_name = current_database()", [schema, name]).fetchall():
         cur.execute(f"DROP INDEX {q(schema)}.{q(index)}")
+    old_oid = _oid(cur, schema, name)
+    now = _column_defs(cur, old_oid)
     cur.execute(f"DROP TABLE {qualified}")
     cur.execute(f"SET schema = {q(schema)}")  # the kept definition names no schema for tables in main
     cur.execute(o["table_sql"])
+    new_oid = _oid(cur, schema, name)
+    moves.oids[old_oid] = new_oid
+    moves.oid_keys[old_oid] = (schema, name)
+    # The kept definition is the table's at the drop: the other columns' types, defaults and NOT NULL as
+    # they are now (changed since, or set back already by this rollback), set while it is still empty.
+    for (col, type_, default, nullable), kept in zip(now, [c for c in _column_defs(cur, new_oid) if c[0] != column],
+                                                       strict=True):
+        if kept[1] != type_:
+            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(col)} TYPE {type_}")
+        if kept[2] != default:
+            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(col)} "
+                        + ("DROP DEFAULT" if default is None else f"SET DEFAULT {default}"))
+        if kept[3] != nullable:
+            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(col)} {'DROP' if nullable else 'SET'} NOT NULL")
     cur.execute(f"INSERT INTO {qualified} SELECT * EXCLUDE (__old) FROM {scratch} ORDER BY __old")
     moves.rebuilt(cur, schema, name, f"SELECT __old FROM {scratch}", mark)
     for index_sql in o.get("indexes", []):
@@ -132,17 +149,31 @@ def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves
     cur.execute(f"DROP TABLE {scratch}")
 
 
-def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int) -> None:
-    row = cur.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE table_oid = ?",
-                      [o["oid"]]).fetchone()
+def _oid(cur: Cursor, schema: str, name: str) -> int:
+    return int(cur.execute("SELECT table_oid FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
+                           " AND database_name = current_database()", [schema, name]).fetchone()[0])  # type: ignore[index]
+
+
+def _column_defs(cur: Cursor, oid: int) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in cur.execute(
+        "SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
+        " WHERE table_oid = ? ORDER BY column_index", [oid]).fetchall()]
+
+
+def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int,
+                       mode: str = "all") -> None:
+    oid = rebuilt_oid(cur, moves, o["oid"], seq)  # a DROP COLUMN undone since rebuilt it: a new oid
+    row = cur.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE table_oid = ?", [oid]).fetchone()
     if row is None:
         raise common.rollback_failed(f"table {o['schema']}.{o['name']} is gone")
+    if mode == "statement" and (o.get("change") or {}).get("what", "other") != "other":  # else: as kept, whole
+        _undo_change(cur, o, moves, cp_id, seq, oid, row)
+        return
     qualified = f"{q(o['schema'])}.{q(o['name'])}"
     if row[1] != o["name"]:
         cur.execute(f"ALTER TABLE {q(row[0])}.{q(row[1])} RENAME TO {q(o['name'])}")
         moves.follow_rename(f"{q(row[0])}.{q(row[1])}", qualified)
-    now = cur.execute("SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
-                      " WHERE table_oid = ? ORDER BY column_index", [o["oid"]]).fetchall()
+    now = _column_defs(cur, oid)
     for (name, type_, default, nullable), current in zip(o["columns"], now, strict=False):
         col = q(name)
         if current[0] != name:
@@ -167,3 +198,91 @@ def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str,
             moves.after_rows.append({"table": qualified, "column": name, "set": True})
     if o.get("keep"):
         moves.drop_later.append(o["keep"])  # once the rows are undone
+
+
+def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int, oid: int,
+                 row: tuple[Any, ...]) -> None:
+    """Mode 'statement': only what the statement changed (o['change'], from its parse tree) is reverted,
+    not the whole kept definition (later changes stay). Where a later change touched the same thing, a
+    conflict: nothing changed."""
+    change = o["change"]
+    what = change["what"]
+    table = f"{o['schema']}.{o['name']}"
+    now_qualified = f"{q(row[0])}.{q(row[1])}"
+
+    def conflict(why: str, **at: Any) -> Exception:
+        return common.conflicts_error(cp_id, [{"table": table, **at, "conflict": why}])
+
+    if what == "table":
+        if row[1] != o["name"]:
+            if row[1] != change["to"]:
+                raise conflict("the table was renamed again since")
+            if relation_exists(cur, o["schema"], o["name"]):
+                raise conflict(NAME_TAKEN)
+            cur.execute(f"ALTER TABLE {now_qualified} RENAME TO {q(o['name'])}")
+            moves.follow_rename(now_qualified, f"{q(o['schema'])}.{q(o['name'])}")
+        return
+    kept = next((c for c in o["columns"] if c[0] == change.get("name")), None)
+    if kept is None:
+        raise conflict("sqlgate cannot undo this change of the definition alone")
+    now = {c[0]: c for c in _column_defs(cur, oid)}
+    name = _name_since(cur, o, seq, change["to"] if what == "column" else kept[0])
+    if name not in now:
+        raise conflict("the column was renamed again or dropped since", column=kept[0])
+    col = q(name)
+    _, type_, default, nullable = now[name]
+    if what == "column":
+        if kept[0] in now:
+            raise conflict("a column with this name was added since", column=kept[0])
+        cur.execute(f"ALTER TABLE {now_qualified} RENAME COLUMN {col} TO {q(kept[0])}")
+        moves.follow_rename(now_qualified, now_qualified, name, kept[0])
+    elif what == "default" and default != kept[2]:
+        if default is not None:
+            raise conflict("its default was set again since", column=name)
+        cur.execute(f"ALTER TABLE {now_qualified} ALTER COLUMN {col} SET DEFAULT {kept[2]}")
+    elif what == "notnull" and not kept[3] and nullable:  # once the rows written since are checked
+        moves.after_rows.append({"table": now_qualified, "column": name, "set": True})
+    elif what == "type":
+        _undo_type(cur, o, moves, cp_id, seq, now_qualified, name, kept[1], type_, conflict)
+    if o.get("keep"):
+        moves.drop_later.append(o["keep"])
+
+
+def _name_since(cur: Cursor, o: dict[str, Any], seq: int, name: str) -> str:
+    """What column `name` of the table is called now, after the later column renames not undone."""
+    for (objects,) in cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE seq > ? AND undone_by IS NULL"
+                                  " AND kind = 'definition' ORDER BY seq", [seq]).fetchall():
+        for x in json.loads(objects):
+            change = x.get("change") or {}
+            if (x.get("kind") == "definition" and change.get("what") == "column" and change.get("name") == name
+                    and (x["schema"], x["name"]) == (o["schema"], o["name"])):
+                name = change["to"]
+    return name
+
+
+def _undo_type(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int, qualified: str, name: str,
+               old_type: str, type_: str, conflict: Any) -> None:
+    """The old type back: rows kept at the change get their kept values; rows written since (new row ids)
+    their values cast back, which must give them exactly (else a conflict)."""
+    after = None  # the type right after the statement: as the table's next definition checkpoint kept it
+    for (objects,) in cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE seq > ? AND undone_by IS NULL"
+                                  " AND kind = 'definition' ORDER BY seq", [seq]).fetchall():
+        for x in json.loads(objects):
+            if after is None and x.get("kind") == "definition" and (x["schema"], x["name"]) == (o["schema"], o["name"]):
+                after = next((c[1] for c in x["columns"] if c[0] == name), type_)
+    after = type_ if after is None else after
+    if after != type_:
+        raise conflict("its type was changed again since", column=name)
+    col = q(name)
+    keyed = _keyed(cur, moves, cp_id, o, seq, o["type_column"]) if o.get("keep") else None
+    others = f"{qualified}.rowid NOT IN (SELECT __r FROM {keyed})" if keyed else "true"
+    [(bad,)] = cur.execute(
+        f"SELECT count(*) FROM {qualified} WHERE {others} AND {col} IS NOT NULL AND"
+        f" TRY_CAST(TRY_CAST({col} AS {old_type}) AS {type_}) IS DISTINCT FROM {col}").fetchall()
+    if bad:
+        raise conflict(f"{bad} row(s) written since the type change hold a value that does not fit {old_type}"
+                       " exactly", column=name)
+    cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {old_type} USING TRY_CAST({col} AS {old_type})")
+    if keyed:
+        cur.execute(f"UPDATE {qualified} SET {col} = k.{q(o['type_column'])} FROM {keyed} k"
+                    f" WHERE {qualified}.rowid = k.__r")

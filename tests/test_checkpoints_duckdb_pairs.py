@@ -1,0 +1,148 @@
+"""Pairs of destructive statements on DuckDB: the first is rolled back (mode
+'all': exactly the state before it; mode 'statement': only what it changed,
+the second's change stays), then that rollback is undone (exactly the state
+after both). What cannot be done is a clear 409 with nothing changed, never a
+500. Real DuckDB files through a real `sqlgate serve`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support.sqlgate_server import SqlgateServer
+from tests.test_checkpoints import fresh, ok, rollback, snapshot
+
+
+@pytest.fixture(scope="module")
+def agent(duck: SqlgateServer) -> str:
+    return duck.token("write", "pairs-duck")["token"]  # type: ignore[no-any-return]
+
+
+def _table(duck: SqlgateServer, agent: str, p: str) -> None:
+    ok(duck.sql(f"CREATE TABLE {p}_t (id int PRIMARY KEY, a int NOT NULL, b text DEFAULT 'd', c int)", token=agent))
+    ok(duck.sql(f"INSERT INTO {p}_t SELECT i, i, 'b' || i, i * 2 FROM range(1, 11) g(i)", token=agent))
+
+
+def _renamed(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    return {"schema": [tuple(str(x).replace(old, new) for x in e) for e in state["schema"]],
+            "data": {k.replace(old, new): v for k, v in state["data"].items()}}
+
+
+DEFINITION_PAIRS = [
+    ("ALTER TABLE {t} ALTER COLUMN a DROP NOT NULL", "ALTER TABLE {t} ALTER COLUMN b DROP DEFAULT"),
+    ("ALTER TABLE {t} ALTER COLUMN a DROP NOT NULL", "ALTER TABLE {t} DROP COLUMN b"),
+    ("ALTER TABLE {t} ALTER COLUMN b DROP DEFAULT", "ALTER TABLE {t} RENAME COLUMN a TO a2"),
+    ("ALTER TABLE {t} RENAME COLUMN a TO a2", "ALTER TABLE {t} ALTER COLUMN c TYPE VARCHAR"),
+    ("ALTER TABLE {t} RENAME a TO a2", "ALTER TABLE {t} ALTER COLUMN b DROP DEFAULT"),
+    ("ALTER TABLE {t} DROP COLUMN b", "ALTER TABLE {t} ALTER COLUMN a DROP NOT NULL"),
+    ("ALTER TABLE {t} DROP COLUMN b", "ALTER TABLE {t} ALTER COLUMN c TYPE VARCHAR"),
+    ("ALTER TABLE {t} ALTER COLUMN c TYPE VARCHAR", "ALTER TABLE {t} DROP COLUMN b"),
+    ("ALTER TABLE {t} ALTER COLUMN c TYPE VARCHAR", "INSERT INTO {t} VALUES (100, 1, 'x', '1')"),
+    ("ALTER TABLE {t} ALTER COLUMN c TYPE VARCHAR", "UPDATE {t} SET id = id + 50 WHERE id > 6"),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), DEFINITION_PAIRS)
+def test_statement_mode_undoes_only_the_statement_and_its_undo_is_exact(
+        duck: SqlgateServer, agent: str, first: str, second: str) -> None:
+    """Mode 'statement' on a definition change reverts only what that statement changed (before: the
+    whole kept definition, or the table as kept by a DROP COLUMN, which also undid the later change);
+    undoing it runs the statement again: exactly the state after both."""
+    p, twin = fresh("prs"), fresh("prw")
+    _table(duck, agent, p)
+    _table(duck, agent, twin)
+    cp = ok(duck.sql(first.format(t=f"{p}_t"), token=agent))["checkpoint"]["id"]
+    ok(duck.sql(second.format(t=f"{p}_t"), token=agent))
+    after = snapshot(duck, p)
+    ok(duck.sql(second.format(t=f"{twin}_t"), token=agent))  # the second statement alone
+    undone = ok(rollback(duck, cp, token=agent, mode="statement"))
+    assert snapshot(duck, p) == _renamed(snapshot(duck, twin), twin, p)
+    ok(rollback(duck, undone["new_checkpoint"], token=agent))
+    assert snapshot(duck, p) == after
+
+
+@pytest.mark.parametrize("first", [
+    "ALTER TABLE {t} ALTER COLUMN a DROP NOT NULL",
+    "ALTER TABLE {t} ALTER COLUMN b DROP DEFAULT",
+    "ALTER TABLE {t} RENAME COLUMN a TO a2",
+    "ALTER TABLE {t} ALTER COLUMN c TYPE VARCHAR",
+])
+def test_mode_all_across_a_drop_column_that_rebuilds_the_table(duck: SqlgateServer, agent: str, first: str) -> None:
+    """Undoing the DROP COLUMN rebuilds the table (a new oid): the earlier definition checkpoint finds it
+    through that rebuild (it was 'table is gone', a 500)."""
+    p = fresh("pra")
+    _table(duck, agent, p)
+    before = snapshot(duck, p)
+    cp = ok(duck.sql(first.format(t=f"{p}_t"), token=agent))["checkpoint"]["id"]
+    ok(duck.sql(f"ALTER TABLE {p}_t DROP COLUMN b", token=agent))
+    after = snapshot(duck, p)
+    undone = ok(rollback(duck, cp, token=agent))
+    assert snapshot(duck, p) == before
+    ok(rollback(duck, undone["new_checkpoint"], token=agent))
+    assert snapshot(duck, p) == after
+
+
+def test_statement_mode_of_a_type_change_whose_column_was_dropped_is_a_conflict(
+        duck: SqlgateServer, agent: str) -> None:
+    """Before: the rollback answered 200 without the column (and its undo was a 500)."""
+    p = fresh("prc")
+    _table(duck, agent, p)
+    cp = ok(duck.sql(f"ALTER TABLE {p}_t ALTER COLUMN c TYPE VARCHAR", token=agent))["checkpoint"]["id"]
+    ok(duck.sql(f"ALTER TABLE {p}_t DROP COLUMN c", token=agent))
+    after = snapshot(duck, p)
+    r = rollback(duck, cp, token=agent, mode="statement")
+    assert r.status_code == 409 and r.json()["reason"] == "branching.rollback_conflict", r.text
+    assert snapshot(duck, p) == after
+
+
+def test_undo_that_cannot_run_the_statement_again_says_why(duck: SqlgateServer, agent: str) -> None:
+    """The column the statement names was renamed since: running it again fails. A clear 409 naming that
+    error, nothing changed (before: the later rename was undone too, or 'transaction is aborted', a 500)."""
+    p = fresh("prr")
+    _table(duck, agent, p)
+    cp = ok(duck.sql(f"ALTER TABLE {p}_t ALTER COLUMN a DROP NOT NULL", token=agent))["checkpoint"]["id"]
+    ok(duck.sql(f"ALTER TABLE {p}_t RENAME COLUMN a TO a2", token=agent))
+    undone = ok(rollback(duck, cp, token=agent, mode="statement"))
+    state = snapshot(duck, p)
+    assert any(e[2].startswith("2:a2:INTEGER:false") for e in state["schema"] if e[0] == "col")  # NOT NULL back
+    r = rollback(duck, undone["new_checkpoint"], token=agent)
+    assert r.status_code == 409 and r.json()["reason"] == "branching.redo_unavailable", r.text
+    assert "does not have a column" in r.json()["message"]
+    assert snapshot(duck, p) == state
+
+
+@pytest.mark.parametrize(("first_mode", "second_mode"), [("statement", "statement"), ("statement", "all"),
+                                                         ("all", "all")])
+def test_older_definition_after_a_rollback_that_rebuilt_the_table(duck: SqlgateServer, agent: str,
+                                                                   first_mode: str, second_mode: str) -> None:
+    """A rollback of DROP COLUMN rebuilt the table (a new oid, recorded with its moves): an older
+    definition checkpoint still finds it (it was 'table is gone', a 500)."""
+    p = fresh("pro")
+    _table(duck, agent, p)
+    before = snapshot(duck, p)
+    cp1 = ok(duck.sql(f"ALTER TABLE {p}_t ALTER COLUMN a DROP NOT NULL", token=agent))["checkpoint"]["id"]
+    middle = snapshot(duck, p)
+    cp2 = ok(duck.sql(f"ALTER TABLE {p}_t DROP COLUMN b", token=agent))["checkpoint"]["id"]
+    ok(rollback(duck, cp2, token=agent, mode=first_mode))
+    assert snapshot(duck, p) == middle
+    undone = ok(rollback(duck, cp1, token=agent, mode=second_mode))
+    assert snapshot(duck, p) == before
+    ok(rollback(duck, undone["new_checkpoint"], token=agent))
+    assert snapshot(duck, p) == middle
+
+
+def test_statement_mode_of_a_type_change_keeps_rows_written_since_or_refuses(duck: SqlgateServer, agent: str) -> None:
+    """Rows written after the type change keep their values cast back (before: NULL, a silent loss); one
+    that does not fit the old type exactly is a conflict, nothing changed."""
+    p = fresh("prv")
+    _table(duck, agent, p)
+    cp = ok(duck.sql(f"ALTER TABLE {p}_t ALTER COLUMN c TYPE VARCHAR", token=agent))["checkpoint"]["id"]
+    ok(duck.sql(f"INSERT INTO {p}_t VALUES (100, 1, 'x', 'abc')", token=agent))
+    after = snapshot(duck, p)
+    r = rollback(duck, cp, token=agent, mode="statement")
+    assert r.status_code == 409 and "does not fit INTEGER" in r.text, r.text
+    assert snapshot(duck, p) == after
+    ok(duck.sql(f"UPDATE {p}_t SET c = '7' WHERE id = 100", token=agent))
+    ok(rollback(duck, cp, token=agent, mode="statement"))
+    assert ok(duck.sql(f"SELECT c FROM {p}_t WHERE id = 100", token=agent))["rows"] == [{"c": 7}]
