@@ -209,11 +209,14 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
         await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
 
 
+_ATTNUMS = "CREATE TEMP TABLE IF NOT EXISTS sqlgate_attnums (rel oid, at int2, was int2) ON COMMIT DROP"
+
+
 async def identities(conn: Any, relid: int) -> dict[int, int]:
     """Each live column's attnum now -> the attnum it had before this rollback re-created it (a column
     brought back, the columns after it re-created behind it: new attnums). Kept definitions and dropped
     columns name columns by the attnum they had then."""
-    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_attnums (rel oid, at int2, was int2) ON COMMIT DROP")
+    await conn.execute(_ATTNUMS)
     cur = await conn.execute(
         "SELECT a.attnum, coalesce(m.was, a.attnum) FROM pg_attribute a LEFT JOIN pg_temp.sqlgate_attnums m"
         " ON m.rel = a.attrelid AND m.at = a.attnum WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
@@ -223,11 +226,20 @@ async def identities(conn: Any, relid: int) -> dict[int, int]:
 
 async def recreated(conn: Any, relid: int, columns: list[tuple[str, int]]) -> None:
     """Columns (name, attnum they had) this rollback just added again: their new attnums map to the old."""
-    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS sqlgate_attnums (rel oid, at int2, was int2) ON COMMIT DROP")
-    for name, was in columns:
-        await conn.execute(
-            "INSERT INTO pg_temp.sqlgate_attnums SELECT attrelid, attnum, %s FROM pg_attribute"
-            " WHERE attrelid = %s AND attname = %s AND NOT attisdropped", (was, relid, name))
+    await conn.execute(_ATTNUMS)
+    await conn.execute(
+        "INSERT INTO pg_temp.sqlgate_attnums SELECT a.attrelid, a.attnum, c.was FROM pg_attribute a"
+        " JOIN unnest(%s::name[], %s::int2[]) c(name, was) ON a.attname = c.name"
+        " WHERE a.attrelid = %s AND NOT a.attisdropped",
+        ([n for n, _ in columns], [w for _, w in columns], relid))
+
+
+async def let_read_kept(conn: Any, trash: str, owner: str | None) -> None:
+    """The table's owner (None: sqlgate's login, who may already) reads the values kept in `trash`.kept:
+    the restore's UPDATE runs as the owner."""
+    if owner:
+        await conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {t} TO {o}; GRANT SELECT ON {t}.kept TO {o}").format(
+            t=sql.Identifier(trash), o=sql.SQL(owner)))
 
 
 async def relname(conn: Any, oid: int) -> str:
@@ -246,9 +258,7 @@ async def _put_back_values(conn: Any, relid: int, rel: Any, col: Any, o: dict[st
     for name in capture:
         await conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(rel, sql.Identifier(name)))
     owner = await table_owner(conn, relid)  # strictly: only who may ALTER the table ran the type change
-    if owner:
-        await conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}; GRANT SELECT ON {}.kept TO {}").format(
-            sql.Identifier(o["trash"]), sql.SQL(owner), sql.Identifier(o["trash"]), sql.SQL(owner)))
+    await let_read_kept(conn, o["trash"], owner)
     async with as_role(conn, owner):
         await conn.execute(sql.SQL("UPDATE {} t SET {} = k.{} FROM {}.kept k WHERE {}").format(
             rel, col, col, sql.Identifier(o["trash"]), match))

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg import sql
 
 from branching import common
-from branching.pg_restore import relname, triggers_off, triggers_on
+from branching.pg_restore import let_read_kept, relname, triggers_off, triggers_on
 from branching.pg_roles import as_owner, as_role, is_check, table_owner
 
 
@@ -27,9 +27,7 @@ async def restore_last_column(conn: Any, cp_id: str, mode: str, o: dict[str, Any
         raise common.rollback_failed(f"column {o['column']} exists again; drop it first")
     owner = await table_owner(conn, relid)
     trash = sql.Identifier(o["trash"])
-    if owner:  # the UPDATE, as the owner, reads the kept values
-        await conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}; GRANT SELECT ON {}.kept TO {}").format(
-            trash, sql.SQL(owner), trash, sql.SQL(owner)))
+    await let_read_kept(conn, o["trash"], owner)
     collate = sql.SQL(f" COLLATE {o['collation']}") if o.get("collation") else sql.SQL("")
     async with as_role(conn, owner):
         await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}{}").format(rel, col, sql.SQL(o["type"]), collate))
