@@ -248,15 +248,21 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
         moves.drop_later.append(o["keep"])
 
 
+def _later_definitions(cur: Cursor, o: dict[str, Any], seq: int) -> list[dict[str, Any]]:
+    """The definitions of the same table kept by later checkpoints not undone, oldest first."""
+    return [x for (objects,) in cur.execute(
+                "SELECT objects FROM sqlgate.checkpoints WHERE seq > ? AND undone_by IS NULL"
+                " AND kind = 'definition' ORDER BY seq", [seq]).fetchall()
+            for x in json.loads(objects)
+            if x.get("kind") == "definition" and (x["schema"], x["name"]) == (o["schema"], o["name"])]
+
+
 def _name_since(cur: Cursor, o: dict[str, Any], seq: int, name: str) -> str:
     """What column `name` of the table is called now, after the later column renames not undone."""
-    for (objects,) in cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE seq > ? AND undone_by IS NULL"
-                                  " AND kind = 'definition' ORDER BY seq", [seq]).fetchall():
-        for x in json.loads(objects):
-            change = x.get("change") or {}
-            if (x.get("kind") == "definition" and change.get("what") == "column" and change.get("name") == name
-                    and (x["schema"], x["name"]) == (o["schema"], o["name"])):
-                name = change["to"]
+    for x in _later_definitions(cur, o, seq):
+        change = x.get("change") or {}
+        if change.get("what") == "column" and change.get("name") == name:
+            name = change["to"]
     return name
 
 
@@ -264,13 +270,9 @@ def _undo_type(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: in
                old_type: str, type_: str, conflict: Any) -> None:
     """The old type back: rows kept at the change get their kept values; rows written since (new row ids)
     their values cast back, which must give them exactly (else a conflict)."""
-    after = None  # the type right after the statement: as the table's next definition checkpoint kept it
-    for (objects,) in cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE seq > ? AND undone_by IS NULL"
-                                  " AND kind = 'definition' ORDER BY seq", [seq]).fetchall():
-        for x in json.loads(objects):
-            if after is None and x.get("kind") == "definition" and (x["schema"], x["name"]) == (o["schema"], o["name"]):
-                after = next((c[1] for c in x["columns"] if c[0] == name), type_)
-    after = type_ if after is None else after
+    # The type right after the statement: as the table's next definition checkpoint kept it.
+    following = _later_definitions(cur, o, seq)[:1]
+    after = next((c[1] for c in following[0]["columns"] if c[0] == name), type_) if following else type_
     if after != type_:
         raise conflict("its type was changed again since", column=name)
     col = q(name)
