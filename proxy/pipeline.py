@@ -44,6 +44,17 @@ def _trace(identity: Identity, request_id: str, branch: str, front_door: str, pa
                  klass=part.klass.label, tables=list(part.tables), command=part.command)
 
 
+def _end_trace(trace: Trace, started: float, outcome: str, rows: int | None,
+               error: errors.SqlgateError | None) -> None:
+    """A step's trace once it ran: its time (the cost budgets spend), outcome, rows (None: left as is)."""
+    trace.duration_ms = trace.cost = (time.perf_counter() - started) * 1000
+    trace.outcome = outcome
+    if rows is not None:
+        trace.rows = rows
+    if error is not None:
+        trace.error_code, trace.error_message = error.reason, error.message
+
+
 def _session_only(part: Part) -> bool:
     """DDL that creates only temporary objects: it runs on the token's own login, where the session's
     later statements (which are DML, on that login) will see them."""
@@ -133,14 +144,10 @@ class Pipeline(LastingSessions):
     def relayed(self, trace: Trace, started: float, tag: str, error: errors.SqlgateError | None) -> None:
         """A relayed statement's answer came back: traced as any statement run alone
         (`_trace_alone` with a result of that command tag and no rows of its own)."""
-        trace.duration_ms = trace.cost = (time.perf_counter() - started) * 1000
         words = tag.split()
-        trace.rows = int(words[-1]) if len(words) >= 2 and words[-1].isdigit() else 0
-        if error is None:
-            trace.outcome = "ok"
-        else:
-            trace.outcome = "failed"
-            trace.error_code, trace.error_message = error.reason, error.message
+        _end_trace(trace, started, "failed" if error else "ok",
+                   int(words[-1]) if len(words) >= 2 and words[-1].isdigit() else 0, error)
+        if error is not None:
             error.extra["trace_id"] = trace.id
         self.traces.add_one(trace)
 
@@ -339,16 +346,9 @@ class Pipeline(LastingSessions):
 
     @staticmethod
     def _finish(step: Step, started: float, outcome: str, error: errors.SqlgateError | None = None) -> None:
-        trace = step.trace
-        trace.duration_ms = (time.perf_counter() - started) * 1000
-        trace.cost = trace.duration_ms
-        trace.outcome = outcome
         result = step.result
-        if result is not None:
-            rows = result.row_count
-            trace.rows = rows if rows is not None else len(result.rows)
-        if error is not None:
-            trace.error_code, trace.error_message = error.reason, error.message
+        rows = None if result is None else result.row_count if result.row_count is not None else len(result.rows)
+        _end_trace(step.trace, started, outcome, rows, error)
 
     def _trace_failure(self, steps: list[Step], failed: Step | None, error: errors.SqlgateError) -> None:
         if failed is not None:
