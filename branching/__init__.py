@@ -126,11 +126,12 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   empty rows piece, a "marker"), so mode 'all' removes the rows written under the changed definition.
   The checkpoint records what its statement changed (from the parse tree): mode 'statement' reverts only
   that (following later column renames; a later change of the same thing is a 409 conflict; rows written
-  since under a changed type are cast back, 409 if one does not survive the cast). A
-  rollback restores objects first and rows after; NOT NULL comes back after the rows (its changes are
-  recorded as "notnull" objects, and follow the renames the rollback undoes); kept rows named by columns it renamed back are read by position; rows
-  kept after a type change it undoes take the values kept at that change. DROP COLUMN / ALTER TYPE keep the
-  rows their transaction appended by value (temporary row ids until COMMIT) and match them by value.
+  since under a changed type are cast back, 409 if one does not survive the cast). A rollback restores
+  objects first and rows after; NOT NULL comes back after the rows (its changes are recorded as "notnull"
+  objects, and follow the renames the rollback undoes); kept rows named by columns it renamed back are read
+  by position; rows kept after a type change it undoes take the values kept at that change. DROP COLUMN /
+  ALTER TYPE keep the rows their transaction appended by value (temporary row ids until COMMIT) and match
+  them by value.
 - Undoing a rollback (duck_redo): on the rollback's worker thread, in its transaction, it first drops the
   NOT NULL the rollback set after its rows, reverses the rollback's rows (in the shape the rollback left),
   then runs the statements it undid again, oldest first, through the same `_plan` and runners the pipeline

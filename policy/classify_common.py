@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from policy.dangerous import CAPTURE_FORMAT_SETTINGS, capture_format_problem
 from proxy.statement import Part, StatementClass, Target
 
 C = StatementClass
@@ -10,8 +11,6 @@ C = StatementClass
 def check_capture_format(acc: Acc, name: str, value: str | None, prefix: str = "") -> None:
     """A setting that changes how values are written as text (policy.dangerous.capture_format_problem):
     refused unless its value keeps checkpoints exact, and the verdict depends on that value."""
-    from policy.dangerous import CAPTURE_FORMAT_SETTINGS, capture_format_problem
-
     if name.lower() in CAPTURE_FORMAT_SETTINGS:
         acc.numbers_matter = True
         if why := capture_format_problem(name, value):
