@@ -120,7 +120,7 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   defaults and NOT NULL (renumbering row ids, which duck_moves maps for older checkpoints; the rebuilt
   table's new oid is recorded too, in this rollback and as a `moves` object of its checkpoint, so older
   definition checkpoints find it); the checkpoint keeps the table's watermark too (an empty rows
-  piece), so mode 'all' also removes rows added since. RENAME, DROP DEFAULT/
+  piece), so mode 'all' also removes rows added since. RENAME, DROP/SET DEFAULT/
   NOT NULL, ALTER TYPE (+ rowid/values), DROP INDEX/SEQUENCE, CREATE OR REPLACE VIEW: definitions.
 - DROP/SET DEFAULT, DROP NOT NULL, RENAME, ALTER TYPE and DROP INDEX keep the table's watermark too (an
   empty rows piece, a "marker"), so mode 'all' removes the rows written under the changed definition.

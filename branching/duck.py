@@ -33,7 +33,7 @@ from proxy.statement import Part
 from proxy.trace import new_id
 
 _DML = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
-_DEFINITION_DETAILS = {"drop default", "drop not null", "rename column", "type"}
+_DEFINITION_DETAILS = {"drop default", "set default", "drop not null", "rename column", "type"}
 
 
 class DuckDBCheckpointer:

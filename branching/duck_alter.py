@@ -70,7 +70,7 @@ def definition_change(text: str, cols: list[Any]) -> dict[str, Any]:
             return {"what": "type", "name": name}
         if action.args.get("drop") and action.args.get("allow_null"):
             return {"what": "notnull", "name": name}
-        if action.args.get("drop"):
+        if action.args.get("drop") or action.args.get("default") is not None:  # DROP / SET DEFAULT
             return {"what": "default", "name": name}
     return {"what": "other"}
 

@@ -237,9 +237,10 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
         cur.execute(f"ALTER TABLE {now_qualified} RENAME COLUMN {col} TO {q(kept[0])}")
         moves.follow_rename(now_qualified, now_qualified, name, kept[0])
     elif what == "default" and default != kept[2]:
-        if default is not None:
+        if default != _right_after(cur, o, seq, name, 2, default):
             raise conflict("its default was set again since", column=name)
-        cur.execute(f"ALTER TABLE {now_qualified} ALTER COLUMN {col} SET DEFAULT {kept[2]}")
+        cur.execute(f"ALTER TABLE {now_qualified} ALTER COLUMN {col} "
+                    + ("DROP DEFAULT" if kept[2] is None else f"SET DEFAULT {kept[2]}"))
     elif what == "notnull" and not kept[3] and nullable:  # once the rows written since are checked
         moves.after_rows.append({"table": now_qualified, "column": name, "set": True})
     elif what == "type":
@@ -257,6 +258,13 @@ def _later_definitions(cur: Cursor, o: dict[str, Any], seq: int) -> list[dict[st
             if x.get("kind") == "definition" and (x["schema"], x["name"]) == (o["schema"], o["name"])]
 
 
+def _right_after(cur: Cursor, o: dict[str, Any], seq: int, name: str, field: int, now: Any) -> Any:
+    """Field `field` (1 type, 2 default) of column `name` right after the statement: as the table's next
+    definition checkpoint kept it (type and default changes always take one), else as it is `now`."""
+    following = _later_definitions(cur, o, seq)[:1]
+    return next((c[field] for c in following[0]["columns"] if c[0] == name), now) if following else now
+
+
 def _name_since(cur: Cursor, o: dict[str, Any], seq: int, name: str) -> str:
     """What column `name` of the table is called now, after the later column renames not undone."""
     for x in _later_definitions(cur, o, seq):
@@ -270,10 +278,7 @@ def _undo_type(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: in
                old_type: str, type_: str, conflict: Any) -> None:
     """The old type back: rows kept at the change get their kept values; rows written since (new row ids)
     their values cast back, which must give them exactly (else a conflict)."""
-    # The type right after the statement: as the table's next definition checkpoint kept it.
-    following = _later_definitions(cur, o, seq)[:1]
-    after = next((c[1] for c in following[0]["columns"] if c[0] == name), type_) if following else type_
-    if after != type_:
+    if _right_after(cur, o, seq, name, 1, type_) != type_:
         raise conflict("its type was changed again since", column=name)
     col = q(name)
     keyed = _keyed(cur, moves, cp_id, o, seq, o["type_column"]) if o.get("keep") else None

@@ -58,9 +58,10 @@ async def undo_change(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
                     await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                         rel, sql.Identifier(name), sql.SQL(kept["def"])))
     elif what in ("default", "notnull", "type", "column"):
-        c = next((c for c in o["columns"] if c["name"] == name), None)
-        if c is not None:
-            await _undo_column_change(conn, cp_id, o, c, what, change, rel, conflict)
+        for column in change.get("names") or [name]:  # several only for SET/DROP DEFAULTs in one ALTER
+            c = next((c for c in o["columns"] if c["name"] == column), None)
+            if c is not None:
+                await _undo_column_change(conn, cp_id, o, c, what, change, rel, conflict)
     else:
         raise conflict("sqlgate cannot undo this change of the definition alone")
     if o.get("trash"):
@@ -86,14 +87,19 @@ async def _undo_column_change(conn: Any, cp_id: str, o: dict[str, Any], c: dict[
             raise conflict("a column with this name was added since", column=c["name"])
         await conn.execute(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(rel, col, sql.Identifier(c["name"])))
     elif what == "default" and default != c["default"]:
-        if default is not None:
+        after = await _kept_after(conn, o["cp"], relid, c["attnum"])
+        if after is not None and default != after["default"]:
             raise conflict("its default was set again since", column=c["name"])
-        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-            rel, col, sql.SQL(c["default"])))
+        if c["default"] is None:
+            await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(rel, col))
+        else:
+            await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                rel, col, sql.SQL(c["default"])))
     elif what == "notnull" and c["notnull"] and not notnull:
         await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
     elif what == "type":
-        if type_ != await _type_after(conn, o["cp"], relid, c["attnum"], type_):
+        after = await _kept_after(conn, o["cp"], relid, c["attnum"])
+        if after is not None and type_ != str(after["type"]):
             raise conflict("its type was changed again since", column=c["name"])
         names = {k["name"]: now.get(k["attnum"], (None,))[0] for k in o["columns"]}
         if any(names.get(k) is None for k in o["pk"]):
@@ -101,17 +107,14 @@ async def _undo_column_change(conn: Any, cp_id: str, o: dict[str, Any], c: dict[
         await _undo_type(conn, cp_id, o, c, name, notnull, [(k, names[k]) for k in o["pk"]], rel, conflict)
 
 
-async def _type_after(conn: Any, cp_id: str, relid: int, attnum: int, now: str) -> str:
-    """The column's type right after checkpoint `cp_id`'s statement: as the next definition checkpoint of
-    the table kept it (type changes always take one), else as it is now."""
+async def _kept_after(conn: Any, cp_id: str, relid: int, attnum: int) -> dict[str, Any] | None:
+    """The column right after checkpoint `cp_id`'s statement, as the table's next definition checkpoint
+    kept it (type and default changes always take one); None when no later one did: it is as it is now."""
     row = await (await conn.execute(
         "SELECT x->'columns' FROM sqlgate.checkpoints k, jsonb_array_elements(k.objects) x"
         " WHERE k.mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s) AND x->>'kind' = 'definition'"
         " AND (x->>'relid')::oid = %s ORDER BY k.mark LIMIT 1", (cp_id, relid))).fetchone()
-    for c in (row[0] if row else None) or ():
-        if c["attnum"] == attnum:
-            return str(c["type"])
-    return now
+    return next((c for c in (row[0] if row else None) or () if c["attnum"] == attnum), None)
 
 
 # True when `v` cast to type `t` and back is `v` again; a failing cast is false.

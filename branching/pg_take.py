@@ -23,7 +23,8 @@ from proxy.trace import new_id
 
 # 'upsert': INSERT ... ON CONFLICT DO UPDATE; the capture triggers record its inserts and updates alike.
 _DML = {"delete", "update", "merge", "truncate", "insert", "upsert"}
-_DEFINITION_DETAILS = {"drop default", "drop not null", "drop constraint", "rename column", "type"}
+_DEFINITION_DETAILS = {"drop default", "set default", "drop not null", "drop constraint", "rename column", "type"}
+_DEFAULT_DETAILS = {"drop default", "set default"}
 # These run on the agent's connection, under its search_path: built-in names are qualified.
 _TAKE_SQL = ("SELECT sqlgate.cp_take(%s, %s, %s, %s, %s, %s, %s::pg_catalog.text[],"
              " %s::pg_catalog.text[]::pg_catalog.regclass[], %s)")
@@ -79,11 +80,11 @@ async def take(session: Any, part: Part, context: CheckpointContext, retention_d
                     (cp_id, names[0], _unquoted(single.column), cascade, missing_ok, names[0],
                      _unquoted(single.column)))
         return Checkpoint(cp_id, tuple(names), "column")
-    if single is not None and single.kind == "table" and (
-            single.action == "rename" or single.detail in _DEFINITION_DETAILS):
+    if (single is not None and single.kind == "table" and (
+            single.action == "rename" or single.detail in _DEFINITION_DETAILS)) or _defaults_of_one_table(targets):
         # The table is captured from here on: mode 'all' undoes the rows written under the new definition.
         await _record(session, (*base, "definition", names, names, days))
-        type_column = _unquoted(single.column) if single.detail == "type" and single.column else None
+        type_column = _unquoted(single.column) if single and single.detail == "type" and single.column else None
         await _call(session, "SELECT sqlgate.cp_keep_definition(%s, %s::pg_catalog.regclass, %s, %s::pg_catalog.jsonb)",
                     (cp_id, names[0], type_column, json.dumps(_definition_change(part.sql))))
         return Checkpoint(cp_id, tuple(names), "definition")
@@ -130,6 +131,12 @@ async def _read_tables(session: Any, names: list[str]) -> list[str]:
     return list(row[0]) if row else []
 
 
+def _defaults_of_one_table(targets: tuple[Any, ...]) -> bool:
+    """ALTER TABLE t ALTER a SET DEFAULT .., ALTER b DROP DEFAULT: one definition checkpoint keeps them all."""
+    return (len({t.name for t in targets}) == 1 and targets[0].kind == "table"
+            and all(t.action == "alter" and t.detail in _DEFAULT_DETAILS for t in targets))
+
+
 def _drop_column_behavior(text: str) -> tuple[bool, bool]:
     """CASCADE and IF EXISTS of the statement's one DROP COLUMN, from PostgreSQL's own parse tree."""
     stmts = json.loads(pgparser.parse_sql_json(text)).get("stmts") or [{}]
@@ -158,10 +165,12 @@ def _definition_change(text: str) -> dict[str, Any]:
         return {"what": _RENAMES.get(str(r.get("renameType")), "other"), "name": r.get("subname"),
                 "to": r.get("newname")}
     cmds: list[dict[str, Any]] = (stmt.get("AlterTableStmt") or {}).get("cmds") or []
+    subtypes = [(c.get("AlterTableCmd") or {}).get("subtype") for c in cmds]
+    if len(cmds) > 1 and all(_CHANGES.get(str(st)) == "default" for st in subtypes):  # several SET/DROP DEFAULTs
+        names = [c["AlterTableCmd"].get("name") for c in cmds]
+        return {"what": "default", "name": names[0], "names": names}
     cmd: dict[str, Any] = (cmds[0].get("AlterTableCmd") or {}) if len(cmds) == 1 else {}
     what = _CHANGES.get(str(cmd.get("subtype")), "other")
-    if what == "default" and cmd.get("def"):  # SET DEFAULT is not kept as a definition change
-        what = "other"
     # DROP CONSTRAINT ... CASCADE (any of the commands): what it takes from other tables is kept too.
     cascades = [c["AlterTableCmd"].get("name") for c in cmds
                 if (c.get("AlterTableCmd") or {}).get("subtype") == "AT_DropConstraint"

@@ -272,6 +272,8 @@ def _alter(acc, t: exp.Alter, stype, text):
             elif a.args.get("drop") or a.args.get("allow_null"):
                 acc.raise_to(C.DESTRUCTIVE_DDL, "ALTER ... DROP can lose data")
                 acc.target(rk, name, "alter", col, "drop default" if a.args.get("drop") else "drop not null")
+            elif a.args.get("default") is not None:
+                acc.target(rk, name, "alter", col, "set default")  # safe_ddl, but the old default is kept
             else:
                 acc.target(rk, name, "alter", col, "alter column")
         elif isinstance(a, exp.AlterRename):

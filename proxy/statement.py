@@ -87,8 +87,9 @@ class Part:
 
     @property
     def overwrites(self) -> bool:
-        """It may overwrite rows although its class is `write` (an upsert)."""
-        return any(t.action == "upsert" for t in self.targets)
+        """It may overwrite something although its class is not destructive: an upsert's rows
+        (class `write`), a SET DEFAULT's old default (class `safe_ddl`). Either is checkpointed."""
+        return any(t.action == "upsert" or t.detail == "set default" for t in self.targets)
 
 
 @dataclass(frozen=True)

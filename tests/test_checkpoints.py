@@ -427,6 +427,7 @@ def test_merge_and_data_modifying_cte(sqlgate: SqlgateServer, writer: str) -> No
 
 DEFINITIONS = [
     ("drop_default", "ALTER TABLE {p}_t ALTER COLUMN name DROP DEFAULT"),
+    ("set_default", "ALTER TABLE {p}_t ALTER COLUMN name SET DEFAULT 'other'"),  # safe_ddl, but checkpointed
     ("drop_not_null", "ALTER TABLE {p}_t ALTER COLUMN name DROP NOT NULL"),
     ("drop_check", "ALTER TABLE {p}_t DROP CONSTRAINT {p}_t_qty_check"),
     ("drop_unique", "ALTER TABLE {p}_t DROP CONSTRAINT {p}_t_name_qty_key"),
