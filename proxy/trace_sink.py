@@ -49,12 +49,19 @@ class TraceSink:
     async def flush(self) -> None:
         """Write everything pending now (GET /traces calls this first)."""
         async with self._lock:
-            while self.pending:
-                chunk, self.pending = self.pending[: self.batch], self.pending[self.batch:]
-                try:
-                    await self.meta.insert_traces(chunk)
-                except Exception:
-                    await self._write_one_by_one(chunk)
+            # What is pending now, not what arrives meanwhile: under load, traces arrive
+            # during every write, and chasing them made one small COPY after another.
+            taken, self.pending = self.pending, []
+            try:
+                for start in range(0, len(taken), self.batch):
+                    chunk = taken[start:start + self.batch]
+                    try:
+                        await self.meta.insert_traces(chunk)
+                    except Exception:
+                        await self._write_one_by_one(chunk)
+            except BaseException:
+                self.pending[:0] = taken[start + self.batch:]  # not written yet: kept for the next flush
+                raise
 
     async def _write_one_by_one(self, chunk: list[Trace]) -> None:
         """A failed batch: write its traces singly, so one bad row cannot hold back
