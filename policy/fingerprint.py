@@ -348,8 +348,9 @@ class ClassificationCache:
                 return st
             st = self._by_template(sql, dialect)
             if st is not None:
+                # Not kept as exact text: a template hit is nearly as quick, and text that differs only in
+                # its numbers (pgbench's) would churn the exact level, one insert and eviction per statement.
                 self.hits_fingerprint += 1
-                self._put(self._exact, key, st)
                 return st
         fp = fingerprint(sql, dialect)
         if fp is not None:

@@ -136,9 +136,10 @@ class Pipeline(LastingSessions):
             return None
         if decide(identity.role, part).__class__ is not Allow:
             return None
-        trace = Trace(new_id("rq"), identity.actor, identity.token.id, branch, "wire", part.sql,
+        trace_id = new_id("tr")  # the request is this one statement: its id is the trace's, as rq_
+        trace = Trace("rq" + trace_id[2:], identity.actor, identity.token.id, branch, "wire", part.sql,
                       list(params) if params else None, "read", list(part.tables), part.command,
-                      id=new_id("tr"), at=datetime.now(UTC))
+                      id=trace_id, at=datetime.now(UTC))
         return trace, self.role_logins[identity.role]  # what login_for answers for a read
 
     def relayed(self, trace: Trace, started: float, tag: str, error: errors.SqlgateError | None) -> None:

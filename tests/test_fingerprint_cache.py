@@ -214,3 +214,18 @@ def test_an_overlong_number_is_not_cached_through_a_template() -> None:
     got = cache.get(sql, "postgres")
     assert _same(got, classify(sql, "postgres"))
     assert ("postgres", sql) not in cache._exact
+
+
+def test_template_hits_leave_the_exact_level_alone() -> None:
+    """Text that differs only in its numbers hits through its template, and is not stored as exact text:
+    pgbench's random keys would otherwise insert (and evict) one exact entry per statement."""
+    cache = ClassificationCache()
+    shape = "SELECT abalance FROM pgbench_accounts WHERE aid = {};"
+    _warm(cache, shape.format(1), "postgres")
+    exact = len(cache._exact)
+    hits = cache.hits_fingerprint
+    for aid in range(1000, 1100):
+        got = cache.get(shape.format(aid), "postgres")
+        assert got.sql == shape.format(aid) and got.parts[0].sql == shape.format(aid)[:-1]
+    assert cache.hits_fingerprint == hits + 100 and cache.misses == 1
+    assert len(cache._exact) == exact
