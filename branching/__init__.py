@@ -60,6 +60,12 @@ SECURITY DEFINER, owned by the owner login):
   rollback keep their old attnums for the next (a temporary map for the rollback). DROP CONSTRAINT
   ... CASCADE of a key keeps the foreign keys it takes from other tables as dependents (re-applied after
   their rows, as DROP COLUMN's are); anything else such a CASCADE would drop is refused first.
+- Additions (ADD COLUMN, SET NOT NULL, ADD CONSTRAINT, CREATE INDEX; class safe_ddl, nothing destroyed):
+  a definition checkpoint all the same, so that mode 'all' to an earlier checkpoint of the table takes
+  them away (a kept definition's restore drops the columns, constraints and indexes the table gained
+  after it, RESTRICT: a dependent made since is a failure naming it); mode 'statement' drops what that
+  statement added (an added column only when no row was written since: they may hold values in it).
+  Where none can be taken (a partitioned table, CREATE INDEX CONCURRENTLY) the statement runs unrecorded.
 - sqlgate's own SQL as the owner runs on connections pinned to search_path = pg_catalog, pg_temp (an
   agent may create in public); SQL it runs on an agent's connection names built-ins by schema.
 - What a restore evaluates runs as the table's owner (pg_roles: SET LOCAL ROLE, the owner looked up
@@ -122,6 +128,9 @@ DuckDB (duck*.py, one module per job): no triggers, roles or SET SCHEMA.
   definition checkpoints find it); the checkpoint keeps the table's watermark too (an empty rows
   piece), so mode 'all' also removes rows added since. RENAME, DROP/SET DEFAULT/
   NOT NULL, ALTER TYPE (+ rowid/values), DROP INDEX/SEQUENCE, CREATE OR REPLACE VIEW: definitions.
+  ADD COLUMN, SET NOT NULL, CREATE INDEX (safe_ddl) too, with the table's index names: a restore drops
+  the indexes and columns added after it (columns it drops are left out of the rows undone since);
+  DuckDB cannot drop a constraint, so ADD CONSTRAINT runs unrecorded.
 - DROP/SET DEFAULT, DROP NOT NULL, RENAME, ALTER TYPE and DROP INDEX keep the table's watermark too (an
   empty rows piece, a "marker"), so mode 'all' removes the rows written under the changed definition.
   The checkpoint records what its statement changed (from the parse tree): mode 'statement' reverts only

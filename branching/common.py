@@ -117,16 +117,23 @@ def definitions_broken(checkpoint_id: str, problems: list[dict[str, Any]]) -> er
     """Mode 'all' could not re-apply a kept definition (a constraint, NOT NULL, an index): rows written since
     by statements the checkpoint does not cover break it."""
     first = problems[0]
-    error = errors.SqlgateError(
-        "branching.rollback_failed", first.get("sqlstate") or "23000",
-        f"rollback failed and changed nothing: {first.get('constraint') or 'a kept definition'} on table"
-        f" {first['table']} cannot be put back: {first['conflict']}",
-        "The rollback re-applies the definitions the statement (or its CASCADE) removed; rows written since by"
-        " statements this checkpoint does not cover break one, and it cannot undo those rows itself.",
-        f"change or delete the rows of {first['table']} that break {first.get('constraint') or 'it'} (named"
-        f' above), then POST /rollback with {{"checkpoint": "{checkpoint_id}"}} again',
-        status=409,
-    )
+    again = f'then POST /rollback with {{"checkpoint": "{checkpoint_id}"}} again'
+    if first.get("sqlstate") == "2BP01":  # an addition it takes away has a dependent made since (a view)
+        message = f"rollback failed and changed nothing: {first['conflict']}"
+        hint = ("Mode 'all' takes away what was added to the table since (a column, a constraint, an index);"
+                " it drops nothing else that depends on them. A view a later DROP VIEW keeps aside (in a"
+                " sqlgate_trash_ schema) depends on them until that checkpoint expires.")
+        step = (f"drop the objects named above, {again}; or undo the later statements one at a time"
+                ' (POST /rollback with "mode": "statement", latest first)')
+    else:
+        message = (f"rollback failed and changed nothing: {first.get('constraint') or 'a kept definition'} on table"
+                   f" {first['table']} cannot be put back: {first['conflict']}")
+        hint = ("The rollback re-applies the definitions the statement (or its CASCADE) removed; rows written since"
+                " by statements this checkpoint does not cover break one, and it cannot undo those rows itself.")
+        step = (f"change or delete the rows of {first['table']} that break {first.get('constraint') or 'it'}"
+                f" (named above), {again}")
+    error = errors.SqlgateError("branching.rollback_failed", first.get("sqlstate") or "23000", message, hint, step,
+                                status=409)
     error.extra["conflicts"] = problems[:100]
     return error
 

@@ -33,7 +33,8 @@ from proxy.statement import Part
 from proxy.trace import new_id
 
 _DML = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
-_DEFINITION_DETAILS = {"drop default", "set default", "drop not null", "rename column", "type"}
+_DEFINITION_DETAILS = {"drop default", "set default", "drop not null", "rename column", "type", "add column",
+                       "set not null"}
 
 
 class DuckDBCheckpointer:
@@ -238,7 +239,8 @@ def _plan(take: Take, tree: exp.Expression) -> tuple[str, Any]:
         return one.kind, drop_runner(take, one.kind, names[0], if_exists)
     if one and one.action == "alter" and one.detail == "drop column" and one.column and one.kind == "table":
         return "column", drop_column_runner(take, names[0], unquote(one.column))
-    if one and one.kind == "table" and (one.action == "rename" or one.detail in _DEFINITION_DETAILS):
+    if one and (one.kind == "table" and (one.action == "rename" or one.detail in _DEFINITION_DETAILS)
+                or one.kind == "index" and one.action == "create"):  # an index: its table's definition
         column = unquote(one.column) if one.detail == "type" and one.column else None
         return "definition", take.keep_runner(lambda cur: keep_definition(take, cur, names[0], column))
     if one and ((one.action == "drop" and one.kind in ("index", "sequence"))

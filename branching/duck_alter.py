@@ -22,8 +22,11 @@ def keep_definition(take: Take, cur: Cursor, name: str, type_column: str | None)
     cols = cur.execute(
         "SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
         " WHERE table_oid = ? ORDER BY column_index", [row[0]]).fetchall()
+    indexes = cur.execute("SELECT list(index_name ORDER BY index_name) FROM duckdb_indexes() WHERE table_oid = ?",
+                          [row[0]]).fetchone()
     obj: dict[str, Any] = {"kind": "definition", "schema": schema, "name": table, "oid": row[0],
-                           "columns": [list(c) for c in cols], "change": definition_change(take.part.sql, cols)}
+                           "columns": [list(c) for c in cols], "indexes": (indexes[0] if indexes else None) or [],
+                           "change": definition_change(take.part.sql, cols)}
     if type_column is not None:
         keep = f"sqlgate.{q('typ_' + take.cp_id)}"
         cur.execute(f"CREATE TABLE {keep} AS SELECT rowid AS {ROWID}, {q(type_column)} FROM {q(schema)}.{q(table)}")
@@ -36,12 +39,16 @@ def keep_definition(take: Take, cur: Cursor, name: str, type_column: str | None)
 
 def definition_change(text: str, cols: list[Any]) -> dict[str, Any]:
     """What one definition change changes (mode 'statement' undoes only that), from its parse tree:
-    {"what": default | notnull | type | column | table | other, "name": the column as named before (as the
-    catalog spells it), "to": a rename's new name}."""
+    {"what": default | notnull | type | column | table | added_column | notnull_set | added_index | other,
+    "name": the column (or index) as named before (as the catalog spells it; an added one as the statement
+    does), "to": a rename's new name}."""
     try:
         tree = sqlglot.parse_one(text, read="duckdb")
     except sqlglot.errors.SqlglotError:
         return {"what": "other"}
+    if isinstance(tree, exp.Create) and str(tree.args.get("kind") or "").upper() == "INDEX":
+        index = tree.this
+        return {"what": "added_index", "name": index.name if isinstance(index, exp.Index) else None}
     actions = tree.args.get("actions") if isinstance(tree, exp.Alter) else None
     if not actions or len(actions) != 1:
         return {"what": "other"}
@@ -64,8 +71,13 @@ def definition_change(text: str, cols: list[Any]) -> dict[str, Any]:
         return {"what": "table", "to": action.this.name}
     if isinstance(action, exp.RenameColumn):
         return {"what": "column", "name": column(action.this), "to": column(action.args.get("to"))}
+    if isinstance(action, exp.ColumnDef):  # ADD COLUMN: as the statement names it
+        ident = action.this
+        return {"what": "added_column", "name": str(ident.this) if isinstance(ident, exp.Identifier) else None}
     if isinstance(action, exp.AlterColumn):
         name = column(action.this)
+        if action.args.get("allow_null") is False:
+            return {"what": "notnull_set", "name": name}
         if action.args.get("dtype") is not None:
             return {"what": "type", "name": name}
         if action.args.get("drop") and action.args.get("allow_null"):

@@ -39,6 +39,8 @@ class Moves:
     after_rows: list[dict[str, Any]] = field(default_factory=list)
     retyped: dict[Key, dict[str, tuple[str, int]]] = field(default_factory=dict)  # column -> (keep, seq)
     renamed: set[Key] = field(default_factory=set)  # a column renamed back: kept rows name it as then
+    taken_away: dict[Key, set[str]] = field(default_factory=dict)  # columns added since, dropped: rows kept
+    # after their ADD COLUMN have them, and the rows undone go back without them
     oids: dict[int, int] = field(default_factory=dict)  # a table this rollback rebuilt: its oid before -> now
     oid_keys: dict[int, Key] = field(default_factory=dict)  # (old oid -> the table's name, for the record)
     _n: int = 0

@@ -196,8 +196,25 @@ def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str,
             cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} DROP NOT NULL")
         elif current[3] != nullable:  # once the rows written since without it are undone
             moves.after_rows.append({"table": qualified, "column": name, "set": True})
+    _take_away_additions(cur, o, oid, qualified, now, moves)
     if o.get("keep"):
         moves.drop_later.append(o["keep"])  # once the rows are undone
+
+
+def _take_away_additions(cur: Cursor, o: dict[str, Any], oid: int, qualified: str, now: list[tuple[Any, ...]],
+                         moves: Moves) -> None:
+    """What the table gained after its definition was kept: indexes (CREATE INDEX), then columns (ADD
+    COLUMN appends them; one whose name the kept definition has stays). Definitions kept before indexes
+    were (an older sqlgate) leave indexes alone."""
+    if "indexes" in o:
+        for (index,) in cur.execute("SELECT index_name FROM duckdb_indexes() WHERE table_oid = ?", [oid]).fetchall():
+            if index not in o["indexes"]:
+                cur.execute(f"DROP INDEX {q(o['schema'])}.{q(index)}")
+    kept = {c[0] for c in o["columns"]}
+    for name, *_ in now[len(o["columns"]):]:
+        if name not in kept:
+            cur.execute(f"ALTER TABLE {qualified} DROP COLUMN {q(name)}")
+            moves.taken_away.setdefault((o["schema"], o["name"]), set()).add(name)
 
 
 def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int, oid: int,
@@ -222,6 +239,9 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
             cur.execute(f"ALTER TABLE {now_qualified} RENAME TO {q(o['name'])}")
             moves.follow_rename(now_qualified, f"{q(o['schema'])}.{q(o['name'])}")
         return
+    if what in ("added_column", "added_index"):
+        _undo_addition(cur, o, seq, what, change.get("name"), oid, now_qualified, conflict)
+        return
     kept = next((c for c in o["columns"] if c[0] == change.get("name")), None)
     if kept is None:
         raise conflict("sqlgate cannot undo this change of the definition alone")
@@ -243,10 +263,40 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
                     + ("DROP DEFAULT" if kept[2] is None else f"SET DEFAULT {kept[2]}"))
     elif what == "notnull" and not kept[3] and nullable:  # once the rows written since are checked
         moves.after_rows.append({"table": now_qualified, "column": name, "set": True})
+    elif what == "notnull_set" and kept[3] and not nullable:
+        cur.execute(f"ALTER TABLE {now_qualified} ALTER COLUMN {col} DROP NOT NULL")
     elif what == "type":
         _undo_type(cur, o, moves, cp_id, seq, now_qualified, name, kept[1], type_, conflict)
     if o.get("keep"):
         moves.drop_later.append(o["keep"])
+
+
+def _undo_addition(cur: Cursor, o: dict[str, Any], seq: int, what: str, name: str | None, oid: int,
+                   qualified: str, conflict: Any) -> None:
+    """CREATE INDEX: the index goes. ADD COLUMN: the column goes, unless rows were written since (they may
+    hold values in it: a conflict): rows added after the statement, or a later checkpoint of the table.
+    IF NOT EXISTS that added nothing: nothing."""
+    if name is None:
+        raise conflict("sqlgate cannot undo this change of the definition alone")
+    if what == "added_index":
+        if name not in o.get("indexes", []) and cur.execute(
+                "SELECT 1 FROM duckdb_indexes() WHERE table_oid = ? AND index_name = ?", [oid, name]).fetchone():
+            cur.execute(f"DROP INDEX {q(o['schema'])}.{q(name)}")
+        return
+    if name in {c[0] for c in o["columns"]}:
+        return
+    if name not in {c[0] for c in _column_defs(cur, oid)}:
+        raise conflict("the column was renamed or dropped since", column=name)
+    mine = [(at, x) for (at, objects) in cur.execute(
+                "SELECT seq, objects FROM sqlgate.checkpoints WHERE seq >= ? AND undone_by IS NULL", [seq]).fetchall()
+            for x in json.loads(objects) if (x.get("schema"), x.get("name")) == (o["schema"], o["name"])]
+    later = any(at > seq for at, _ in mine)
+    marker = next((x for at, x in mine if at == seq and x.get("marker")), None)
+    appended = marker is not None and cur.execute(
+        f"SELECT 1 FROM {qualified} WHERE rowid > ? LIMIT 1", [marker["watermark"]]).fetchone()
+    if later or appended:
+        raise conflict("rows were written since; they may hold values in the column", column=name)
+    cur.execute(f"ALTER TABLE {qualified} DROP COLUMN {q(name)}")
 
 
 def _later_definitions(cur: Cursor, o: dict[str, Any], seq: int) -> list[dict[str, Any]]:

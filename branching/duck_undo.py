@@ -79,9 +79,11 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
     mark = int(pieces[0][1]["watermark"])
     fills = moves.fills.get((schema, name), {})
     retypes = moves.retyped.get((schema, name), {})
+    taken_away = moves.taken_away.get((schema, name), set())
     selects = []
     for i, (seq, p) in enumerate(pieces):
-        have = [c for c in columns(cur, "sqlgate", p["old"].split(".", 1)[1].strip('"')) if c != ROWID]
+        have = [c for c in columns(cur, "sqlgate", p["old"].split(".", 1)[1].strip('"'))
+                if c != ROWID and c not in taken_away]
         named = dict(zip(have, have, strict=True))
         if (schema, name) in moves.renamed and len(have) == len(cols) and have != cols:
             named = dict(zip(cols, have, strict=True))  # kept under names this rollback renamed back
@@ -110,7 +112,7 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
     restore = f"SELECT {collist} FROM __sqlgate_olds QUALIFY row_number() OVER (PARTITION BY __k ORDER BY __o) = 1"
     appended = pieces[0][1].get("appended")
     if appended:
-        if set(columns(cur, "sqlgate", appended.split(".", 1)[1].strip('"'))) != set(cols):
+        if set(columns(cur, "sqlgate", appended.split(".", 1)[1].strip('"'))) - taken_away != set(cols):
             why = "its columns changed since (a column was added or dropped without a checkpoint)"
             raise common.conflicts_error(outcome.checkpoint, [{"table": table, "conflict": why}])
         restore += f" UNION ALL SELECT {collist} FROM {appended}"

@@ -83,7 +83,8 @@ async def definition_conflicts(cp_id: str, mode: str) -> AsyncIterator[None]:
     'statement') or a failure that names it (mode 'all'), never a bare database error."""
     try:
         yield
-    except (psycopg.errors.IntegrityError, psycopg.errors.DuplicateObject) as exc:
+    except (psycopg.errors.IntegrityError, psycopg.errors.DuplicateObject,
+            psycopg.errors.DependentObjectsStillExist) as exc:
         raise definitions_error(cp_id, mode, [_broken(exc)]) from exc
 
 
@@ -99,6 +100,8 @@ def _broken(exc: psycopg.Error) -> dict[str, Any]:
     name = d.constraint_name or (f"NOT NULL on {d.column_name}" if d.column_name else None)
     if isinstance(exc, psycopg.errors.DuplicateObject):
         why = f"a constraint or index with this name was added since ({(d.message_primary or str(exc)).strip()})"
+    elif isinstance(exc, psycopg.errors.DependentObjectsStillExist):  # what was added since has dependents
+        why = f"something made since depends on it: {(d.message_detail or d.message_primary or str(exc)).strip()}"
     else:
         why = f"rows written since break it: {(d.message_detail or d.message_primary or str(exc)).strip()}"
     return {"table": table, "constraint": name, "conflict": why, "sqlstate": d.sqlstate or exc.sqlstate}
@@ -190,6 +193,7 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
         if notnull != c["notnull"]:
             verb = sql.SQL("SET NOT NULL" if c["notnull"] else "DROP NOT NULL")
             await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} {}").format(rel, col, verb))
+    await _take_away_additions(conn, relid, rel, o)
     cur = await conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s", (relid,))
     present = {r[0] for r in await cur.fetchall()}
     # Foreign keys a DROP CONSTRAINT ... CASCADE took are re-applied after the rows (pg_rollback step 3).
@@ -207,6 +211,36 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
             await conn.execute(index["def"])
     if o.get("trash"):
         await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(o["trash"])))
+
+
+async def _take_away_additions(conn: Any, relid: int, rel: Any, o: dict[str, Any]) -> None:
+    """What the table gained after its definition was kept: columns (ADD COLUMN; one whose name the kept
+    definition has is the same column re-created, and stays), constraints (or one of a kept name with
+    another definition: it is put back as kept next), indexes not of a constraint. RESTRICT: something
+    made since that depends on them is a failure that names it, not a silent CASCADE."""
+    kept_names = {c["name"] for c in o["columns"]}
+    cur = await conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0"
+                             " AND NOT attisdropped AND attnum <> ALL(%s::int2[])",
+                             (relid, [c["attnum"] for c in o["columns"]]))
+    actions = [sql.SQL("DROP COLUMN {}").format(sql.Identifier(r[0])) for r in await cur.fetchall()
+               if r[0] not in kept_names]
+    kept = {c["name"]: c["def"] for c in o["constraints"]}
+    cur = await conn.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s"
+                             " ORDER BY contype <> 'f'", (relid,))  # foreign keys first: they may use a key
+    dependents = {c["name"] for c in o.get("dependents", []) if int(c["relid"]) == relid}
+    actions += [sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(name)) for name, definition in await cur.fetchall()
+                if kept.get(name, definition) != definition or (name not in kept and name not in dependents)]
+    if actions:
+        await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(actions)))
+    cur = await conn.execute(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relname FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE i.indrelid = %s AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
+        (relid,))
+    kept_indexes = {i["name"] for i in o["indexes"]}
+    for qualified, name in await cur.fetchall():
+        if name not in kept_indexes:
+            await conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(qualified)))
 
 
 _ATTNUMS = "CREATE TEMP TABLE IF NOT EXISTS sqlgate_attnums (rel oid, at int2, was int2) ON COMMIT DROP"

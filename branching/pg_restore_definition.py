@@ -57,7 +57,9 @@ async def undo_change(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
                 async with as_owner(conn, relid, is_check(kept["def"])):  # a CHECK may call the agent's code
                     await conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                         rel, sql.Identifier(name), sql.SQL(kept["def"])))
-    elif what in ("default", "notnull", "type", "column"):
+    elif what in ("added_column", "added_constraint", "added_index"):
+        await _undo_addition(conn, cp_id, o, what, change.get("name"), rel, conflict)
+    elif what in ("default", "notnull", "notnull_set", "type", "column"):
         for column in change.get("names") or [name]:  # several only for SET/DROP DEFAULTs in one ALTER
             c = next((c for c in o["columns"] if c["name"] == column), None)
             if c is not None:
@@ -97,6 +99,8 @@ async def _undo_column_change(conn: Any, cp_id: str, o: dict[str, Any], c: dict[
                 rel, col, sql.SQL(c["default"])))
     elif what == "notnull" and c["notnull"] and not notnull:
         await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(rel, col))
+    elif what == "notnull_set" and notnull and not c["notnull"]:
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(rel, col))
     elif what == "type":
         after = await _kept_after(conn, o["cp"], relid, c["attnum"])
         if after is not None and type_ != str(after["type"]):
@@ -107,14 +111,69 @@ async def _undo_column_change(conn: Any, cp_id: str, o: dict[str, Any], c: dict[
         await _undo_type(conn, cp_id, o, c, name, notnull, [(k, names[k]) for k in o["pk"]], rel, conflict)
 
 
+async def _undo_addition(conn: Any, cp_id: str, o: dict[str, Any], what: str, name: str | None, rel: Any,
+                         conflict: Any) -> None:
+    """ADD COLUMN: the column goes, unless rows were written since (they may hold values in it: a
+    conflict). ADD CONSTRAINT, CREATE INDEX: what it added goes (unnamed: what the table's next kept
+    definition, or the table now, has and this one did not). IF NOT EXISTS that added nothing: nothing."""
+    relid = int(o["relid"])
+    if what == "added_column":
+        if name is None or name in {c["name"] for c in o["columns"]}:
+            return
+        row = await (await conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = %s AND attname = %s AND attnum > 0"
+            " AND NOT attisdropped), EXISTS (SELECT FROM sqlgate.changes WHERE tbl = %s"
+            " AND seq > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s))",
+            (relid, name, relid, o["cp"]))).fetchone()
+        if not row[0]:
+            raise conflict("the column was renamed or dropped since", column=name)
+        if row[1]:
+            raise conflict("rows were written since; they may hold values in the column", column=name)
+        dropped = [sql.SQL("DROP COLUMN {}").format(sql.Identifier(name))]
+    else:
+        field = "constraints" if what == "added_constraint" else "indexes"
+        kept = {k["name"] for k in o[field]}
+        present = {r[0] for r in await (await conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s" if field == "constraints" else
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s",
+            (relid,))).fetchall()}
+        if name:
+            added = {name}
+        else:
+            after = await _definition_after(conn, o["cp"], relid)
+            added = ({k["name"] for k in after[field]} if after else present) - kept
+        gone = sorted((added & present) - kept)
+        if field == "constraints":
+            dropped = [sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(k)) for k in gone]
+        else:
+            dropped = [sql.SQL("DROP INDEX {}").format(sql.Identifier(o["schema"], k)) for k in gone]
+    if not dropped:
+        return
+    statement = (sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(dropped)) if what != "added_index"
+                 else sql.SQL("; ").join(dropped))
+    try:
+        async with conn.transaction():  # a savepoint: a dependent made since is a conflict, not an abort
+            await conn.execute(statement)
+    except psycopg.errors.DependentObjectsStillExist as exc:
+        raise conflict(f"something made since depends on it ({exc.diag.message_detail or exc})",
+                       **({"column": name} if what == "added_column" else {})) from exc
+
+
+async def _definition_after(conn: Any, cp_id: str, relid: int) -> dict[str, Any] | None:
+    """The table right after checkpoint `cp_id`'s statement, as its next definition checkpoint kept it;
+    None when no later one did: it is as it is now."""
+    row = await (await conn.execute(
+        "SELECT x FROM sqlgate.checkpoints k, jsonb_array_elements(k.objects) x"
+        " WHERE k.mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s) AND x->>'kind' = 'definition'"
+        " AND (x->>'relid')::oid = %s ORDER BY k.mark LIMIT 1", (cp_id, relid))).fetchone()
+    return row[0] if row else None
+
+
 async def _kept_after(conn: Any, cp_id: str, relid: int, attnum: int) -> dict[str, Any] | None:
     """The column right after checkpoint `cp_id`'s statement, as the table's next definition checkpoint
     kept it (type and default changes always take one); None when no later one did: it is as it is now."""
-    row = await (await conn.execute(
-        "SELECT x->'columns' FROM sqlgate.checkpoints k, jsonb_array_elements(k.objects) x"
-        " WHERE k.mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s) AND x->>'kind' = 'definition'"
-        " AND (x->>'relid')::oid = %s ORDER BY k.mark LIMIT 1", (cp_id, relid))).fetchone()
-    return next((c for c in (row[0] if row else None) or () if c["attnum"] == attnum), None)
+    after = await _definition_after(conn, cp_id, relid)
+    return next((c for c in after["columns"] if c["attnum"] == attnum), None) if after else None
 
 
 # True when `v` cast to type `t` and back is `v` again; a failing cast is false.

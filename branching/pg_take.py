@@ -18,13 +18,16 @@ from proxy.backends.pg_simple import direct as _direct
 from proxy.backends.pg_simple import pipelined, simple_query
 from proxy.db_errors import database_error
 from proxy.result import Result, result_from_pgresult
-from proxy.statement import Part
+from proxy.statement import Part, StatementClass
 from proxy.trace import new_id
 
 # 'upsert': INSERT ... ON CONFLICT DO UPDATE; the capture triggers record its inserts and updates alike.
 _DML = {"delete", "update", "merge", "truncate", "insert", "upsert"}
-_DEFINITION_DETAILS = {"drop default", "set default", "drop not null", "drop constraint", "rename column", "type"}
-_DEFAULT_DETAILS = {"drop default", "set default"}
+# A table's kept definition (names, types, defaults, NOT NULL, constraints, indexes) is what these need.
+_DEFINITION_DETAILS = {"drop default", "set default", "drop not null", "drop constraint", "rename column", "type",
+                       "add column", "set not null", "add constraint"}
+# Those of them one definition checkpoint also keeps when an ALTER TABLE does several (no values to keep).
+_KEPT_TOGETHER = _DEFINITION_DETAILS - {"rename column", "type"}
 # These run on the agent's connection, under its search_path: built-in names are qualified.
 _TAKE_SQL = ("SELECT sqlgate.cp_take(%s, %s, %s, %s, %s, %s, %s::pg_catalog.text[],"
              " %s::pg_catalog.text[]::pg_catalog.regclass[], %s)")
@@ -80,13 +83,21 @@ async def take(session: Any, part: Part, context: CheckpointContext, retention_d
                     (cp_id, names[0], _unquoted(single.column), cascade, missing_ok, names[0],
                      _unquoted(single.column)))
         return Checkpoint(cp_id, tuple(names), "column")
+    index_created = single is not None and single.kind == "index" and single.action == "create"
     if (single is not None and single.kind == "table" and (
-            single.action == "rename" or single.detail in _DEFINITION_DETAILS)) or _defaults_of_one_table(targets):
+            single.action == "rename" or single.detail in _DEFINITION_DETAILS)) or _alters_of_one_table(part) \
+            or index_created:
+        if part.klass is StatementClass.SAFE_DDL and not await _plain_table(session, names[0]):
+            # An addition to a partitioned table, a materialized view...: it destroys nothing, and the
+            # pipeline runs it unrecorded (capture triggers are for plain tables).
+            raise common.unavailable(part, "additions are recorded for plain tables only")
         # The table is captured from here on: mode 'all' undoes the rows written under the new definition.
         await _record(session, (*base, "definition", names, names, days))
         type_column = _unquoted(single.column) if single and single.detail == "type" and single.column else None
+        change = ({"what": "added_index", "name": single.detail or None} if index_created
+                  else _definition_change(part.sql))
         await _call(session, "SELECT sqlgate.cp_keep_definition(%s, %s::pg_catalog.regclass, %s, %s::pg_catalog.jsonb)",
-                    (cp_id, names[0], type_column, json.dumps(_definition_change(part.sql))))
+                    (cp_id, names[0], type_column, json.dumps(change)))
         return Checkpoint(cp_id, tuple(names), "definition")
     if ((actions == {"drop"} and all(t.kind == "index" for t in targets))
             or (single is not None and single.kind == "view" and single.action == "replace")):
@@ -131,10 +142,23 @@ async def _read_tables(session: Any, names: list[str]) -> list[str]:
     return list(row[0]) if row else []
 
 
-def _defaults_of_one_table(targets: tuple[Any, ...]) -> bool:
-    """ALTER TABLE t ALTER a SET DEFAULT .., ALTER b DROP DEFAULT: one definition checkpoint keeps them all."""
+async def _plain_table(session: Any, name: str) -> bool:
+    try:
+        row = await (await session.conn.execute(
+            "SELECT relkind OPERATOR(pg_catalog.=) 'r' FROM pg_catalog.pg_class"
+            " WHERE oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s)", (name,))).fetchone()
+    except psycopg.Error as exc:
+        raise database_error(exc) from exc
+    return bool(row and row[0])
+
+
+def _alters_of_one_table(part: Part) -> bool:
+    """Several actions of one ALTER TABLE (ALTER a SET DEFAULT .., ADD COLUMN ..): one definition checkpoint
+    keeps them all when each is one it keeps, or none destroys anything (SET STATISTICS beside ADD COLUMN)."""
+    targets = part.targets
     return (len({t.name for t in targets}) == 1 and targets[0].kind == "table"
-            and all(t.action == "alter" and t.detail in _DEFAULT_DETAILS for t in targets))
+            and all(t.action == "alter" for t in targets)
+            and (part.klass is StatementClass.SAFE_DDL or all(t.detail in _KEPT_TOGETHER for t in targets)))
 
 
 def _drop_column_behavior(text: str) -> tuple[bool, bool]:
@@ -149,15 +173,16 @@ def _drop_column_behavior(text: str) -> tuple[bool, bool]:
 
 
 _CHANGES = {"AT_ColumnDefault": "default", "AT_DropNotNull": "notnull", "AT_DropConstraint": "constraint",
-            "AT_AlterColumnType": "type"}
+            "AT_AlterColumnType": "type", "AT_AddColumn": "added_column", "AT_SetNotNull": "notnull_set",
+            "AT_AddConstraint": "added_constraint"}
 _RENAMES = {"OBJECT_COLUMN": "column", "OBJECT_TABLE": "table", "OBJECT_TABCONSTRAINT": "constraint_name"}
 
 
 def _definition_change(text: str) -> dict[str, Any]:
     """What one definition change changes (mode 'statement' undoes only that), from PostgreSQL's parse
-    tree: {"what": default | notnull | constraint | type | column | table | constraint_name | other,
-    "name": the column or constraint as named before, "to": a rename's new name, "cascades": the
-    constraints it drops with CASCADE}."""
+    tree: {"what": default | notnull | constraint | type | column | table | constraint_name | added_column |
+    notnull_set | added_constraint | other, "name": the column or constraint as named before (an added one:
+    as named by the statement), "to": a rename's new name, "cascades": the constraints it drops with CASCADE}."""
     stmts = json.loads(pgparser.parse_sql_json(text)).get("stmts") or [{}]
     stmt = stmts[0].get("stmt") or {}
     if "RenameStmt" in stmt:
@@ -175,7 +200,12 @@ def _definition_change(text: str) -> dict[str, Any]:
     cascades = [c["AlterTableCmd"].get("name") for c in cmds
                 if (c.get("AlterTableCmd") or {}).get("subtype") == "AT_DropConstraint"
                 and c["AlterTableCmd"].get("behavior") == "DROP_CASCADE"]
-    return {"what": what, "name": cmd.get("name"), **({"cascades": cascades} if cascades else {})}
+    name = cmd.get("name")
+    if what == "added_column":
+        name = ((cmd.get("def") or {}).get("ColumnDef") or {}).get("colname")
+    elif what == "added_constraint":  # None when PostgreSQL names it: found by comparing the kept definitions
+        name = ((cmd.get("def") or {}).get("Constraint") or {}).get("conname")
+    return {"what": what, "name": name, **({"cascades": cascades} if cascades else {})}
 
 
 def _unquoted(column: str) -> str:

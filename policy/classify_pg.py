@@ -308,7 +308,9 @@ def _h_view(acc, body, stmt, text, prepared):
 def _h_index(acc, body, stmt, text, prepared):
     acc.command = "CREATE INDEX"
     acc.raise_to(C.SAFE_DDL)
-    acc.target("index", rv_name(body.get("relation") or {}), "create", detail=body.get("idxname", ""))
+    # CONCURRENTLY cannot run in a transaction block, so it takes no checkpoint (Part.checkpointed_anyway).
+    action = "create concurrently" if body.get("concurrent") else "create"
+    acc.target("index", rv_name(body.get("relation") or {}), action, detail=body.get("idxname", ""))
 
 
 def _h_seq(acc, body, stmt, text, prepared):

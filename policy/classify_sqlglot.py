@@ -271,7 +271,9 @@ def _alter(acc, t: exp.Alter, stype, text):
                 acc.target(rk, name, "alter", col, "type")
             elif a.args.get("drop") or a.args.get("allow_null"):
                 acc.raise_to(C.DESTRUCTIVE_DDL, "ALTER ... DROP can lose data")
-                acc.target(rk, name, "alter", col, "drop default" if a.args.get("drop") else "drop not null")
+                acc.target(rk, name, "alter", col, "drop not null" if a.args.get("allow_null") else "drop default")
+            elif a.args.get("allow_null") is False:
+                acc.target(rk, name, "alter", col, "set not null")
             elif a.args.get("default") is not None:
                 acc.target(rk, name, "alter", col, "set default")  # safe_ddl, but the old default is kept
             else:

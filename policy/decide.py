@@ -42,7 +42,7 @@ def decide(role: Role, part: Part) -> Decision:
         return Deny(errors.meta_denied(role.label))
     if klass > _CEILING[role]:
         return Deny(_denial(role, part))
-    if klass.is_destructive or part.overwrites:  # an upsert's rows, a replaced default: not destructive classes
+    if klass.is_destructive or part.checkpointed_anyway:
         return CheckpointThenAllow()
     return Allow()
 

@@ -325,7 +325,7 @@ class Pipeline(LastingSessions):
         note_session_state(session, part)
         if isinstance(step.decision, CheckpointThenAllow):
             step.checkpoint = await self._take_checkpoint(session, request, step)
-            step.trace.checkpoint_id = step.checkpoint.id
+            step.trace.checkpoint_id = step.checkpoint.id if step.checkpoint is not None else None
         if step.checkpoint is not None and step.checkpoint.run is not None:
             # The checkpoint decides how the statement runs (a DROP becomes a move, say).
             step.result = await step.checkpoint.run(
@@ -334,7 +334,18 @@ class Pipeline(LastingSessions):
             step.result = await session.execute(part.sql, step.params, part.command)
         self._finish(step, started, "ok")
 
-    async def _take_checkpoint(self, session: Session, request: Request, step: Step) -> Checkpoint:
+    async def _take_checkpoint(self, session: Session, request: Request, step: Step) -> Checkpoint | None:
+        try:
+            return await self._checkpoint(session, request, step)
+        except errors.SqlgateError as exc:
+            # An addition (safe_ddl: ADD COLUMN, CREATE INDEX...) is checkpointed so a rollback can take it
+            # away; where it cannot be (a partitioned table, an ALTER DuckDB cannot keep), it destroys
+            # nothing, so it runs unrecorded rather than refused.
+            if exc.reason == "checkpoint.unavailable" and step.part.klass is C.SAFE_DDL:
+                return None
+            raise
+
+    async def _checkpoint(self, session: Session, request: Request, step: Step) -> Checkpoint:
         if self.checkpointer is None:
             raise errors.SqlgateError(
                 "checkpoint.unavailable", "0A000",

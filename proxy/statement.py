@@ -60,6 +60,10 @@ class Target:
     detail: str = ""
 
 
+# ALTER TABLE actions of class safe_ddl that take a checkpoint all the same (Part.checkpointed_anyway).
+CHECKPOINTED_ALTERS = frozenset({"set default", "add column", "set not null", "add constraint"})
+
+
 @dataclass(frozen=True)
 class Part:
     """One statement of a (possibly multi-statement) string.
@@ -86,10 +90,15 @@ class Part:
     tree: Any = field(default=None, compare=False, repr=False)
 
     @property
-    def overwrites(self) -> bool:
-        """It may overwrite something although its class is not destructive: an upsert's rows
-        (class `write`), a SET DEFAULT's old default (class `safe_ddl`). Either is checkpointed."""
-        return any(t.action == "upsert" or t.detail == "set default" for t in self.targets)
+    def checkpointed_anyway(self) -> bool:
+        """It is checkpointed although its class is not destructive: an upsert overwrites rows (class
+        `write`); a SET DEFAULT replaces the old default, and ADD COLUMN / SET NOT NULL / ADD CONSTRAINT /
+        CREATE INDEX add to an existing table's definition (class `safe_ddl`), which a rollback to an
+        earlier checkpoint must take away to give the table back exactly as it was. Where a safe_ddl
+        statement cannot be checkpointed, it runs unrecorded (Pipeline._take_checkpoint)."""
+        return any(t.action == "upsert" or (t.kind == "index" and t.action == "create")
+                   or (t.action == "alter" and t.kind == "table" and t.detail in CHECKPOINTED_ALTERS)
+                   for t in self.targets)
 
 
 @dataclass(frozen=True)

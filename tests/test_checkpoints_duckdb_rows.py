@@ -46,7 +46,7 @@ def test_upserts_that_update_are_marked_to_be_checkpointed(sql: str, action: str
     part = classify(sql, "duckdb").parts[0]
     assert part.klass.label == "write"
     assert part.targets[0].action == action and part.targets[0].kind == "table"
-    assert part.overwrites is (action == "upsert")
+    assert part.checkpointed_anyway is (action == "upsert")
 
 
 def test_upsert_target_names_the_table() -> None:

@@ -33,13 +33,13 @@ def test_upserts_that_update_are_marked_to_be_checkpointed(sql: str, action: str
     part = classify(sql, "postgres").parts[0]
     assert part.klass.label == "write"
     assert part.targets == (Target("table", "t", action),)
-    assert part.overwrites is (action == "upsert")
+    assert part.checkpointed_anyway is (action == "upsert")
 
 
 def test_upsert_inside_a_cte_names_its_table() -> None:
     part = classify("WITH u AS (INSERT INTO s.t VALUES (1) ON CONFLICT (id) DO UPDATE SET v = 2 RETURNING id)"
                     " SELECT count(*) FROM u", "postgres").parts[0]
-    assert part.klass.label == "write" and part.overwrites
+    assert part.klass.label == "write" and part.checkpointed_anyway
     assert Target("table", "s.t", "upsert") in part.targets
 
 

@@ -50,7 +50,9 @@ program access, safeguard settings: admin only), unparseable (refused).
 
 ## Undo
 A destructive statement's answer carries `"checkpoint": {{"id": "cp_...",
-"undo": {{...}}}}`: POST that `undo` request to put the data back.
+"undo": {{...}}}}`: POST that `undo` request to put the data back. ALTERs that
+add to a table (ADD COLUMN, SET NOT NULL, CREATE INDEX, SET DEFAULT) get one
+too, so going back to an earlier checkpoint takes them away.
 
 ## Traces
     curl -s '{base}/traces?limit=20' -H "Authorization: Bearer $SQLGATE_TOKEN"
