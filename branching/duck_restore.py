@@ -38,6 +38,8 @@ def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any], moves:
             cur.execute(index_sql)
         cur.execute(f"DROP TABLE {o['keep']}")
     elif kind == "column":
+        if mode == "statement":
+            check_rows_kept_by_id(cur, cp_id, o, moves, seq, o["column"])
         restore_column(cur, cp_id, o, moves, seq)
         return f"{here}.{o['column']}"
     elif kind == "definition":
@@ -86,6 +88,38 @@ def _keyed(cur: Cursor, moves: Moves, cp_id: str, o: dict[str, Any], seq: int, c
     return f"({keyed})"
 
 
+def check_rows_kept_by_id(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq: int, column: str,
+                          retyped: tuple[str, str] | None = None) -> None:
+    """Mode 'statement' puts a column's kept values back by row id, keeping the rows written since. When
+    rows whose values were kept are gone while rows without a kept value are there, DuckDB may have given
+    rows new ids (an UPDATE of an indexed column deletes and re-inserts them): which value is whose is not
+    known, so a conflict, never values lost. (Rows the checkpoint's own transaction appended are matched by
+    value, not id: not counted.) `retyped` (old type, new type): a type change, whose undo casts the values
+    of rows without a kept one back; only kept values that cast would not give back exactly count."""
+    table = f"{o['schema']}.{o['name']}"
+    if not relation_exists(cur, o["schema"], o["name"]):  # renamed since: its row ids are followed by name
+        raise common.conflicts_error(cp_id, [{"table": table, "column": column, "conflict":
+                                              "the table was renamed or dropped since: undo that first"}])
+    if o.get("appended"):
+        return
+    live = Space(cur, moves, cp_id, o["schema"], o["name"], seq).live()
+    lossy = ""
+    if retyped is not None:
+        kept = f"k.{q(o['type_column'])}"
+        lossy = f" AND TRY_CAST(TRY_CAST({kept} AS {retyped[1]}) AS {retyped[0]}) IS DISTINCT FROM {kept}"
+    [(gone, unkept)] = cur.execute(
+        f"WITH s AS ({live}) SELECT"
+        f" (SELECT count(*) FROM {o['keep']} k WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.__k = k.{ROWID}){lossy}),"
+        f" (SELECT count(*) FROM s WHERE s.__k IS NULL"
+        f"  OR NOT EXISTS (SELECT 1 FROM {o['keep']} k WHERE k.{ROWID} = s.__k))").fetchall()
+    if gone and unkept:
+        raise common.conflicts_error(cp_id, [{
+            "table": table, "column": column,
+            "conflict": f"{gone} row(s) it kept values of are gone and {unkept} row(s) without one are there: rows"
+                        " were deleted and added since, or got new row ids (DuckDB re-inserts the rows an UPDATE"
+                        " of an indexed column changes), so which value is whose is not known"}])
+
+
 def restore_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq: int) -> None:
     qualified = f"{q(o['schema'])}.{q(o['name'])}"
     if o["column"] in columns(cur, o["schema"], o["name"]):
@@ -116,7 +150,10 @@ def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves
     if columns(cur, schema, name) != [c for c in o["columns"] if c != column]:
         raise common.conflicts_error(cp_id, [{"table": f"{schema}.{name}", "conflict": "its columns changed since"}])
     scratch = f"sqlgate.{q('rebuild_' + cp_id)}"
-    select = ", ".join(f"k.{q(c)}" if c == column else f"t.{q(c)}" for c in o["columns"])
+    # A row added since has no kept value: it gets the column's default, as ADD COLUMN would give it.
+    value = (f"k.{q(column)}" if o.get("default") is None
+             else f"CASE WHEN k.__r IS NULL THEN {o['default']} ELSE k.{q(column)} END AS {q(column)}")
+    select = ", ".join(value if c == column else f"t.{q(c)}" for c in o["columns"])
     mark = watermark(cur, schema, name)
     cur.execute(f"CREATE TABLE {scratch} AS SELECT t.rowid AS __old, {select} FROM {qualified} t"
                 f" LEFT JOIN {_keyed(cur, moves, cp_id, o, seq, column)} k ON t.rowid = k.__r ORDER BY t.rowid")
@@ -330,6 +367,8 @@ def _undo_type(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: in
     their values cast back, which must give them exactly (else a conflict)."""
     if _right_after(cur, o, seq, name, 1, type_) != type_:
         raise conflict("its type was changed again since", column=name)
+    if o.get("keep"):
+        check_rows_kept_by_id(cur, cp_id, o, moves, seq, name, (old_type, type_))
     col = q(name)
     keyed = _keyed(cur, moves, cp_id, o, seq, o["type_column"]) if o.get("keep") else None
     others = f"{qualified}.rowid NOT IN (SELECT __r FROM {keyed})" if keyed else "true"

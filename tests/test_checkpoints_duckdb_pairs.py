@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import fresh, ok, rollback, snapshot
+from tests.test_checkpoints import fresh, ok, rollback, rows, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +146,67 @@ def test_statement_mode_of_a_type_change_keeps_rows_written_since_or_refuses(duc
     ok(duck.sql(f"UPDATE {p}_t SET c = '7' WHERE id = 100", token=agent))
     ok(rollback(duck, cp, token=agent, mode="statement"))
     assert ok(duck.sql(f"SELECT c FROM {p}_t WHERE id = 100", token=agent))["rows"] == [{"c": 7}]
+
+
+def test_a_dropped_column_comes_back_alone_after_an_update_of_its_table(duck: SqlgateServer, agent: str) -> None:
+    """An UPDATE's checkpoint used UPDATE ... RETURNING, with which DuckDB re-inserts the rows of a table
+    with a key (new row ids) where the UPDATE as sent keeps them: the dropped column's values, kept by row
+    id, then came back NULL in every row (a 200). Now the rows keep their ids."""
+    p = fresh("prb")
+    _table(duck, agent, p)
+    cp = ok(duck.sql(f"ALTER TABLE {p}_t DROP COLUMN b", token=agent))["checkpoint"]["id"]
+    ok(duck.sql(f"UPDATE {p}_t SET c = c + 1", token=agent))
+    undone = ok(rollback(duck, cp, token=agent, mode="statement"))
+    assert rows(duck, f"SELECT id, b, c FROM {p}_t ORDER BY id") == [
+        {"id": i, "b": f"b{i}", "c": i * 2 + 1} for i in range(1, 11)]
+    ok(rollback(duck, undone["new_checkpoint"], token=agent))
+
+
+@pytest.mark.parametrize("first", ["ALTER TABLE {t} DROP COLUMN b", "ALTER TABLE {t} ALTER COLUMN c TYPE TINYINT"])
+def test_rows_given_new_ids_since_are_a_conflict_not_lost_values(duck: SqlgateServer, agent: str, first: str) -> None:
+    """An UPDATE of a key re-inserts the rows (new row ids): which kept value is whose is unknown. Mode
+    'statement' answered 200 with the dropped column NULL in those rows, or a lossy type change's values
+    as the new type left them; now a 409, nothing changed."""
+    p = fresh("prc")
+    ok(duck.sql(f"CREATE TABLE {p}_t (id int PRIMARY KEY, b text, c DECIMAL(6, 2))", token=agent))
+    ok(duck.sql(f"INSERT INTO {p}_t SELECT i, 'b' || i, i + 0.25 FROM range(1, 11) g(i)", token=agent))
+    cp = ok(duck.sql(first.format(t=f"{p}_t"), token=agent))["checkpoint"]["id"]
+    ok(duck.sql(f"UPDATE {p}_t SET id = id + 100 WHERE id > 6", token=agent))
+    state = snapshot(duck, p)
+    r = rollback(duck, cp, token=agent, mode="statement")
+    assert r.status_code == 409, r.text
+    assert "new row ids" in r.json()["conflicts"][0]["conflict"]
+    assert snapshot(duck, p) == state
+    ok(rollback(duck, cp, token=agent))  # mode 'all' undoes the UPDATE first: exact
+    assert rows(duck, f"SELECT count(*) AS n, sum(c) AS s FROM {p}_t WHERE b LIKE 'b%'") == [{"n": "10", "s": "57.50"}]
+
+
+@pytest.mark.parametrize("first", ["ALTER TABLE {t} DROP COLUMN c", "ALTER TABLE {t} ALTER COLUMN c TYPE VARCHAR"])
+def test_a_column_undone_alone_after_its_table_was_renamed(duck: SqlgateServer, agent: str, first: str) -> None:
+    """Its kept values follow the table by name: a 409 that says to undo the rename first (was a 500,
+    'Table ... does not exist'); in that order both come undone."""
+    p = fresh("prd")
+    _table(duck, agent, p)
+    before = snapshot(duck, p)
+    cp = ok(duck.sql(first.format(t=f"{p}_t"), token=agent))["checkpoint"]["id"]
+    renamed = ok(duck.sql(f"ALTER TABLE {p}_t RENAME TO {p}_t2", token=agent))["checkpoint"]["id"]
+    state = snapshot(duck, p)
+    r = rollback(duck, cp, token=agent, mode="statement")
+    assert r.status_code == 409, r.text
+    assert r.json()["conflicts"][0]["conflict"] == "the table was renamed or dropped since: undo that first"
+    assert snapshot(duck, p) == state
+    ok(rollback(duck, renamed, token=agent, mode="statement"))
+    ok(rollback(duck, cp, token=agent, mode="statement"))
+    assert snapshot(duck, p) == before
+
+
+def test_a_row_added_while_a_column_was_gone_gets_its_default(duck: SqlgateServer, agent: str) -> None:
+    """Mode 'statement' of a DROP COLUMN that rebuilds the table: a row added since has no kept value and
+    gets the column's default, as on PostgreSQL (it got NULL)."""
+    p = fresh("pre")
+    _table(duck, agent, p)
+    cp = ok(duck.sql(f"ALTER TABLE {p}_t DROP COLUMN b", token=agent))["checkpoint"]["id"]
+    ok(duck.sql(f"INSERT INTO {p}_t VALUES (100, 100, 200)", token=agent))
+    ok(rollback(duck, cp, token=agent, mode="statement"))
+    assert rows(duck, f"SELECT id, b FROM {p}_t WHERE id IN (1, 100) ORDER BY id") == [
+        {"id": 1, "b": "b1"}, {"id": 100, "b": "d"}]
