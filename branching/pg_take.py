@@ -88,8 +88,8 @@ async def take(session: Any, part: Part, context: CheckpointContext, retention_d
             single.action == "rename" or single.detail in _DEFINITION_DETAILS)) or _alters_of_one_table(part) \
             or index_created:
         if part.klass is StatementClass.SAFE_DDL and not await _plain_table(session, names[0]):
-            # An addition to a partitioned table, a materialized view...: it destroys nothing, and the
-            # pipeline runs it unrecorded (capture triggers are for plain tables).
+            # An addition to a partitioned or temporary table, a materialized view...: it destroys
+            # nothing, and the pipeline runs it unrecorded (capture triggers are for plain tables).
             raise common.unavailable(part, "additions are recorded for plain tables only")
         # The table is captured from here on: mode 'all' undoes the rows written under the new definition.
         await _record(session, (*base, "definition", names, names, days))
@@ -145,7 +145,8 @@ async def _read_tables(session: Any, names: list[str]) -> list[str]:
 async def _plain_table(session: Any, name: str) -> bool:
     try:
         row = await (await session.conn.execute(
-            "SELECT relkind OPERATOR(pg_catalog.=) 'r' FROM pg_catalog.pg_class"
+            "SELECT relkind OPERATOR(pg_catalog.=) 'r' AND relpersistence OPERATOR(pg_catalog.<>) 't'"
+            " FROM pg_catalog.pg_class"
             " WHERE oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s)", (name,))).fetchone()
     except psycopg.Error as exc:
         raise database_error(exc) from exc

@@ -114,8 +114,8 @@ def test_additions_stay_safe_ddl_for_policy(sqlgate: SqlgateServer) -> None:
 
 
 def test_an_addition_postgres_cannot_keep_runs_unrecorded(pg: SqlgateServer) -> None:
-    """A partitioned table takes no capture triggers: ADD COLUMN destroys nothing, so it runs without a
-    checkpoint rather than being refused. CREATE INDEX CONCURRENTLY cannot run in the transaction a
+    """A partitioned or temporary table takes no capture triggers: ADD COLUMN destroys nothing, so it runs
+    without a checkpoint rather than being refused. CREATE INDEX CONCURRENTLY cannot run in the transaction a
     checkpoint needs: it takes none."""
     p, _ = _table(pg)
     ok(pg.sql(f"CREATE TABLE {p}_parts (id int, k int) PARTITION BY RANGE (k)"))
@@ -123,6 +123,9 @@ def test_an_addition_postgres_cannot_keep_runs_unrecorded(pg: SqlgateServer) -> 
     assert "checkpoint" not in answer
     assert num(pg, f"SELECT count(*) AS n FROM pg_attribute WHERE attrelid = '{p}_parts'::regclass"
                    " AND attname = 'extra'") == 1
+    answer = ok(pg.sql(f"CREATE TEMP TABLE {p}_tmp (x int); ALTER TABLE {p}_tmp ADD COLUMN y int;"
+                       f" INSERT INTO {p}_tmp VALUES (1, 2)"))
+    assert answer["checkpoints"] == [] and answer["rowCount"] == 1  # a temporary table takes none either
     assert not classify(f"CREATE INDEX CONCURRENTLY i ON {p}_parts (k)", "postgres").parts[0].checkpointed_anyway
     assert classify(f"CREATE INDEX i ON {p}_parts (k)", "postgres").parts[0].checkpointed_anyway
 
