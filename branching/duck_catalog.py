@@ -61,6 +61,7 @@ class Catalog:
         self._tables: dict[tuple[str, str], tuple[int, TableFacts]] = {}
         self._hints: dict[tuple[str, str], int] = {}  # (schema, table) -> its last watermark (duck_rowids' window)
         self._resolved: dict[str, tuple[int, str]] = {}  # table named without a schema -> (version, schema found)
+        self._keys: dict[tuple[str, str], tuple[int, tuple[frozenset[str], tuple[str, ...]]]] = {}
         self._seq: int | None = None
         self._lock = threading.Lock()
 
@@ -99,6 +100,27 @@ class Catalog:
                 self._hints.clear()
                 self._resolved.clear()
             self._tables[(schema, table)] = (version, facts)
+
+    def keys(self, cur: Cursor, schema: str, table: str) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The columns of the table's keys (primary, unique, foreign) and its indexes' SQL, lower case:
+        what DuckDB re-inserts rows for when an UPDATE changes it. Read once per catalog version."""
+        version = self.version()
+        hit = self._keys.get((schema, table))
+        if hit is not None and version is not None and hit[0] == version:
+            return hit[1]
+        row = cur.execute(
+            "SELECT (SELECT list(constraint_column_names) FROM duckdb_constraints() WHERE schema_name = $1"
+            "        AND table_name = $2 AND database_name = current_database() AND constraint_type IN"
+            "        ('PRIMARY KEY', 'UNIQUE', 'FOREIGN KEY')),"
+            " (SELECT list(lower(sql)) FROM duckdb_indexes() WHERE schema_name = $1 AND table_name = $2"
+            "        AND database_name = current_database())", [schema, table]).fetchone()
+        keys, indexes = row or (None, None)
+        found = (frozenset(str(c).lower() for names in keys or () for c in names), tuple(indexes or ()))
+        if version is not None:
+            if len(self._keys) > 4096:
+                self._keys.clear()
+            self._keys[(schema, table)] = (version, found)
+        return found
 
     # --- the reads -----------------------------------------------------------------
 

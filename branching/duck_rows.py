@@ -121,7 +121,7 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
             if own_with:
                 raise common.unavailable(part, "UPDATE with its own WITH clause on DuckDB")
             new = take.kept("cpi")
-            if _ids_would_move(cur, obj["schema"], obj["name"], set_columns):
+            if _ids_would_move(take.catalog, cur, obj["schema"], obj["name"], set_columns):
                 row = cur.execute(f"CREATE TABLE {new} AS WITH __sqlgate_u AS ({part.sql}\nRETURNING *)"
                                   " SELECT * FROM __sqlgate_u", args).fetchone()
             else:  # the rows keep their ids: read them back by id after the statement as sent
@@ -136,23 +136,16 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
     return take.replace_runner(capture)
 
 
-def _ids_would_move(cur: Cursor, schema: str, table: str, set_columns: set[str]) -> bool:
+def _ids_would_move(catalog: Catalog, cur: Cursor, schema: str, table: str, set_columns: set[str]) -> bool:
     """Whether an UPDATE of these columns gives rows new ids with RETURNING but keeps them when run as sent.
     On a table with an index or key, DuckDB's UPDATE ... RETURNING deletes and re-inserts the rows (new row
     ids), as a plain UPDATE does only for an indexed column: the checkpoint must not move rows the
     statement would not (later restores by row id, a dropped column's values, would lose them). With no
     index, RETURNING keeps the ids: one statement. (An index expression naming the column counts.)"""
-    row = cur.execute(
-        "SELECT (SELECT list(constraint_column_names) FROM duckdb_constraints() WHERE schema_name = $1"
-        "        AND table_name = $2 AND database_name = current_database() AND constraint_type IN"
-        "        ('PRIMARY KEY', 'UNIQUE', 'FOREIGN KEY')),"
-        " (SELECT list(lower(sql)) FROM duckdb_indexes() WHERE schema_name = $1 AND table_name = $2"
-        "        AND database_name = current_database())", [schema, table]).fetchone()
-    keys, indexes = (row or (None, None))
+    keys, indexes = catalog.keys(cur, schema, table)
     if not keys and not indexes:
         return True
-    keyed = {str(c).lower() for names in keys or () for c in names}
-    return bool(set_columns & keyed) or any(c in sql for c in set_columns for sql in indexes or ())
+    return bool(set_columns & keys) or any(c in sql for c in set_columns for sql in indexes)
 
 
 def truncate_runner(take: Take, names: list[str]) -> Any:

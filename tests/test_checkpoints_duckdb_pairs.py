@@ -210,3 +210,18 @@ def test_a_row_added_while_a_column_was_gone_gets_its_default(duck: SqlgateServe
     ok(rollback(duck, cp, token=agent, mode="statement"))
     assert rows(duck, f"SELECT id, b FROM {p}_t WHERE id IN (1, 100) ORDER BY id") == [
         {"id": 1, "b": "b1"}, {"id": 100, "b": "d"}]
+
+
+def test_an_index_made_between_two_updates_is_seen_by_the_second(duck: SqlgateServer, agent: str) -> None:
+    """Whether an UPDATE moves rows to new ids depends on the table's indexes, read once per catalog
+    version: an index made since must count (else the kept new rows would be read at ids the rows left)."""
+    p = fresh("prf")
+    ok(duck.sql(f"CREATE TABLE {p}_t (id int PRIMARY KEY, c int)", token=agent))
+    ok(duck.sql(f"INSERT INTO {p}_t SELECT i, i FROM range(1, 11) g(i)", token=agent))
+    ok(duck.sql(f"UPDATE {p}_t SET c = c + 1000 WHERE id < 3", token=agent))
+    ok(duck.sql(f"CREATE UNIQUE INDEX {p}_ci ON {p}_t (c)", token=agent))
+    before = snapshot(duck, p)
+    cp = ok(duck.sql(f"UPDATE {p}_t SET c = c + 100 WHERE id > 5", token=agent))["checkpoint"]["id"]
+    assert rows(duck, f"SELECT count(*) AS n FROM {p}_t WHERE c BETWEEN 100 AND 999") == [{"n": "5"}]
+    ok(rollback(duck, cp, token=agent, mode="statement"))
+    assert snapshot(duck, p) == before
