@@ -45,6 +45,16 @@ def rollback(server: SqlgateServer, checkpoint: str, token: str | None = None, *
         return c.post("/rollback", json={"checkpoint": checkpoint, **body})
 
 
+def pair_table(server: SqlgateServer, prefix: str) -> tuple[str, str]:
+    """(prefix, table) of a fresh table the pair tests share: a key, a NOT NULL column, one with a
+    default, a plain one; ten rows."""
+    p = fresh(prefix)
+    t = f"{p}_t"
+    ok(server.sql(f"CREATE TABLE {t} (id int PRIMARY KEY, a int NOT NULL, b text DEFAULT 'd', c int)"))
+    ok(server.sql(f"INSERT INTO {t} SELECT i, i, 'b' || i, i * 2 FROM generate_series(1, 10) g(i)"))
+    return p, t
+
+
 def checkpoints(server: SqlgateServer, token: str | None = None, **params: str) -> list[dict[str, Any]]:
     with server.client(token) as c:
         r = c.get("/checkpoints", params=params)

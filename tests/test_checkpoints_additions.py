@@ -10,7 +10,7 @@ import pytest
 
 from policy.classify import classify
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import fresh, num, ok, rollback, snapshot
+from tests.test_checkpoints import num, ok, pair_table, rollback, snapshot
 
 DELETE = "DELETE FROM {t} WHERE id % 2 = 0"
 ADD_COLUMN = "ALTER TABLE {t} ADD COLUMN d int DEFAULT 7"
@@ -25,11 +25,7 @@ IDS = {ADD_COLUMN: "add-column", SET_NOT_NULL: "set-not-null", CREATE_INDEX: "cr
 
 
 def _table(server: SqlgateServer) -> tuple[str, str]:
-    p = fresh("addn")
-    t = f"{p}_t"
-    ok(server.sql(f"CREATE TABLE {t} (id int PRIMARY KEY, a int NOT NULL, b text DEFAULT 'd', c int)"))
-    ok(server.sql(f"INSERT INTO {t} SELECT i, i, 'b' || i, i * 2 FROM generate_series(1, 10) g(i)"))
-    return p, t
+    return pair_table(server, "addn")
 
 
 def _mode_all_takes_it_away(server: SqlgateServer, addition: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import fresh, ok, rollback, rows, snapshot
+from tests.test_checkpoints import ok, pair_table, rollback, rows, snapshot
 
 DELETE = "DELETE FROM {t} WHERE id % 2 = 0"
 TRUNCATE = "TRUNCATE {t}"
@@ -21,11 +21,7 @@ DROP_NOT_NULL = "ALTER TABLE {t} ALTER COLUMN a DROP NOT NULL"
 
 
 def _table(pg: SqlgateServer) -> tuple[str, str]:
-    p = fresh("pgpair")
-    t = f"{p}_t"
-    ok(pg.sql(f"CREATE TABLE {t} (id int PRIMARY KEY, a int NOT NULL, b text DEFAULT 'd', c int)"))
-    ok(pg.sql(f"INSERT INTO {t} SELECT i, i, 'b' || i, i * 2 FROM generate_series(1, 10) g(i)"))
-    return p, t
+    return pair_table(pg, "pgpair")
 
 
 @pytest.mark.parametrize(("first", "second"), [

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import fresh, num, ok, rollback, rows, snapshot
+from tests.test_checkpoints import num, ok, pair_table, rollback, rows, snapshot
 
 SET_B = "ALTER TABLE {t} ALTER COLUMN b SET DEFAULT 'e'"
 DELETE = "DELETE FROM {t} WHERE id % 2 = 0"
@@ -21,11 +21,7 @@ INSERT = "INSERT INTO {t} (id, a) VALUES (100, 100)"
 
 
 def _table(server: SqlgateServer) -> tuple[str, str]:
-    p = fresh("setdef")
-    t = f"{p}_t"
-    ok(server.sql(f"CREATE TABLE {t} (id int PRIMARY KEY, a int NOT NULL, b text DEFAULT 'd', c int)"))
-    ok(server.sql(f"INSERT INTO {t} SELECT i, i, 'b' || i, i * 2 FROM generate_series(1, 10) g(i)"))
-    return p, t
+    return pair_table(server, "setdef")
 
 
 def _default(server: SqlgateServer, t: str, column: str) -> Any:
