@@ -26,6 +26,7 @@ def keep_definition(take: Take, cur: Cursor, name: str, type_column: str | None)
                           [row[0]]).fetchone()
     obj: dict[str, Any] = {"kind": "definition", "schema": schema, "name": table, "oid": row[0],
                            "columns": [list(c) for c in cols], "indexes": (indexes[0] if indexes else None) or [],
+                           "additions": True,  # a restore may take away what the table gained after it
                            "change": definition_change(take.part.sql, cols)}
     if type_column is not None:
         keep = f"sqlgate.{q('typ_' + take.cp_id)}"

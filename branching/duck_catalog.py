@@ -102,8 +102,9 @@ class Catalog:
             self._tables[(schema, table)] = (version, facts)
 
     def keys(self, cur: Cursor, schema: str, table: str) -> tuple[frozenset[str], tuple[str, ...]]:
-        """The columns of the table's keys (primary, unique, foreign) and its indexes' SQL, lower case:
-        what DuckDB re-inserts rows for when an UPDATE changes it. Read once per catalog version."""
+        """The columns of the table's keys (primary, unique, foreign) and nested-typed columns, and its
+        indexes' SQL, lower case: what DuckDB re-inserts rows for when an UPDATE changes it. Read once per
+        catalog version."""
         version = self.version()
         hit = self._keys.get((schema, table))
         if hit is not None and version is not None and hit[0] == version:
@@ -113,9 +114,14 @@ class Catalog:
             "        AND table_name = $2 AND database_name = current_database() AND constraint_type IN"
             "        ('PRIMARY KEY', 'UNIQUE', 'FOREIGN KEY')),"
             " (SELECT list(lower(sql)) FROM duckdb_indexes() WHERE schema_name = $1 AND table_name = $2"
-            "        AND database_name = current_database())", [schema, table]).fetchone()
-        keys, indexes = row or (None, None)
-        found = (frozenset(str(c).lower() for names in keys or () for c in names), tuple(indexes or ()))
+            "        AND database_name = current_database()),"
+            # Nested values (LIST, ARRAY, MAP, STRUCT, UNION) are re-inserted by any UPDATE of them.
+            " (SELECT list(lower(column_name)) FROM duckdb_columns() WHERE schema_name = $1 AND table_name = $2"
+            "        AND database_name = current_database() AND (data_type LIKE '%[%' OR data_type SIMILAR TO"
+            "        '(STRUCT|MAP|UNION)\\(.*'))", [schema, table]).fetchone()
+        keys, indexes, nested = row or (None, None, None)
+        found = (frozenset([*(str(c).lower() for names in keys or () for c in names), *(nested or ())]),
+                 tuple(indexes or ()))
         if version is not None:
             if len(self._keys) > 4096:
                 self._keys.clear()

@@ -241,17 +241,32 @@ def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str,
 def _take_away_additions(cur: Cursor, o: dict[str, Any], oid: int, qualified: str, now: list[tuple[Any, ...]],
                          moves: Moves) -> None:
     """What the table gained after its definition was kept: indexes (CREATE INDEX), then columns (ADD
-    COLUMN appends them; one whose name the kept definition has stays). Definitions kept before indexes
-    were (an older sqlgate) leave indexes alone."""
-    if "indexes" in o:
-        for (index,) in cur.execute("SELECT index_name FROM duckdb_indexes() WHERE table_oid = ?", [oid]).fetchall():
-            if index not in o["indexes"]:
-                cur.execute(f"DROP INDEX {q(o['schema'])}.{q(index)}")
+    COLUMN appends them; one whose name the kept definition has stays). Definitions kept before additions
+    took checkpoints (an older sqlgate) leave the table's additions alone: nobody recorded them."""
+    if not o.get("additions"):
+        return
+    indexes = cur.execute("SELECT index_name, sql FROM duckdb_indexes() WHERE table_oid = ?", [oid]).fetchall()
+    for index, _ in indexes:
+        if index not in o["indexes"]:
+            cur.execute(f"DROP INDEX {q(o['schema'])}.{q(index)}")
     kept = {c[0] for c in o["columns"]}
-    for name, *_ in now[len(o["columns"]):]:
-        if name not in kept:
-            cur.execute(f"ALTER TABLE {qualified} DROP COLUMN {q(name)}")
-            moves.taken_away.setdefault((o["schema"], o["name"]), set()).add(name)
+    gone = [name for name, *_ in now[len(o["columns"]):] if name not in kept]
+    drop_columns(cur, o["schema"], qualified, gone, [(i, sql) for i, sql in indexes if i in o["indexes"]])
+    moves.taken_away.setdefault((o["schema"], o["name"]), set()).update(gone)
+
+
+def drop_columns(cur: Cursor, schema: str, qualified: str, names: list[str], indexes: list[tuple[str, str]]) -> None:
+    """DROP COLUMN each; DuckDB refuses it while the table has an index (a key's is no obstacle): those are
+    dropped first and made again after."""
+    if not names:
+        return
+    for index, _ in indexes:
+        cur.execute(f"DROP INDEX {q(schema)}.{q(index)}")
+    for name in names:
+        cur.execute(f"ALTER TABLE {qualified} DROP COLUMN {q(name)}")
+    cur.execute(f"SET schema = {q(schema)}")  # an index's SQL names no schema for tables in main
+    for _, index_sql in indexes:
+        cur.execute(index_sql)
 
 
 def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int, oid: int,
@@ -333,7 +348,8 @@ def _undo_addition(cur: Cursor, o: dict[str, Any], seq: int, what: str, name: st
         f"SELECT 1 FROM {qualified} WHERE rowid > ? LIMIT 1", [marker["watermark"]]).fetchone()
     if later or appended:
         raise conflict("rows were written since; they may hold values in the column", column=name)
-    cur.execute(f"ALTER TABLE {qualified} DROP COLUMN {q(name)}")
+    drop_columns(cur, o["schema"], qualified, [name], cur.execute(
+        "SELECT index_name, sql FROM duckdb_indexes() WHERE table_oid = ?", [oid]).fetchall())
 
 
 def _later_definitions(cur: Cursor, o: dict[str, Any], seq: int) -> list[dict[str, Any]]:

@@ -100,7 +100,10 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
     if is_update and own_returning:
         raise common.unavailable(part, "UPDATE ... RETURNING on DuckDB")
 
-    set_columns = {str(e.this.name).lower() for e in tree.expressions if isinstance(e, exp.EQ)} if is_update else set()
+    # None: an assignment not read as column = value, so the columns it sets are not known.
+    set_columns = ({str(e.this.name).lower() for e in tree.expressions}
+                   if all(isinstance(e, exp.EQ) and isinstance(e.this, exp.Column) for e in tree.expressions)
+                   else None) if is_update else set()
 
     def capture(cur: Cursor, args: list[Any] | None) -> Result | None:
         old = take.kept("cpd")
@@ -136,14 +139,14 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
     return take.replace_runner(capture)
 
 
-def _ids_would_move(catalog: Catalog, cur: Cursor, schema: str, table: str, set_columns: set[str]) -> bool:
+def _ids_would_move(catalog: Catalog, cur: Cursor, schema: str, table: str, set_columns: set[str] | None) -> bool:
     """Whether an UPDATE of these columns gives rows new ids with RETURNING but keeps them when run as sent.
     On a table with an index or key, DuckDB's UPDATE ... RETURNING deletes and re-inserts the rows (new row
     ids), as a plain UPDATE does only for an indexed column: the checkpoint must not move rows the
     statement would not (later restores by row id, a dropped column's values, would lose them). With no
     index, RETURNING keeps the ids: one statement. (An index expression naming the column counts.)"""
     keys, indexes = catalog.keys(cur, schema, table)
-    if not keys and not indexes:
+    if set_columns is None or (not keys and not indexes):
         return True
     return bool(set_columns & keys) or any(c in sql for c in set_columns for sql in indexes)
 

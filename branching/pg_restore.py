@@ -193,7 +193,8 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
         if notnull != c["notnull"]:
             verb = sql.SQL("SET NOT NULL" if c["notnull"] else "DROP NOT NULL")
             await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} {}").format(rel, col, verb))
-    await _take_away_additions(conn, relid, rel, o)
+    if (o.get("change") or {}).get("additions"):
+        await _take_away_additions(conn, relid, rel, o)
     cur = await conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s", (relid,))
     present = {r[0] for r in await cur.fetchall()}
     # Foreign keys a DROP CONSTRAINT ... CASCADE took are re-applied after the rows (pg_rollback step 3).
@@ -215,32 +216,37 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
 
 async def _take_away_additions(conn: Any, relid: int, rel: Any, o: dict[str, Any]) -> None:
     """What the table gained after its definition was kept: columns (ADD COLUMN; one whose name the kept
-    definition has is the same column re-created, and stays), constraints (or one of a kept name with
-    another definition: it is put back as kept next), indexes not of a constraint. RESTRICT: something
-    made since that depends on them is a failure that names it, not a silent CASCADE."""
+    definition has is the same column re-created, and stays), constraints of a name it did not keep (one of
+    a kept name stays, whatever its text now: a foreign key's changes with what it references), indexes not
+    of a constraint. RESTRICT: something made since that depends on them is a failure that names it, not a
+    silent CASCADE."""
     kept_names = {c["name"] for c in o["columns"]}
     cur = await conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0"
                              " AND NOT attisdropped AND attnum <> ALL(%s::int2[])",
                              (relid, [c["attnum"] for c in o["columns"]]))
     actions = [sql.SQL("DROP COLUMN {}").format(sql.Identifier(r[0])) for r in await cur.fetchall()
                if r[0] not in kept_names]
-    kept = {c["name"]: c["def"] for c in o["constraints"]}
-    cur = await conn.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s"
+    kept = {c["name"] for c in o["constraints"]} | {c["name"] for c in o.get("dependents", [])
+                                                    if int(c["relid"]) == relid}
+    cur = await conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s AND contype <> 'n'"
                              " ORDER BY contype <> 'f'", (relid,))  # foreign keys first: they may use a key
-    dependents = {c["name"] for c in o.get("dependents", []) if int(c["relid"]) == relid}
-    actions += [sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(name)) for name, definition in await cur.fetchall()
-                if kept.get(name, definition) != definition or (name not in kept and name not in dependents)]
+    actions += [sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(name)) for (name,) in await cur.fetchall()
+                if name not in kept]
     if actions:
         await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(actions)))
-    cur = await conn.execute(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relname FROM pg_index i"
-        " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE i.indrelid = %s AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
-        (relid,))
     kept_indexes = {i["name"] for i in o["indexes"]}
-    for qualified, name in await cur.fetchall():
+    for name in await plain_indexes(conn, relid):
         if name not in kept_indexes:
-            await conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(qualified)))
+            await conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(o["schema"], name)))
+
+
+async def plain_indexes(conn: Any, relid: int) -> list[str]:
+    """The table's indexes that no constraint owns (a key's, a unique constraint's), as kept definitions
+    list them: what CREATE INDEX adds."""
+    cur = await conn.execute(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s"
+        " AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)", (relid,))
+    return [r[0] for r in await cur.fetchall()]
 
 
 _ATTNUMS = "CREATE TEMP TABLE IF NOT EXISTS sqlgate_attnums (rel oid, at int2, was int2) ON COMMIT DROP"

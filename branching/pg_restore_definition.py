@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from branching import common
-from branching.pg_restore import check_name_free, relname, triggers_off, triggers_on
+from branching.pg_restore import check_name_free, plain_indexes, relname, triggers_off, triggers_on
 from branching.pg_roles import as_owner, as_role, is_check, table_owner
 
 _LISTED = 20  # rows named in a conflict, at most
@@ -123,20 +123,26 @@ async def _undo_addition(conn: Any, cp_id: str, o: dict[str, Any], what: str, na
         row = await (await conn.execute(
             "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = %s AND attname = %s AND attnum > 0"
             " AND NOT attisdropped), EXISTS (SELECT FROM sqlgate.changes WHERE tbl = %s"
-            " AND seq > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s))",
-            (relid, name, relid, o["cp"]))).fetchone()
+            " AND seq > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s)),"
+            " EXISTS (SELECT FROM sqlgate.checkpoints WHERE %s = ANY(relids) AND undone_by IS NULL"
+            " AND mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s)"
+            " AND id <> current_setting('sqlgate.checkpoint', true))",  # not this rollback's own
+            (relid, name, relid, o["cp"], relid, o["cp"]))).fetchone()
         if not row[0]:
             raise conflict("the column was renamed or dropped since", column=name)
         if row[1]:
             raise conflict("rows were written since; they may hold values in the column", column=name)
+        if row[2]:  # its DROP would take an index or constraint a later statement put on it, unrecorded
+            raise conflict("the table was changed again since; undo that first", column=name)
         dropped = [sql.SQL("DROP COLUMN {}").format(sql.Identifier(name))]
     else:
         field = "constraints" if what == "added_constraint" else "indexes"
         kept = {k["name"] for k in o[field]}
-        present = {r[0] for r in await (await conn.execute(
-            "SELECT conname FROM pg_constraint WHERE conrelid = %s" if field == "constraints" else
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s",
-            (relid,))).fetchall()}
+        if field == "constraints":
+            present = {r[0] for r in await (await conn.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid = %s AND contype <> 'n'", (relid,))).fetchall()}
+        else:
+            present = set(await plain_indexes(conn, relid))
         if name:
             added = {name}
         else:
@@ -160,11 +166,12 @@ async def _undo_addition(conn: Any, cp_id: str, o: dict[str, Any], what: str, na
 
 
 async def _definition_after(conn: Any, cp_id: str, relid: int) -> dict[str, Any] | None:
-    """The table right after checkpoint `cp_id`'s statement, as its next definition checkpoint kept it;
-    None when no later one did: it is as it is now."""
+    """The table right after checkpoint `cp_id`'s statement, as its next definition checkpoint not undone
+    kept it; None when no later one did: it is as it is now."""
     row = await (await conn.execute(
         "SELECT x FROM sqlgate.checkpoints k, jsonb_array_elements(k.objects) x"
-        " WHERE k.mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s) AND x->>'kind' = 'definition'"
+        " WHERE k.mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s) AND k.undone_by IS NULL"
+        " AND x->>'kind' = 'definition'"
         " AND (x->>'relid')::oid = %s ORDER BY k.mark LIMIT 1", (cp_id, relid))).fetchone()
     return row[0] if row else None
 

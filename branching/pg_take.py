@@ -88,14 +88,18 @@ async def take(session: Any, part: Part, context: CheckpointContext, retention_d
             single.action == "rename" or single.detail in _DEFINITION_DETAILS)) or _alters_of_one_table(part) \
             or index_created:
         if part.klass is StatementClass.SAFE_DDL and not await _plain_table(session, names[0]):
-            # An addition to a partitioned or temporary table, a materialized view...: it destroys
-            # nothing, and the pipeline runs it unrecorded (capture triggers are for plain tables).
+            # An addition to a partitioned, inherited or temporary table, a materialized view...: it
+            # destroys nothing, and the pipeline runs it unrecorded (capture triggers are for plain tables;
+            # a column dropped from a parent goes from its children, whose rows are not captured).
             raise common.unavailable(part, "additions are recorded for plain tables only")
         # The table is captured from here on: mode 'all' undoes the rows written under the new definition.
         await _record(session, (*base, "definition", names, names, days))
         type_column = _unquoted(single.column) if single and single.detail == "type" and single.column else None
         change = ({"what": "added_index", "name": single.detail or None} if index_created
                   else _definition_change(part.sql))
+        # Kept since additions take checkpoints: a restore of it may take away what the table gained after
+        # it (an older definition's restore leaves additions nobody recorded alone).
+        change["additions"] = True
         await _call(session, "SELECT sqlgate.cp_keep_definition(%s, %s::pg_catalog.regclass, %s, %s::pg_catalog.jsonb)",
                     (cp_id, names[0], type_column, json.dumps(change)))
         return Checkpoint(cp_id, tuple(names), "definition")
@@ -146,7 +150,8 @@ async def _plain_table(session: Any, name: str) -> bool:
     try:
         row = await (await session.conn.execute(
             "SELECT relkind OPERATOR(pg_catalog.=) 'r' AND relpersistence OPERATOR(pg_catalog.<>) 't'"
-            " FROM pg_catalog.pg_class"
+            " AND NOT relhassubclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits"
+            " WHERE inhrelid OPERATOR(pg_catalog.=) c.oid) FROM pg_catalog.pg_class c"
             " WHERE oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s)", (name,))).fetchone()
     except psycopg.Error as exc:
         raise database_error(exc) from exc

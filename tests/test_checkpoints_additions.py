@@ -153,3 +153,48 @@ def test_a_view_made_since_on_an_added_column_stops_mode_all_clearly(pg: Sqlgate
     assert r.status_code == 409, r.text
     assert f"view public.{p}_v depends on column d" in r.json()["conflicts"][0]["conflict"]
     assert snapshot(pg, p) == state
+
+
+def test_an_unnamed_index_undone_alone_on_a_table_with_a_key(pg: SqlgateServer) -> None:
+    """The index PostgreSQL names is found by comparing index lists; a key's index is not one of them."""
+    p, t = _table(pg)
+    before = snapshot(pg, p)
+    cp = ok(pg.sql(f"CREATE INDEX ON {t} (c)"))["checkpoint"]["id"]
+    ok(rollback(pg, cp, mode="statement"))
+    assert snapshot(pg, p) == before
+
+
+def test_an_added_column_with_a_later_index_is_not_undone_alone(pg: SqlgateServer) -> None:
+    """Dropping the column would take the index a later statement made on it: a 409, nothing changed."""
+    p, t = _table(pg)
+    cp = ok(pg.sql(ADD_COLUMN.format(t=t)))["checkpoint"]["id"]
+    ok(pg.sql(f"CREATE INDEX {t}_di ON {t} (d)"))
+    state = snapshot(pg, p)
+    r = rollback(pg, cp, mode="statement")
+    assert r.status_code == 409, r.text
+    assert r.json()["conflicts"][0]["conflict"] == "the table was changed again since; undo that first"
+    assert snapshot(pg, p) == state
+
+
+def test_an_inherited_table_runs_its_additions_unrecorded(pg: SqlgateServer) -> None:
+    """A column dropped from a parent goes from its children, whose rows are not captured."""
+    p, t = _table(pg)
+    ok(pg.sql(f"CREATE TABLE {p}_child () INHERITS ({t})"))
+    assert "checkpoint" not in ok(pg.sql(ADD_COLUMN.format(t=t)))
+    assert "checkpoint" not in ok(pg.sql(f"ALTER TABLE {p}_child ADD COLUMN e int"))
+
+
+def test_a_column_added_to_an_indexed_duckdb_table_is_taken_away(duck: SqlgateServer) -> None:
+    """DuckDB refuses DROP COLUMN while the table has an index: the restore drops it and makes it again."""
+    for mode in ("statement", "all"):
+        p, t = _table(duck)
+        ok(duck.sql(f"CREATE INDEX {t}_ai ON {t} (a)"))
+        before = snapshot(duck, p)
+        cp = ok(duck.sql(ADD_COLUMN.format(t=t)))["checkpoint"]["id"]
+        if mode == "all":
+            ok(duck.sql(f"DELETE FROM {t} WHERE id < 3"))  # undone with it
+        after = snapshot(duck, p)
+        undone = ok(rollback(duck, cp, mode=mode))
+        assert snapshot(duck, p) == before, mode
+        ok(rollback(duck, undone["new_checkpoint"]))
+        assert snapshot(duck, p) == after, mode

@@ -225,3 +225,15 @@ def test_an_index_made_between_two_updates_is_seen_by_the_second(duck: SqlgateSe
     assert rows(duck, f"SELECT count(*) AS n FROM {p}_t WHERE c BETWEEN 100 AND 999") == [{"n": "5"}]
     ok(rollback(duck, cp, token=agent, mode="statement"))
     assert snapshot(duck, p) == before
+
+
+def test_an_update_of_a_list_column_on_a_table_with_a_key(duck: SqlgateServer, agent: str) -> None:
+    """DuckDB re-inserts a row whose LIST (or STRUCT, MAP) value an UPDATE changes, index or not: its
+    checkpoint reads the new rows as RETURNING gives them, not by their old ids."""
+    p = fresh("prg")
+    ok(duck.sql(f"CREATE TABLE {p}_t (id int PRIMARY KEY, l int[], s STRUCT(x int))", token=agent))
+    ok(duck.sql(f"INSERT INTO {p}_t SELECT i, [i], {{'x': i}} FROM range(1, 6) g(i)", token=agent))
+    before = snapshot(duck, p)
+    cp = ok(duck.sql(f"UPDATE {p}_t SET l = [0, 0] WHERE id < 3", token=agent))["checkpoint"]["id"]
+    ok(rollback(duck, cp, token=agent, mode="statement"))
+    assert snapshot(duck, p) == before
