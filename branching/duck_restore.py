@@ -157,8 +157,11 @@ def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves
     mark = watermark(cur, schema, name)
     cur.execute(f"CREATE TABLE {scratch} AS SELECT t.rowid AS __old, {select} FROM {qualified} t"
                 f" LEFT JOIN {_keyed(cur, moves, cp_id, o, seq, column)} k ON t.rowid = k.__r ORDER BY t.rowid")
-    for (index,) in cur.execute("SELECT index_name FROM duckdb_indexes() WHERE schema_name = ? AND table_name = ?"
-                                " AND database_name = current_database()", [schema, name]).fetchall():
+    # The indexes it has now go and come back (one made since the drop too); those kept at the drop that
+    # are not there now (mode 'all' took a later DROP INDEX back already, or they went with the column).
+    present = cur.execute("SELECT index_name, sql FROM duckdb_indexes() WHERE schema_name = ? AND table_name = ?"
+                          " AND database_name = current_database()", [schema, name]).fetchall()
+    for index, _ in present:
         cur.execute(f"DROP INDEX {q(schema)}.{q(index)}")
     old_oid = _oid(cur, schema, name)
     now = _column_defs(cur, old_oid)
@@ -181,8 +184,11 @@ def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves
             cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(col)} {'DROP' if nullable else 'SET'} NOT NULL")
     cur.execute(f"INSERT INTO {qualified} SELECT * EXCLUDE (__old) FROM {scratch} ORDER BY __old")
     moves.rebuilt(cur, schema, name, f"SELECT __old FROM {scratch}", mark)
-    for index_sql in o.get("indexes", []):
+    for _, index_sql in present:
         cur.execute(index_sql)
+    for index_sql in o.get("indexes", []):
+        if not any(index_sql == sql for _, sql in present):
+            cur.execute(index_sql)
     cur.execute(f"DROP TABLE {scratch}")
 
 

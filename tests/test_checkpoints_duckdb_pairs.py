@@ -237,3 +237,22 @@ def test_an_update_of_a_list_column_on_a_table_with_a_key(duck: SqlgateServer, a
     cp = ok(duck.sql(f"UPDATE {p}_t SET l = [0, 0] WHERE id < 3", token=agent))["checkpoint"]["id"]
     ok(rollback(duck, cp, token=agent, mode="statement"))
     assert snapshot(duck, p) == before
+
+
+def test_an_index_made_after_a_drop_column_stays_when_the_column_comes_back(duck: SqlgateServer, agent: str) -> None:
+    """Mode 'statement' of a DROP COLUMN that rebuilds the table keeps the indexes made since (they went).
+    Undoing that rollback would drop b again, which DuckDB refuses while an index is on a later column:
+    a 409 naming it, nothing changed."""
+    p = fresh("prh")
+    _table(duck, agent, p)
+    cp = ok(duck.sql(f"ALTER TABLE {p}_t DROP COLUMN b", token=agent))["checkpoint"]["id"]
+    ok(duck.sql(f"CREATE INDEX {p}_ci ON {p}_t (c)", token=agent))
+    undone = ok(rollback(duck, cp, token=agent, mode="statement"))
+    assert rows(duck, f"SELECT index_name AS i FROM duckdb_indexes() WHERE table_name = '{p}_t'") == [
+        {"i": f"{p}_ci"}]
+    assert rows(duck, f"SELECT b FROM {p}_t WHERE id = 3") == [{"b": "b3"}]
+    state = snapshot(duck, p)
+    r = rollback(duck, undone["new_checkpoint"], token=agent)
+    assert r.status_code == 409 and r.json()["reason"] == "branching.redo_unavailable", r.text
+    assert "an index depends on a column after it" in r.json()["message"]
+    assert snapshot(duck, p) == state
