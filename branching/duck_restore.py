@@ -251,7 +251,7 @@ def _take_away_additions(cur: Cursor, o: dict[str, Any], oid: int, qualified: st
     took checkpoints (an older sqlgate) leave the table's additions alone: nobody recorded them."""
     if not o.get("additions"):
         return
-    indexes = cur.execute("SELECT index_name, sql FROM duckdb_indexes() WHERE table_oid = ?", [oid]).fetchall()
+    indexes = _indexes(cur, oid)
     for index, _ in indexes:
         if index not in o["indexes"]:
             cur.execute(f"DROP INDEX {q(o['schema'])}.{q(index)}")
@@ -259,6 +259,12 @@ def _take_away_additions(cur: Cursor, o: dict[str, Any], oid: int, qualified: st
     gone = [name for name, *_ in now[len(o["columns"]):] if name not in kept]
     drop_columns(cur, o["schema"], qualified, gone, [(i, sql) for i, sql in indexes if i in o["indexes"]])
     moves.taken_away.setdefault((o["schema"], o["name"]), set()).update(gone)
+
+
+def _indexes(cur: Cursor, oid: int) -> list[tuple[str, str]]:
+    """(name, SQL) of the table's indexes."""
+    return [tuple(r) for r in cur.execute("SELECT index_name, sql FROM duckdb_indexes() WHERE table_oid = ?",
+                                          [oid]).fetchall()]  # type: ignore[misc]
 
 
 def drop_columns(cur: Cursor, schema: str, qualified: str, names: list[str], indexes: list[tuple[str, str]]) -> None:
@@ -337,8 +343,7 @@ def _undo_addition(cur: Cursor, o: dict[str, Any], seq: int, what: str, name: st
     if name is None:
         raise conflict("sqlgate cannot undo this change of the definition alone")
     if what == "added_index":
-        if name not in o.get("indexes", []) and cur.execute(
-                "SELECT 1 FROM duckdb_indexes() WHERE table_oid = ? AND index_name = ?", [oid, name]).fetchone():
+        if name not in o.get("indexes", []) and name in {i for i, _ in _indexes(cur, oid)}:
             cur.execute(f"DROP INDEX {q(o['schema'])}.{q(name)}")
         return
     if name in {c[0] for c in o["columns"]}:
@@ -354,8 +359,7 @@ def _undo_addition(cur: Cursor, o: dict[str, Any], seq: int, what: str, name: st
         f"SELECT 1 FROM {qualified} WHERE rowid > ? LIMIT 1", [marker["watermark"]]).fetchone()
     if later or appended:
         raise conflict("rows were written since; they may hold values in the column", column=name)
-    drop_columns(cur, o["schema"], qualified, [name], cur.execute(
-        "SELECT index_name, sql FROM duckdb_indexes() WHERE table_oid = ?", [oid]).fetchall())
+    drop_columns(cur, o["schema"], qualified, [name], _indexes(cur, oid))
 
 
 def _later_definitions(cur: Cursor, o: dict[str, Any], seq: int) -> list[dict[str, Any]]:

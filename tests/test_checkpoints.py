@@ -55,6 +55,18 @@ def pair_table(server: SqlgateServer, prefix: str) -> tuple[str, str]:
     return p, t
 
 
+def back_and_forth(server: SqlgateServer, prefix: str, checkpoint: str, before: dict[str, Any],
+                   mode: str = "all") -> dict[str, Any]:
+    """Roll `checkpoint` back (tables prefix* are then as `before`), then undo that rollback (they are as
+    they were); the rollback's answer."""
+    after = snapshot(server, prefix)
+    undone = ok(rollback(server, checkpoint, mode=mode))
+    assert snapshot(server, prefix) == before
+    ok(rollback(server, undone["new_checkpoint"]))
+    assert snapshot(server, prefix) == after
+    return undone
+
+
 def checkpoints(server: SqlgateServer, token: str | None = None, **params: str) -> list[dict[str, Any]]:
     with server.client(token) as c:
         r = c.get("/checkpoints", params=params)

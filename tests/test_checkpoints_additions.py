@@ -10,7 +10,7 @@ import pytest
 
 from policy.classify import classify
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import num, ok, pair_table, rollback, snapshot
+from tests.test_checkpoints import back_and_forth, num, ok, pair_table, rollback, snapshot
 
 DELETE = "DELETE FROM {t} WHERE id % 2 = 0"
 ADD_COLUMN = "ALTER TABLE {t} ADD COLUMN d int DEFAULT 7"
@@ -34,12 +34,8 @@ def _mode_all_takes_it_away(server: SqlgateServer, addition: str) -> None:
     cp = ok(server.sql(DELETE.format(t=t)))["checkpoint"]["id"]
     answer = ok(server.sql(addition.format(t=t)))
     assert answer["checkpoint"]["tables"] == [t]
-    after = snapshot(server, p)
-    undone = ok(rollback(server, cp))
+    undone = back_and_forth(server, p, cp, before)  # undoing the rollback makes the addition again
     assert answer["trace_id"] in undone["undone_traces"]
-    assert snapshot(server, p) == before
-    ok(rollback(server, undone["new_checkpoint"]))  # undoing the rollback makes the addition again
-    assert snapshot(server, p) == after
 
 
 def _undone_alone(server: SqlgateServer, addition: str) -> None:
@@ -47,11 +43,7 @@ def _undone_alone(server: SqlgateServer, addition: str) -> None:
     ok(server.sql(DELETE.format(t=t)))
     before = snapshot(server, p)
     answer = ok(server.sql(addition.format(t=t)))
-    after = snapshot(server, p)
-    undone = ok(rollback(server, answer["checkpoint"]["id"], mode="statement"))
-    assert snapshot(server, p) == before  # the DELETE before it stays
-    ok(rollback(server, undone["new_checkpoint"]))
-    assert snapshot(server, p) == after
+    back_and_forth(server, p, answer["checkpoint"]["id"], before, mode="statement")  # the DELETE before stays
 
 
 @pytest.mark.parametrize("addition", BOTH, ids=IDS.get)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import ok, pair_table, rollback, rows, snapshot
+from tests.test_checkpoints import back_and_forth, ok, pair_table, rollback, rows, snapshot
 
 DELETE = "DELETE FROM {t} WHERE id % 2 = 0"
 TRUNCATE = "TRUNCATE {t}"
@@ -38,11 +38,7 @@ def test_mode_all_back_to_before_the_first_and_undo(pg: SqlgateServer, first: st
     before = snapshot(pg, p)
     cp = ok(pg.sql(first.format(t=t)))["checkpoint"]["id"]
     ok(pg.sql(second.format(t=t)))
-    after = snapshot(pg, p)
-    undo = ok(rollback(pg, cp, mode="all"))["new_checkpoint"]
-    assert snapshot(pg, p) == before
-    ok(rollback(pg, undo))
-    assert snapshot(pg, p) == after
+    back_and_forth(pg, p, cp, before)
 
 
 def test_undo_of_a_statement_rollback_whose_statement_no_longer_applies(pg: SqlgateServer) -> None:

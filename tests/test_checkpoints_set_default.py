@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import num, ok, pair_table, rollback, rows, snapshot
+from tests.test_checkpoints import back_and_forth, num, ok, pair_table, rollback, rows, snapshot
 
 SET_B = "ALTER TABLE {t} ALTER COLUMN b SET DEFAULT 'e'"
 DELETE = "DELETE FROM {t} WHERE id % 2 = 0"
@@ -116,11 +116,7 @@ def test_pairs_mode_all_and_undo(sqlgate: SqlgateServer, first: str, second: str
         before = snapshot(sqlgate, p)
         cp = ok(sqlgate.sql(first.format(t=t)))["checkpoint"]["id"]
         ok(sqlgate.sql(second.format(t=t)))
-    after = snapshot(sqlgate, p)
-    undo = ok(rollback(sqlgate, cp, mode="all"))["new_checkpoint"]
-    assert snapshot(sqlgate, p) == before
-    ok(rollback(sqlgate, undo))
-    assert snapshot(sqlgate, p) == after
+    back_and_forth(sqlgate, p, cp, before)
 
 
 def test_several_defaults_in_one_alter(pg: SqlgateServer) -> None:
