@@ -194,19 +194,42 @@ async def _name_problems(conn: Any, o: dict[str, Any], relid: int) -> list[dict[
 
 
 async def _uncovered_rows(conn: Any, o: dict[str, Any], rel: Any) -> list[dict[str, Any]]:
-    """Rows the kept values do not cover (added since): their value of the column is unknown."""
+    """Rows the kept values do not cover: added since, or given a new key since; either way their value of
+    the column is unknown."""
     if not o["kept"]:
         return []
     keys = ["ctid"] if o["key"] is None else o["key"]
     match = sql.SQL(" AND ").join(sql.SQL("k.{} = t.{}").format(sql.Identifier(f"k{i}"), sql.Identifier(c))
                                   for i, c in enumerate(keys, 1))
     key = sql.SQL(", ").join(sql.SQL("{}, t.{}::text").format(sql.Literal(c), sql.Identifier(c)) for c in keys)
+    rekeyed, by = _rekeyed(o, rel)
     cur = await conn.execute(sql.SQL(
-        "SELECT jsonb_build_object({}) FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {}.kept k WHERE {}) LIMIT {}"
-    ).format(key, rel, sql.Identifier(o["trash"]), match, sql.Literal(_LISTED)))
-    return [{"table": str(await relname(conn, int(o["relid"]))), "row": r[0],
-             "conflict": f"added since {o['column']} was dropped: its value there is unknown"}
-            for r in await cur.fetchall()]
+        "{}SELECT jsonb_build_object({}), {} FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {}.kept k WHERE {}) LIMIT {}"
+    ).format(rekeyed, key, by, rel, sql.Identifier(o["trash"]), match, sql.Literal(_LISTED)))
+    table = str(await relname(conn, int(o["relid"])))
+    return [{"table": table, "row": row, "conflict": (
+                f"its key was changed since {o['column']} was dropped (by the statement of checkpoint {cp}): the"
+                f" values of {o['column']} are kept by the keys rows had then" if cp else
+                f"added since {o['column']} was dropped: its value there is unknown")}
+            for row, cp in await cur.fetchall()]
+
+
+def _rekeyed(o: dict[str, Any], rel: Any) -> tuple[sql.Composable, sql.Composable]:
+    """(WITH clause, expression of row t): the checkpoint of the latest statement since the DROP that wrote
+    row t's key and took rows away from keys that have kept values, i.e. changed keys; else NULL. Without
+    a key (rows matched by position) none."""
+    if o["key"] is None:
+        return sql.SQL(""), sql.SQL("NULL")
+    since = sql.SQL("SELECT c.seq, c.cp, json_populate_record(NULL::{}, x) AS r FROM sqlgate.changes c,"
+                    " json_array_elements(c.rows) x WHERE c.tbl = {} AND c.seq > {} AND c.cp IS NOT NULL AND c.op = "
+                    ).format(rel, sql.Literal(int(o["relid"])), sql.Literal(int(o["mark"])))
+    kept = sql.SQL(" AND ").join(sql.SQL("k.{} = (d.r).{}").format(sql.Identifier(f"k{n}"), sql.Identifier(c))
+                                 for n, c in enumerate(o["key"], 1))
+    same = sql.SQL(" AND ").join(sql.SQL("(i.r).{c} = t.{c}").format(c=sql.Identifier(c)) for c in o["key"])
+    return (sql.SQL("WITH rekeyed AS MATERIALIZED ({since}'I' AND c.cp IN (SELECT d.cp FROM ({since}'D') d"
+                    " JOIN {trash}.kept k ON {kept})) ").format(since=since, trash=sql.Identifier(o["trash"]),
+                                                               kept=kept),
+            sql.SQL("(SELECT i.cp FROM rekeyed i WHERE {} ORDER BY i.seq DESC LIMIT 1)").format(same))
 
 
 async def _capture_off(conn: Any, relid: int, rel: Any) -> list[str]:

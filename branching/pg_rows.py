@@ -57,6 +57,14 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
         f" WHERE tbl = %s AND {filt} GROUP BY row, raw::text HAVING sum(CASE op WHEN 'D' THEN 1 ELSE -1 END) <> 0",
         [tbl, *fargs])
     await conn.execute("ANALYZE sqlgate_delta")
+    # The column sets the rows were captured with (one per capture: a statement sees one shape of the table).
+    cur = await conn.execute(f"SELECT DISTINCT ARRAY(SELECT json_object_keys(rows -> 0)) FROM sqlgate.changes"
+                             f" WHERE tbl = %s AND {filt}", [tbl, *fargs])
+    shapes = [set(r[0]) for r in await cur.fetchall()]
+    renamed = await _renamed_since(conn, tbl, rel, set().union(*shapes) - {c for c, _ in cols})
+    if renamed:
+        conflicts += renamed
+        return
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS sqlgate_pairs (old jsonb, new jsonb, old_raw json) ON COMMIT DROP")
     owner = await table_owner(conn, tbl, strict=False)
@@ -75,14 +83,15 @@ async def undo_rows(conn: Any, tbl: int, filt: str, fargs: list[Any], mode: str,
     # What the undo writes may run the agent's own functions (generated columns, CHECKs, domain checks,
     # ENABLE ALWAYS triggers): as the table's owner, never as sqlgate's login.
     async with as_role(conn, owner):
-        await _apply(conn, tbl, rel, target, insertable, pk, mode, outcome, conflicts)
+        await _apply(conn, tbl, rel, target, insertable, pk, mode, outcome, conflicts, shapes)
     if owner and aside:
         await conn.execute(sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(sql.Identifier(aside[0]),
                                                                                 sql.SQL(owner)))
 
 
 async def _apply(conn: Any, tbl: int, rel: str, target: sql.Composable, insertable: list[str], pk: list[str],
-                 mode: str, outcome: common.RollbackOutcome, conflicts: list[dict[str, Any]]) -> None:
+                 mode: str, outcome: common.RollbackOutcome, conflicts: list[dict[str, Any]],
+                 shapes: list[set[str]]) -> None:
     if pk:
         # A row the undo changes back keeps its key: UPDATE it in place, so foreign keys that point at it
         # (and ON DELETE CASCADE children) are never disturbed.
@@ -138,18 +147,51 @@ async def _apply(conn: Any, tbl: int, rel: str, target: sql.Composable, insertab
         "DELETE FROM {t} WHERE ctid = ANY (ARRAY(SELECT tid FROM ({found}) f WHERE k <= want))"
     ).format(t=target, found=found))
     outcome.rows_removed += cur.rowcount
-    collist = sql.SQL(", ").join(sql.Identifier(c) for c in insertable)
-    reclist = sql.SQL(", ").join(sql.SQL("(r).{}").format(sql.Identifier(c)) for c in insertable)
     try:
         async with conn.transaction():
-            cur = await conn.execute(sql.SQL(
-                "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {vals} FROM"
-                " (SELECT json_populate_record(NULL::{t}, d.raw) AS r FROM sqlgate_delta d,"
-                " generate_series(1, d.n) WHERE d.n > 0) s"
-            ).format(t=target, cols=collist, vals=reclist))
-            outcome.rows_restored += cur.rowcount
+            await _insert_kept(conn, target, insertable, shapes, outcome)
     except psycopg.errors.IntegrityError as exc:
         if mode == "all":
             raise common.rollback_failed(str(exc).strip()) from exc
         conflicts.append({"table": rel, "conflict": f"a restored row collides with a later change: "
                                                     f"{exc.diag.message_detail or str(exc).strip()}"})
+
+
+async def _insert_kept(conn: Any, target: sql.Composable, insertable: list[str], shapes: list[set[str]],
+                       outcome: common.RollbackOutcome) -> None:
+    """The rows to put back, n instances of each. Each lists only the columns it was captured with: a column
+    added since takes its default, as ADD COLUMN gave the other rows (a kept NULL stays NULL)."""
+    present = {frozenset(c for c in insertable if c in shape) for shape in shapes}
+    for cols in sorted(present, key=sorted):
+        names = [c for c in insertable if c in cols]
+        # Several shapes: each INSERT takes the rows with exactly its columns (one shape: all of them).
+        absent = [c for c in insertable if c not in cols]
+        only = (sql.SQL(" AND d.row ?& {} AND NOT d.row ?| {}").format(sql.Literal(names), sql.Literal(absent))
+                if len(present) > 1 else sql.SQL(""))
+        cur = await conn.execute(sql.SQL(
+            "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {vals} FROM"
+            " (SELECT json_populate_record(NULL::{t}, d.raw) AS r FROM sqlgate_delta d,"
+            " generate_series(1, d.n) WHERE d.n > 0{only}) s"
+        ).format(t=target, cols=sql.SQL(", ").join(sql.Identifier(c) for c in names),
+                 vals=sql.SQL(", ").join(sql.SQL("(r).{}").format(sql.Identifier(c)) for c in names), only=only))
+        outcome.rows_restored += cur.rowcount
+
+
+async def _renamed_since(conn: Any, tbl: int, rel: str, gone: set[str]) -> list[dict[str, Any]]:
+    """Captured columns the table no longer has that a later RENAME COLUMN (not undone, the column still
+    there) took: the rows cannot go back under the old name. A column dropped since just loses its values."""
+    if not gone:
+        return []
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (x->'change'->>'name') x->'change'->>'name', c.id, a.attname"
+        " FROM sqlgate.checkpoints c CROSS JOIN LATERAL jsonb_array_elements(c.objects) x"
+        " JOIN LATERAL jsonb_array_elements(x->'columns') k ON k->>'name' = x->'change'->>'name'"
+        " JOIN pg_attribute a ON a.attrelid = %s AND a.attnum = (k->>'attnum')::int2 AND NOT a.attisdropped"
+        " WHERE c.undone_by IS NULL AND x->>'kind' = 'definition' AND (x->>'relid')::oid = %s"
+        " AND x->'change'->>'what' = 'column' AND x->'change'->>'name' = ANY(%s)"
+        " ORDER BY x->'change'->>'name', c.mark", (tbl, tbl, sorted(gone)))
+    return [{"table": rel, "column": old,
+             "conflict": f"the rows to put back have column {old}, renamed since to {now} (checkpoint {cp}):"
+                         f" undo that rename first (POST /rollback with {{\"checkpoint\": \"{cp}\", \"mode\":"
+                         f" \"statement\"}}), then this checkpoint; or roll back with mode 'all'"}
+            for old, cp, now in await cur.fetchall()]
