@@ -70,14 +70,15 @@ ignore_startup_parameters = extra_float_digits
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its descendants (runuser starts pgbouncer as a child)."""
+    """User + system CPU of a process and its descendants (runuser starts pgbouncer as a child), those
+    that exited included (PostgreSQL's backends for direct connections end with each pgbench run)."""
     total, todo = 0.0, [pid]
     tick = os.sysconf("SC_CLK_TCK")
     while todo:
         current = todo.pop()
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += sum(int(f) for f in fields[11:15]) / tick
             for task in Path(f"/proc/{current}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, IndexError, ValueError):
@@ -145,11 +146,13 @@ def main() -> int:
             "sqlgate": lambda mode: (wire_port, "bench", sqlgate.admin_token, "main"),
         }
         processes = {"pgbouncer": bouncer.pid, "relay": relay.pid, "sqlgate": sqlgate.process.pid}  # type: ignore[union-attr]
+        # The server's CPU per transaction too: what a proxy adds there (checkpoints, traces) costs TPS as well.
+        postmaster = int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
         # One TPC-B transaction first, alone: the first checkpoint of each table installs its capture
         # triggers, which concurrent first checkpoints would race on (see the wire report).
         subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(wire_port), "-U", "bench", "-n", "-t", "1", "main"],
                        capture_output=True, env={**os.environ, "PGPASSWORD": sqlgate.admin_token}, check=True)
-        results: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+        results: dict[tuple[str, str, str], list[tuple[float, float, float, float]]] = {}
         print(f"pgbench, {args.clients} clients, scale {args.scale}, {args.duration:g} s runs, "
               f"{args.rounds} interleaved rounds", flush=True)
         for round_no in range(args.rounds):
@@ -157,23 +160,27 @@ def main() -> int:
                 for name, target in targets.items():
                     port, user, password, db = target(mode)
                     cpu_before = cpu_seconds(processes[name]) if name in processes else 0.0
+                    db_before = cpu_seconds(postmaster)
                     tps, lat, done = pgbench(port, user, password, db, mode, extra, args.clients, args.duration)
                     cpu_us = ((cpu_seconds(processes[name]) - cpu_before) * 1e6 / done
                               if name in processes and done else 0.0)
-                    results.setdefault((workload, mode, name), []).append((tps, lat, cpu_us))
+                    db_us = (cpu_seconds(postmaster) - db_before) * 1e6 / done if done else 0.0
+                    results.setdefault((workload, mode, name), []).append((tps, lat, cpu_us, db_us))
                     print(f"  round {round_no + 1} {workload:11} {mode:8} {name:9} tps {tps:9.1f}  lat {lat:7.3f} ms"
-                          f"  proxy cpu {cpu_us:6.1f} us/tx", flush=True)
+                          f"  proxy cpu {cpu_us:6.1f} us/tx  postgres cpu {db_us:6.1f} us/tx", flush=True)
         print()
         print(f"{'workload':12} {'mode':9} {'direct':>8} {'bouncer':>8} {'relay':>8} {'sqlgate':>8} "
-              f"{'sg/direct':>9} {'sg/bouncer':>10} {'sg/relay':>8}  {'proxy cpu us/tx b/r/s':>22}")
+              f"{'sg/direct':>9} {'sg/bouncer':>10} {'sg/relay':>8}  {'proxy cpu us/tx b/r/s':>22}"
+              f"  {'postgres cpu us/tx d/b/r/s':>27}")
         for workload, mode, _ in workloads:
-            med = {name: tuple(statistics.median(r[i] for r in results[(workload, mode, name)]) for i in range(3))
+            med = {name: tuple(statistics.median(r[i] for r in results[(workload, mode, name)]) for i in range(4))
                    for name in targets}
             d, b, r, s = (med[n][0] for n in ("direct", "pgbouncer", "relay", "sqlgate"))
             cpu = "/".join(f"{med[n][2]:.0f}" for n in ("pgbouncer", "relay", "sqlgate"))
+            db_cpu = "/".join(f"{med[n][3]:.0f}" for n in ("direct", "pgbouncer", "relay", "sqlgate"))
             note = " (bouncer: session pool)" if mode == "prepared" else ""
             print(f"{workload:12} {mode:9} {d:8.0f} {b:8.0f} {r:8.0f} {s:8.0f} {s / d if d else 0:9.2f} "
-                  f"{s / b if b else 0:10.2f} {s / r if r else 0:8.2f}  {cpu:>22}{note}")
+                  f"{s / b if b else 0:10.2f} {s / r if r else 0:8.2f}  {cpu:>22}  {db_cpu:>27}{note}")
         return 0
     finally:
         for proc in (bouncer, relay):

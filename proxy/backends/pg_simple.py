@@ -10,6 +10,9 @@ import psycopg
 from psycopg import generators
 from psycopg.waiting import Wait
 
+from proxy.backends.pg_wait import WatchedConnection
+from proxy.backends.pg_wait import wait as _wait
+
 _ES = psycopg.pq.ExecStatus
 _RESULT_OK = frozenset({_ES.TUPLES_OK, _ES.COMMAND_OK, _ES.EMPTY_QUERY, _ES.COPY_BOTH})
 _execute_results = generators.execute
@@ -35,7 +38,7 @@ async def simple_query(conn: psycopg.AsyncConnection[Any], query: str | bytes) -
             "utf-8" if pgconn.parameter_status(b"client_encoding") == b"UTF8" else conn.info.encoding)
     async with conn.lock:
         pgconn.send_query(query)
-        results: list[Any] = await conn.wait(_execute_results(pgconn))
+        results: list[Any] = await _wait(conn, _execute_results(pgconn))
     if not results:
         raise psycopg.InternalError("got no result from the query")
     for res in results:
@@ -88,9 +91,9 @@ async def pipelined(conn: psycopg.AsyncConnection[Any],
             for query, params in sends:
                 pgconn.send_query_params(query, params)
             pgconn.pipeline_sync()
-            results: list[Any] = await conn.wait(_pipeline_results(pgconn))
+            results: list[Any] = await _wait(conn, _pipeline_results(pgconn))
         finally:
-            _leave_pipeline(pgconn)
+            _leave_pipeline(conn)
     for res in results:
         if res.status not in _RESULT_OK:
             _raise_for_result(res, conn)
@@ -117,10 +120,12 @@ def _pipeline_results(pgconn: Any) -> Any:
             last = res
 
 
-def _leave_pipeline(pgconn: Any) -> None:
+def _leave_pipeline(conn: psycopg.AsyncConnection[Any]) -> None:
     """Back out of pipeline mode; a connection left with results in flight (the wait was cancelled) is
     closed, so that no later statement reads them (the pool discards it)."""
     try:
-        pgconn.exit_pipeline_mode()
+        conn.pgconn.exit_pipeline_mode()
     except psycopg.Error:
-        pgconn.finish()
+        if isinstance(conn, WatchedConnection):
+            conn.forget_watch()  # before its socket closes
+        conn.pgconn.finish()

@@ -24,6 +24,7 @@ from policy.identity import Role, Token
 from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
 from proxy.backends.pg_simple import direct, pipelined, simple_query
+from proxy.backends.pg_wait import WatchedConnection
 from proxy.backends.postgres_setup import INTERNAL_OPTIONS, AgentLogins, set_up
 from proxy.db_errors import postgres_error as sql_error
 from proxy.result import Result, result_from_pgresult
@@ -98,7 +99,7 @@ _TRACE_COLUMNS = (
 class PostgresMeta:
     """Tokens and traces in the `sqlgate` schema, through the owner's pool."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool[WatchedConnection]) -> None:
         self.pool = pool
 
     async def find_token(self, secret_hash: str) -> Token | None:
@@ -199,8 +200,9 @@ class PostgresBackend:
         self.pool_size = pool_size
         self.statement_timeout = statement_timeout
         self.idle_timeout = idle_timeout
-        self.pools: dict[BackendRole, AsyncConnectionPool] = {}
-        self.internal: AsyncConnectionPool | None = None  # sqlgate's own work, on a pinned search_path
+        self.pools: dict[BackendRole, AsyncConnectionPool[WatchedConnection]] = {}
+        # sqlgate's own work, on a pinned search_path
+        self.internal: AsyncConnectionPool[WatchedConnection] | None = None
         self.logins: AgentLogins | None = None
 
     async def start(self) -> None:
@@ -215,7 +217,7 @@ class PostgresBackend:
             # No reset callback: with one, the pool hands every returned connection to
             # a worker task (a loop hop per request); session() already rolls back.
             pool = AsyncConnectionPool(
-                conninfo, min_size=1, max_size=self.pool_size, open=False,
+                conninfo, connection_class=WatchedConnection, min_size=1, max_size=self.pool_size, open=False,
                 kwargs={"autocommit": True, "application_name": f"sqlgate-{role.value}"},
                 name=f"sqlgate-{role.value}",
             )
@@ -225,7 +227,7 @@ class PostgresBackend:
         # catalog alone on its path: an agent's overload in public cannot stand in for a built-in there.
         self.internal = AsyncConnectionPool(
             make_conninfo(**params, options=INTERNAL_OPTIONS),  # type: ignore[arg-type]
-            min_size=1, max_size=max(2, self.pool_size // 2), open=False,
+            connection_class=WatchedConnection, min_size=1, max_size=max(2, self.pool_size // 2), open=False,
             kwargs={"autocommit": True, "application_name": "sqlgate-internal"}, name="sqlgate-internal",
         )
         await self.internal.open(wait=True, timeout=30)
