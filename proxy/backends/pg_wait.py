@@ -7,20 +7,22 @@ calls, a poll handle, a timer. That is about 30 µs of CPU per statement, a thir
 while it is registered makes no system call, so a psycopg wait in between, which replaces it and then
 removes it, costs only the next add.
 
-The reader is removed before the socket closes (a closed descriptor left in the loop could be handed
-to the next socket), and whenever it fires with nobody waiting: the server spoke unprompted (a NOTICE,
-a termination), and level-triggered readiness would otherwise fire at every turn of the loop.
+The reader is removed before the socket closes (a descriptor left in the loop would deafen the next
+socket given that number): at close(), when the connection is collected, and on errors. It is also
+removed when it fires with nobody waiting while the socket has something to read (the server spoke
+unprompted: a NOTICE, a termination), as level-triggered readiness would fire at every turn of the loop;
+a stale call with nothing to read (asyncio's selector queues one in the turn the waiter wakes) keeps it.
 
-uvloop closes a poll handle whose socket reports an error (a reset connection) without calling its
-reader, and leaves it in its table: a waiter is therefore also woken by a timer, as psycopg's are (the
-generator just asks again when nothing came), and a closed handle found when adding the reader is
-taken out (`remove_reader` does that safely) before the reader is added again.
+A socket error wakes the waiter on both loops (uvloop runs the callbacks before it closes its handle;
+asyncio reports the socket readable), and the generator then raises psycopg's error. uvloop leaves that
+closed handle in its table: adding the reader again fails, and `remove_reader` takes it out safely.
 """
 
 from __future__ import annotations
 
 import asyncio
 import select
+import weakref
 from typing import Any
 
 import psycopg
@@ -31,25 +33,27 @@ from psycopg.waiting import Ready, Wait
 _R, _W = Wait.R, Wait.W
 _READY_R = Ready.R
 _ACTIVE = TransactionStatus.ACTIVE
-# How often a waiter looks again on its own: only a socket uvloop gave up on needs it.
-_RECHECK_SECONDS = 1.0
 
 
 class _Watch:
     """The reader of one connection's socket on one loop, and the future of whoever waits on it."""
 
-    __slots__ = ("loop", "fd", "waiter")
+    __slots__ = ("loop", "fd", "waiter", "stopped")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         self.loop, self.fd = loop, fd
         self.waiter: asyncio.Future[None] | None = None
+        self.stopped = False
 
     def readable(self) -> None:
+        if self.stopped:
+            return
         waiter, self.waiter = self.waiter, None
-        if waiter is None:
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif _readable_now(self.fd):
             self.loop.remove_reader(self.fd)
-        elif not waiter.done():
-            waiter.set_result(None)
 
     async def until_readable(self) -> None:
         loop, fd = self.loop, self.fd
@@ -58,17 +62,40 @@ class _Watch:
         except RuntimeError:  # uvloop's handle for fd was closed on a socket error: start afresh
             loop.remove_reader(fd)
             loop.add_reader(fd, self.readable)
-        self.waiter = waiter = loop.create_future()
-        timer = loop.call_later(_RECHECK_SECONDS, self.readable)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
+        self.waiter = loop.create_future()
+        await self.waiter
 
     def stop(self) -> None:
-        self.waiter = None
-        if not self.loop.is_closed():
-            self.loop.remove_reader(self.fd)
+        """Out of the loop for good; whoever waits wakes up (and finds the connection closed)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        loop = self.loop
+        if loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            loop.remove_reader(self.fd)
+        else:  # collected on another thread (the garbage collector runs where it is triggered)
+            loop.call_soon_threadsafe(loop.remove_reader, self.fd)
+
+
+def _readable_now(fd: int) -> bool:
+    """Whether fd has something to read (or an error) this instant; poll(), as select() stops at 1024."""
+    return bool(_poll_now(fd, select.POLLIN))
+
+
+def _poll_now(fd: int, events: int) -> int:
+    poller = select.poll()
+    poller.register(fd, events)
+    found = poller.poll(0)
+    return found[0][1] if found else 0
 
 
 class WatchedConnection(psycopg.AsyncConnection[Any]):
@@ -102,6 +129,8 @@ async def wait(conn: psycopg.AsyncConnection[Any], gen: Any) -> Any:
     if watch is None or watch.loop is not loop or watch.fd != fd:
         conn.forget_watch()
         watch = conn._watch = _Watch(loop, fd)  # noqa: SLF001
+        # A connection collected without close(): its socket closes, so the reader must go first.
+        weakref.finalize(conn, watch.stop).atexit = False
     try:
         while True:
             if s & _W:  # a statement longer than the socket's buffer: rare, waited for once
@@ -115,17 +144,22 @@ async def wait(conn: psycopg.AsyncConnection[Any], gen: Any) -> Any:
     except OSError as exc:
         conn.forget_watch()
         raise psycopg.OperationalError("connection socket closed") from exc
-    except BaseException:  # cancelled while the statement runs
+    except (asyncio.CancelledError, KeyboardInterrupt):  # while the statement runs
         conn.forget_watch()
         await _settle_interrupted(conn, gen, fd)
+        raise
+    except BaseException:
+        conn.forget_watch()
         raise
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int, s: int) -> int:
     """Wait until the socket takes more (or, for Wait.RW, has something to read): the Ready flags."""
-    r, w, _ = select.select([fd] if s & _R else [], [fd], [], 0)
-    if r or w:
-        return (Ready.R if r else Ready.NONE) | (Ready.W if w else Ready.NONE)
+    await asyncio.sleep(0)  # a long write lets the loop run between its rounds, as psycopg's does
+    found = _poll_now(fd, select.POLLOUT | (select.POLLIN if s & _R else 0))
+    if found:  # anything but writable (readable, an error, a hang-up) is read; anything but readable, written
+        return ((Ready.R if found & ~select.POLLOUT else Ready.NONE)
+                | (Ready.W if found & ~select.POLLIN else Ready.NONE))
     done: asyncio.Future[int] = loop.create_future()
 
     def ready(state: int) -> None:
@@ -153,5 +187,7 @@ async def _settle_interrupted(conn: psycopg.AsyncConnection[Any], gen: Any, fd: 
         await waiting.wait_async(gen, fd, interval=0.1, timeout=5.0)
     except (StopIteration, psycopg.errors.QueryCanceled):
         pass
-    except BaseException:  # noqa: BLE001 - the connection's state is unknown: it must not be reused
+    except BaseException as exc:  # the connection's state is unknown: it must not be reused
         conn.pgconn.finish()
+        if not isinstance(exc, Exception):  # a second interruption goes on up, as psycopg lets it
+            raise

@@ -287,7 +287,8 @@ class PostgresBackend:
                     await conn.close()
             except psycopg.Error:
                 pass  # the pool discards a broken connection
-            await conn_cm.__aexit__(None, None, None)
+            finally:  # even when interrupted again: a connection neither returned nor closed leaks
+                await conn_cm.__aexit__(None, None, None)
 
     async def explain_cost(self, sql: str, params: Sequence[str | None] | None,
                            login: BackendRole = BackendRole.READ) -> float | None:

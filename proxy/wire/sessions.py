@@ -255,7 +255,8 @@ class WireSessions:
                         await conn.close()  # backend does, close rather than DISCARD ALL behind psycopg
                 except psycopg.Error:
                     pass  # the pool discards a broken connection
-                await self.backend.pools[login].putconn(conn)
+                finally:  # even when interrupted again: a connection neither returned nor closed leaks
+                    await self.backend.pools[login].putconn(conn)
             else:
                 try:
                     await inner.close()

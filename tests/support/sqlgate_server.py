@@ -70,7 +70,11 @@ class SqlgateServer:
         self.log = open(self.data_dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                         cwd=Path(__file__).resolve().parents[2])
-        wait_until_healthy(self.process, self.url, 60, "sqlgate", lambda: self.output()[-3000:])
+        try:
+            wait_until_healthy(self.process, self.url, 60, "sqlgate", lambda: self.output()[-3000:])
+        except BaseException:
+            self.stop()  # its log file too: left open, it fails a later test with a ResourceWarning
+            raise
         return self
 
     def stop(self) -> None:
