@@ -43,6 +43,8 @@ class Moves:
     # after their ADD COLUMN have them, and the rows undone go back without them
     oids: dict[int, int] = field(default_factory=dict)  # a table this rollback rebuilt: its oid before -> now
     oid_keys: dict[int, Key] = field(default_factory=dict)  # (old oid -> the table's name, for the record)
+    unindexed: set[int] = field(default_factory=set)  # tables it dropped an index of (DuckDB then drops
+    # no column that index was on, nor changes its type, until the transaction commits)
     _n: int = 0
 
     def follow_rename(self, table: str, new_table: str, column: str | None = None,
@@ -54,6 +56,12 @@ class Moves:
                 change["table"] = new_table
                 if column is not None:
                     change["column"] = new_column
+
+    def oid(self, oid: int) -> int:
+        """What table `oid` is now, after the rebuilds of this rollback."""
+        while oid in self.oids:
+            oid = self.oids[oid]
+        return oid
 
     def scratch(self, prefix: str) -> str:
         self._n += 1
@@ -105,9 +113,7 @@ def rebuilt_oid(cur: Cursor, moves: Moves, oid: int, since: int) -> int:
         for o in json.loads(objects):
             if o.get("kind") == "moves" and o.get("oids") and o["oids"][0] == oid:
                 oid = o["oids"][1]
-    while oid in moves.oids:
-        oid = moves.oids[oid]
-    return oid
+    return moves.oid(oid)
 
 
 def _chain(source: str, maps: list[str]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import duckdb
@@ -24,7 +25,8 @@ from sqlglot import exp
 
 from branching import common
 from branching.checkpoint import CheckpointContext
-from branching.duck_sql import Cursor, q
+from branching.duck_rebuild import indexes_aside, table_oid
+from branching.duck_sql import Cursor, exists, q
 from proxy import errors
 from proxy.statement import Part
 from proxy.trace import new_id
@@ -116,7 +118,8 @@ def redo_statements(cur: Cursor, rollback_id: str, context: CheckpointContext | 
                     f" replaced since), so running {statement!r} again could touch something else"))
             ctx = context or CheckpointContext("sqlgate", None, "main", None)  # type: ignore[arg-type]
             try:
-                again = run_again(cur, part, ctx)
+                with _indexes_aside(cur, kind, part, kept[0]) as aside:
+                    again = run_again(cur, part, ctx)
             except (errors.SqlgateError, duckdb.Error) as exc:
                 # The transaction is aborted now (the whole undo rolls back): say why, not "aborted" below.
                 message = exc.message if isinstance(exc, errors.SqlgateError) else str(exc).splitlines()[0]
@@ -129,10 +132,22 @@ def redo_statements(cur: Cursor, rollback_id: str, context: CheckpointContext | 
                 pass
         row = cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE id = ?", [again]).fetchone()
         if row is not None:
+            taken = json.loads(row[0])
+            for o in taken:  # it kept the definition with the indexes aside: they were there
+                if o.get("kind") == "definition" and aside:
+                    o["indexes"] = sorted({*o.get("indexes", []), *(index for index, _ in aside)})
             cur.execute("UPDATE sqlgate.checkpoints SET objects = ? WHERE id = ?",
-                        [json.dumps([*json.loads(row[0]), {"kind": "statement", "sql": statement}]), again])
+                        [json.dumps([*taken, {"kind": "statement", "sql": statement}]), again])
         done.append({"kind": "redo", "checkpoint": again, "statement": f"{statement} (again, checkpoint {again})"})
     return done
+
+
+def _indexes_aside(cur: Cursor, kind: str, part: Part, kept: dict[str, Any]) -> Any:
+    """An ALTER TABLE runs again with its table's indexes aside (made since the rollback, or kept by it):
+    DuckDB refuses most while the table has one."""
+    if kind != "definition" or part.command != "ALTER TABLE" or not exists(cur, kept["schema"], kept["name"]):
+        return nullcontext([])
+    return indexes_aside(cur, table_oid(cur, kept["schema"], kept["name"]))
 
 
 def _rows_changed(cur: Cursor, objects: list[dict[str, Any]], schema: str, name: str) -> bool:

@@ -1,6 +1,12 @@
 """Rollback on DuckDB, objects: bring back what a checkpoint kept of
 relations and definitions (tables renamed aside or copied, views, columns,
-index / sequence / view definitions, a table's column definitions)."""
+index / sequence / view definitions, a table's column definitions).
+
+DuckDB alters no table while it has an index (a key's aside): each change
+puts the indexes aside and makes them again after it (`indexes_aside`). What
+it will not do even then, in the transaction that dropped the index (change
+a type, drop a column the index was on), or after an UPDATE (make an index,
+set NOT NULL), is done by building the table again (`rebuild`)."""
 
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ from typing import Any
 
 from branching import common
 from branching.duck_moves import Moves, Space, rebuilt_oid
+from branching.duck_rebuild import column_defs, drop_columns, indexes_aside, rebuild, table_indexes, table_of
 from branching.duck_schema import copy_back, restore_schema
-from branching.duck_sql import NAME_TAKEN, ROWID, Cursor, columns, exists, q, relation_exists, watermark
+from branching.duck_sql import NAME_TAKEN, ROWID, Cursor, columns, count, exists, q, relation_exists
 
 
 def restore_object(cur: Cursor, cp_id: str, mode: str, o: dict[str, Any], moves: Moves | None = None,
@@ -144,69 +151,39 @@ def restore_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq
 
 def rebuild_with_column(cur: Cursor, cp_id: str, o: dict[str, Any], moves: Moves, seq: int) -> None:
     """The table again from its kept definition, rows in row-id order with the column's kept values
-    (DuckDB cannot add a column between others). Its row ids are renumbered: `moves` records how."""
+    (DuckDB cannot add a column between others)."""
     schema, name, column = o["schema"], o["name"], o["column"]
-    qualified = f"{q(schema)}.{q(name)}"
     if columns(cur, schema, name) != [c for c in o["columns"] if c != column]:
         raise common.conflicts_error(cp_id, [{"table": f"{schema}.{name}", "conflict": "its columns changed since"}])
-    scratch = f"sqlgate.{q('rebuild_' + cp_id)}"
     # A row added since has no kept value: it gets the column's default, as ADD COLUMN would give it.
     value = (f"k.{q(column)}" if o.get("default") is None
              else f"CASE WHEN k.__r IS NULL THEN {o['default']} ELSE k.{q(column)} END AS {q(column)}")
     select = ", ".join(value if c == column else f"t.{q(c)}" for c in o["columns"])
-    mark = watermark(cur, schema, name)
-    cur.execute(f"CREATE TABLE {scratch} AS SELECT t.rowid AS __old, {select} FROM {qualified} t"
-                f" LEFT JOIN {_keyed(cur, moves, cp_id, o, seq, column)} k ON t.rowid = k.__r ORDER BY t.rowid")
-    # The indexes it has now go and come back (one made since the drop too); those kept at the drop that
-    # are not there now (mode 'all' took a later DROP INDEX back already, or they went with the column).
-    present = cur.execute("SELECT index_name, sql FROM duckdb_indexes() WHERE schema_name = ? AND table_name = ?"
-                          " AND database_name = current_database()", [schema, name]).fetchall()
-    for index, _ in present:
-        cur.execute(f"DROP INDEX {q(schema)}.{q(index)}")
-    old_oid = _oid(cur, schema, name)
-    now = _column_defs(cur, old_oid)
-    cur.execute(f"DROP TABLE {qualified}")
-    cur.execute(f"SET schema = {q(schema)}")  # the kept definition names no schema for tables in main
-    cur.execute(o["table_sql"])
-    new_oid = _oid(cur, schema, name)
-    moves.oids[old_oid] = new_oid
-    moves.oid_keys[old_oid] = (schema, name)
-    # The kept definition is the table's at the drop: the other columns' types, defaults and NOT NULL as
-    # they are now (changed since, or set back already by this rollback), set while it is still empty.
-    for (col, type_, default, nullable), kept in zip(now, [c for c in _column_defs(cur, new_oid) if c[0] != column],
-                                                       strict=True):
-        if kept[1] != type_:
-            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(col)} TYPE {type_}")
-        if kept[2] != default:
-            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(col)} "
-                        + ("DROP DEFAULT" if default is None else f"SET DEFAULT {default}"))
-        if kept[3] != nullable:
-            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {q(col)} {'DROP' if nullable else 'SET'} NOT NULL")
-    cur.execute(f"INSERT INTO {qualified} SELECT * EXCLUDE (__old) FROM {scratch} ORDER BY __old")
-    moves.rebuilt(cur, schema, name, f"SELECT __old FROM {scratch}", mark)
-    for _, index_sql in present:
-        cur.execute(index_sql)
-    for index_sql in o.get("indexes", []):
-        if not any(index_sql == sql for _, sql in present):
-            cur.execute(index_sql)
-    cur.execute(f"DROP TABLE {scratch}")
+    # Those kept at the drop that are not there now too (mode 'all' took a later DROP INDEX back already).
+    rebuild(cur, moves, schema, name, select, f" LEFT JOIN {_keyed(cur, moves, cp_id, o, seq, column)} k"
+            " ON t.rowid = k.__r", o["table_sql"], indexes=o.get("indexes", []))
 
 
-def _oid(cur: Cursor, schema: str, name: str) -> int:
-    return int(cur.execute("SELECT table_oid FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
-                           " AND database_name = current_database()", [schema, name]).fetchone()[0])  # type: ignore[index]
-
-
-def _column_defs(cur: Cursor, oid: int) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in cur.execute(
-        "SELECT column_name, data_type, column_default, is_nullable FROM duckdb_columns()"
-        " WHERE table_oid = ? ORDER BY column_index", [oid]).fetchall()]
+def _retype(cur: Cursor, moves: Moves, schema: str, name: str, column: str, type_: str, keyed: str | None,
+            kept: str) -> None:
+    """Column `column` back to `type_`: rows with a kept value (`keyed`: __r, `kept`) take it, the others
+    their value cast. The table is built again: ALTER ... USING cannot read kept values; an UPDATE after it
+    stops DuckDB from making an index or setting NOT NULL in the same transaction (and the NULLs it would
+    start from break a NOT NULL); and DuckDB will not change the type of a column an index is on, even one
+    dropped in the same transaction."""
+    col = q(column)
+    value = f"CAST(t.{col} AS {type_})"
+    if keyed is not None:
+        value = f"CASE WHEN k.__r IS NULL THEN TRY_CAST(t.{col} AS {type_}) ELSE k.{q(kept)} END"
+    select = ", ".join(f"{value} AS {col}" if c == column else f"t.{q(c)}" for c in columns(cur, schema, name))
+    join = f" LEFT JOIN {keyed} k ON t.rowid = k.__r" if keyed is not None else ""
+    rebuild(cur, moves, schema, name, select, join, types={column: type_})
 
 
 def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int,
                        mode: str = "all") -> None:
     oid = rebuilt_oid(cur, moves, o["oid"], seq)  # a DROP COLUMN undone since rebuilt it: a new oid
-    row = cur.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE table_oid = ?", [oid]).fetchone()
+    row = table_of(cur, oid)
     if row is None:
         raise common.rollback_failed(f"table {o['schema']}.{o['name']} is gone")
     if mode == "statement" and (o.get("change") or {}).get("what", "other") != "other":  # else: as kept, whole
@@ -214,71 +191,56 @@ def restore_definition(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str,
         return
     qualified = f"{q(o['schema'])}.{q(o['name'])}"
     if row[1] != o["name"]:
-        cur.execute(f"ALTER TABLE {q(row[0])}.{q(row[1])} RENAME TO {q(o['name'])}")
+        with indexes_aside(cur, oid):
+            cur.execute(f"ALTER TABLE {q(row[0])}.{q(row[1])} RENAME TO {q(o['name'])}")
         moves.follow_rename(f"{q(row[0])}.{q(row[1])}", qualified)
-    now = _column_defs(cur, oid)
-    for (name, type_, default, nullable), current in zip(o["columns"], now, strict=False):
-        col = q(name)
-        if current[0] != name:
-            cur.execute(f"ALTER TABLE {qualified} RENAME COLUMN {q(current[0])} TO {col}")
-            moves.renamed.add((o["schema"], o["name"]))
-            moves.follow_rename(qualified, qualified, current[0], name)
-        kept = o.get("type_column") == name and o.get("keep")
-        if current[1] != type_:
-            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {type_}"
-                        f" USING {'NULL' if kept else f'CAST({col} AS {type_})'}")
-        if kept:  # even when the type reads the same (VARCHAR(4) is VARCHAR), USING may have changed values
-            cur.execute(f"UPDATE {qualified} SET {col} = k.{col} FROM {_keyed(cur, moves, cp_id, o, seq, name)} k"
-                        f" WHERE {qualified}.rowid = k.__r")
-            # Rows kept after the change hold the new type: mode 'all' takes these values for them.
-            moves.retyped.setdefault((o["schema"], o["name"]), {})[name] = (o["keep"], seq)
-        if current[2] != default:
-            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} "
-                        + ("DROP DEFAULT" if default is None else f"SET DEFAULT {default}"))
-        if current[3] != nullable and nullable:
-            cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} DROP NOT NULL")
-        elif current[3] != nullable:  # once the rows written since without it are undone
-            moves.after_rows.append({"table": qualified, "column": name, "set": True})
-    _take_away_additions(cur, o, oid, qualified, now, moves)
+    now = column_defs(cur, oid)
+    # Before the changes below: an index made since is then not made again around them.
+    _take_away_additions(cur, o, oid, now, moves)
+    with indexes_aside(cur, moves.oid(oid), moves):
+        for (name, type_, default, nullable), current in zip(o["columns"], now, strict=False):
+            col = q(name)
+            if current[0] != name:
+                cur.execute(f"ALTER TABLE {qualified} RENAME COLUMN {q(current[0])} TO {col}")
+                moves.renamed.add((o["schema"], o["name"]))
+                moves.follow_rename(qualified, qualified, current[0], name)
+            kept = o.get("type_column") == name and o.get("keep")
+            # Kept values even when the type reads the same (VARCHAR(4) is VARCHAR): USING may have changed them.
+            if current[1] != type_ or kept:
+                keyed = _keyed(cur, moves, cp_id, o, seq, name) if kept else None
+                _retype(cur, moves, o["schema"], o["name"], name, type_, keyed, name)
+            if kept:  # rows kept after the change hold the new type: mode 'all' takes these values for them
+                moves.retyped.setdefault((o["schema"], o["name"]), {})[name] = (o["keep"], seq)
+            if current[2] != default:
+                cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} "
+                            + ("DROP DEFAULT" if default is None else f"SET DEFAULT {default}"))
+            if current[3] != nullable and nullable:
+                cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} DROP NOT NULL")
+            elif current[3] != nullable:  # once the rows written since without it are undone
+                moves.after_rows.append({"table": qualified, "column": name, "set": True})
     if o.get("keep"):
         moves.drop_later.append(o["keep"])  # once the rows are undone
 
 
-def _take_away_additions(cur: Cursor, o: dict[str, Any], oid: int, qualified: str, now: list[tuple[Any, ...]],
+def _take_away_additions(cur: Cursor, o: dict[str, Any], oid: int, now: list[tuple[Any, ...]],
                          moves: Moves) -> None:
     """What the table gained after its definition was kept: indexes (CREATE INDEX), then columns (ADD
     COLUMN appends them; one whose name the kept definition has stays). Definitions kept before additions
     took checkpoints (an older sqlgate) leave the table's additions alone: nobody recorded them."""
     if not o.get("additions"):
         return
-    indexes = _indexes(cur, oid)
-    for index, _ in indexes:
+    for index, _ in table_indexes(cur, oid):
         if index not in o["indexes"]:
             cur.execute(f"DROP INDEX {q(o['schema'])}.{q(index)}")
+            moves.unindexed.add(oid)
     kept = {c[0] for c in o["columns"]}
     gone = [name for name, *_ in now[len(o["columns"]):] if name not in kept]
-    drop_columns(cur, o["schema"], qualified, gone, [(i, sql) for i, sql in indexes if i in o["indexes"]])
+    if gone and oid in moves.unindexed:  # an index dropped here may have been on one: DuckDB would refuse
+        rebuild(cur, moves, o["schema"], o["name"], ", ".join(f"t.{q(c[0])}" for c in now if c[0] not in gone),
+                drop=gone)
+    else:
+        drop_columns(cur, oid, f"{q(o['schema'])}.{q(o['name'])}", gone)
     moves.taken_away.setdefault((o["schema"], o["name"]), set()).update(gone)
-
-
-def _indexes(cur: Cursor, oid: int) -> list[tuple[str, str]]:
-    """(name, SQL) of the table's indexes."""
-    return [tuple(r) for r in cur.execute("SELECT index_name, sql FROM duckdb_indexes() WHERE table_oid = ?",
-                                          [oid]).fetchall()]  # type: ignore[misc]
-
-
-def drop_columns(cur: Cursor, schema: str, qualified: str, names: list[str], indexes: list[tuple[str, str]]) -> None:
-    """DROP COLUMN each; DuckDB refuses it while the table has an index (a key's is no obstacle): those are
-    dropped first and made again after."""
-    if not names:
-        return
-    for index, _ in indexes:
-        cur.execute(f"DROP INDEX {q(schema)}.{q(index)}")
-    for name in names:
-        cur.execute(f"ALTER TABLE {qualified} DROP COLUMN {q(name)}")
-    cur.execute(f"SET schema = {q(schema)}")  # an index's SQL names no schema for tables in main
-    for _, index_sql in indexes:
-        cur.execute(index_sql)
 
 
 def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int, oid: int,
@@ -300,7 +262,8 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
                 raise conflict("the table was renamed again since")
             if relation_exists(cur, o["schema"], o["name"]):
                 raise conflict(NAME_TAKEN)
-            cur.execute(f"ALTER TABLE {now_qualified} RENAME TO {q(o['name'])}")
+            with indexes_aside(cur, oid, moves):
+                cur.execute(f"ALTER TABLE {now_qualified} RENAME TO {q(o['name'])}")
             moves.follow_rename(now_qualified, f"{q(o['schema'])}.{q(o['name'])}")
         return
     if what in ("added_column", "added_index"):
@@ -309,7 +272,7 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
     kept = next((c for c in o["columns"] if c[0] == change.get("name")), None)
     if kept is None:
         raise conflict("sqlgate cannot undo this change of the definition alone")
-    now = {c[0]: c for c in _column_defs(cur, oid)}
+    now = {c[0]: c for c in column_defs(cur, oid)}
     name = _name_since(cur, o, seq, change["to"] if what == "column" else kept[0])
     if name not in now:
         raise conflict("the column was renamed again or dropped since", column=kept[0])
@@ -318,7 +281,8 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
     if what == "column":
         if kept[0] in now:
             raise conflict("a column with this name was added since", column=kept[0])
-        cur.execute(f"ALTER TABLE {now_qualified} RENAME COLUMN {col} TO {q(kept[0])}")
+        with indexes_aside(cur, oid, moves):
+            cur.execute(f"ALTER TABLE {now_qualified} RENAME COLUMN {col} TO {q(kept[0])}")
         moves.follow_rename(now_qualified, now_qualified, name, kept[0])
     elif what == "default" and default != kept[2]:
         if default != _right_after(cur, o, seq, name, 2, default):
@@ -328,38 +292,42 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
     elif what == "notnull" and not kept[3] and nullable:  # once the rows written since are checked
         moves.after_rows.append({"table": now_qualified, "column": name, "set": True})
     elif what == "notnull_set" and kept[3] and not nullable:
-        cur.execute(f"ALTER TABLE {now_qualified} ALTER COLUMN {col} DROP NOT NULL")
+        with indexes_aside(cur, oid, moves):
+            cur.execute(f"ALTER TABLE {now_qualified} ALTER COLUMN {col} DROP NOT NULL")
     elif what == "type":
-        _undo_type(cur, o, moves, cp_id, seq, now_qualified, name, kept[1], type_, conflict)
+        _undo_type(cur, o, moves, cp_id, seq, row, name, kept[1], type_, conflict)
     if o.get("keep"):
         moves.drop_later.append(o["keep"])
 
 
 def _undo_addition(cur: Cursor, o: dict[str, Any], seq: int, what: str, name: str | None, oid: int,
                    qualified: str, conflict: Any) -> None:
-    """CREATE INDEX: the index goes. ADD COLUMN: the column goes, unless rows were written since (they may
-    hold values in it: a conflict): rows added after the statement, or a later checkpoint of the table.
+    """CREATE INDEX: the index goes. ADD COLUMN: the column goes, unless rows were written since (rows
+    added after the statement, or changed by a later UPDATE: they may hold values in it) or a later
+    checkpoint kept the table with it (a DELETE, a change of definition): a conflict.
     IF NOT EXISTS that added nothing: nothing."""
     if name is None:
         raise conflict("sqlgate cannot undo this change of the definition alone")
     if what == "added_index":
-        if name not in o.get("indexes", []) and name in {i for i, _ in _indexes(cur, oid)}:
+        if name not in o.get("indexes", []) and name in {i for i, _ in table_indexes(cur, oid)}:
             cur.execute(f"DROP INDEX {q(o['schema'])}.{q(name)}")
         return
     if name in {c[0] for c in o["columns"]}:
         return
-    if name not in {c[0] for c in _column_defs(cur, oid)}:
+    if name not in {c[0] for c in column_defs(cur, oid)}:
         raise conflict("the column was renamed or dropped since", column=name)
     mine = [(at, x) for (at, objects) in cur.execute(
                 "SELECT seq, objects FROM sqlgate.checkpoints WHERE seq >= ? AND undone_by IS NULL", [seq]).fetchall()
             for x in json.loads(objects) if (x.get("schema"), x.get("name")) == (o["schema"], o["name"])]
-    later = any(at > seq for at, _ in mine)
     marker = next((x for at, x in mine if at == seq and x.get("marker")), None)
     appended = marker is not None and cur.execute(
         f"SELECT 1 FROM {qualified} WHERE rowid > ? LIMIT 1", [marker["watermark"]]).fetchone()
-    if later or appended:
+    later = [x for at, x in mine if at > seq]
+    if appended or any(x.get("new") and count(cur, f"SELECT count(*) FROM {x['new']}") for x in later):
         raise conflict("rows were written since; they may hold values in the column", column=name)
-    drop_columns(cur, o["schema"], qualified, [name], _indexes(cur, oid))
+    if later:  # a DELETE or change of definition since: what it kept has the column
+        raise conflict("the table was changed again since; undo that first", column=name)
+    drop_columns(cur, oid, qualified, [name])
 
 
 def _later_definitions(cur: Cursor, o: dict[str, Any], seq: int) -> list[dict[str, Any]]:
@@ -387,8 +355,8 @@ def _name_since(cur: Cursor, o: dict[str, Any], seq: int, name: str) -> str:
     return name
 
 
-def _undo_type(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int, qualified: str, name: str,
-               old_type: str, type_: str, conflict: Any) -> None:
+def _undo_type(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: int, row: tuple[str, str],
+               name: str, old_type: str, type_: str, conflict: Any) -> None:
     """The old type back: rows kept at the change get their kept values; rows written since (new row ids)
     their values cast back, which must give them exactly (else a conflict)."""
     if _right_after(cur, o, seq, name, 1, type_) != type_:
@@ -396,6 +364,7 @@ def _undo_type(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: in
     if o.get("keep"):
         check_rows_kept_by_id(cur, cp_id, o, moves, seq, name, (old_type, type_))
     col = q(name)
+    qualified = f"{q(row[0])}.{q(row[1])}"
     keyed = _keyed(cur, moves, cp_id, o, seq, o["type_column"]) if o.get("keep") else None
     others = f"{qualified}.rowid NOT IN (SELECT __r FROM {keyed})" if keyed else "true"
     [(bad,)] = cur.execute(
@@ -404,7 +373,4 @@ def _undo_type(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: in
     if bad:
         raise conflict(f"{bad} row(s) written since the type change hold a value that does not fit {old_type}"
                        " exactly", column=name)
-    cur.execute(f"ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {old_type} USING TRY_CAST({col} AS {old_type})")
-    if keyed:
-        cur.execute(f"UPDATE {qualified} SET {col} = k.{q(o['type_column'])} FROM {keyed} k"
-                    f" WHERE {qualified}.rowid = k.__r")
+    _retype(cur, moves, row[0], row[1], name, old_type, keyed, o.get("type_column", name))

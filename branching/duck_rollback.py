@@ -16,10 +16,12 @@ from branching import common
 from branching.checkpoint import CheckpointContext
 from branching.duck_catalog import Catalog
 from branching.duck_moves import Moves
+from branching.duck_rebuild import indexes_aside, table_oid
 from branching.duck_redo import MARKS, OBJECT_KINDS, RunAgain, redo_ids, redo_statements, restored_marks
 from branching.duck_restore import restore_object
-from branching.duck_sql import Cursor, q, record
+from branching.duck_sql import Cursor, q, record, split
 from branching.duck_undo import undo_all, undo_statement
+from proxy import errors
 from proxy.statement import Part
 from proxy.trace import new_id
 
@@ -59,7 +61,10 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
             if o["kind"] in MARKS:
                 continue
             catalog.changed()
-            restored = restore_object(cur, cp_id, mode, o, moves, piece_seq)
+            try:
+                restored = restore_object(cur, cp_id, mode, o, moves, piece_seq)
+            except REFUSED as exc:
+                raise refused(cp_id, f"{o.get('schema')}.{o.get('name')}", exc) from None
             if restored is not None:
                 outcome.objects_restored.append(restored)
     # What each undone object checkpoint names now: undoing this rollback runs its statement on these only.
@@ -76,6 +81,8 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
         except duckdb.ConstraintException:
             raise common.conflicts_error(cp_id, [{"table": change["table"], "column": change["column"],
                                                   "conflict": "rows written since hold NULL in it"}]) from None
+        except REFUSED as exc:
+            raise refused(cp_id, change["table"], exc) from None
         not_null.append({"kind": "notnull", "when": "after", **change})
     new_objects += moves.objects(cur)
     # 3. Undoing a rollback: the statements whose objects it brought back run again (oldest first), each
@@ -97,8 +104,29 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
 
 
 def _not_null(cur: Cursor, change: dict[str, Any]) -> None:
-    cur.execute(f"ALTER TABLE {change['table']} ALTER COLUMN {q(change['column'])}"
-                f" {'SET' if change['set'] else 'DROP'} NOT NULL")
+    with indexes_aside(cur, table_oid(cur, *split(cur, change["table"]))):
+        cur.execute(f"ALTER TABLE {change['table']} ALTER COLUMN {q(change['column'])}"
+                    f" {'SET' if change['set'] else 'DROP'} NOT NULL")
+
+
+# What DuckDB may still refuse in putting a definition back (an index a change makes again that the rows
+# no longer fit or whose column is renamed, a column an index was on, a table a foreign key references).
+REFUSED = (duckdb.ConstraintException, duckdb.DependencyException, duckdb.CatalogException, duckdb.BinderException,
+           duckdb.TransactionException)
+
+
+def refused(cp_id: str, table: str, exc: duckdb.Error) -> errors.SqlgateError:
+    why = str(exc).strip().splitlines()[0]
+    error = errors.SqlgateError(
+        "branching.rollback_conflict", "40001",
+        f"cannot roll back checkpoint {cp_id}: DuckDB refused to put {table} back ({why}); nothing was changed",
+        "DuckDB alters no table while it has an index: the rollback sets the table's indexes aside around each"
+        " change and makes them again after; it refuses whole when DuckDB still refuses (an index the rows"
+        " no longer fit or that names a renamed column, a table a foreign key references).",
+        f"drop the index (or change the rows) named above, then POST /rollback with {{\"checkpoint\": \"{cp_id}\"}}"
+        ' again; or undo the later statements one at a time ("mode": "statement", latest first)', status=409)
+    error.extra["conflicts"] = [{"table": table, "conflict": why}]
+    return error
 
 
 def _reverse_not_null(cur: Cursor, objects: list[dict[str, Any]], moves: Moves) -> list[dict[str, Any]]:
@@ -151,7 +179,32 @@ def _later(cur: Cursor, cp_id: str, objects: list[dict[str, Any]], trace_id: str
                 touched |= _keys(objs)
                 redone |= set(redo_ids(objs))
                 grown = True
-    return [p for p in candidates if p[0] in included]
+    pieces = [p for p in candidates if p[0] in included]
+    _refuse_renamed(cp_id, pieces, [p for p in candidates if p[0] not in included])
+    return pieces
+
+
+def _refuse_renamed(cp_id: str, pieces: Pieces, others: Pieces) -> None:
+    """A checkpoint names a table as it was named then: a later one of a table that a RENAME TO among
+    `pieces` renamed is not among them. Going back past it is exact when the older kept definition puts
+    back whole what it changed (a column's default, NOT NULL or name); else it would lose what it kept
+    (rows, an index the restore takes away): refused, with the order that works."""
+    renamed = {(o["schema"], o["change"]["to"]) for _, objs, _, _ in pieces for o in objs
+               if (o.get("change") or {}).get("what") == "table"}
+    after = [other_id for other_id, objs, _, _ in others if _keys(objs) & renamed and any(
+        not o.get("marker") and (o.get("change") or {}).get("what") not in _PUT_BACK_WHOLE for o in objs)]
+    if after:
+        tables = ", ".join(sorted(f"{s}.{n}" for s, n in renamed))
+        raise errors.SqlgateError(
+            "branching.rollback_conflict", "40001",
+            f"cannot roll back checkpoint {cp_id} in mode 'all': it renames {tables} back, and later checkpoints"
+            f" of that table under its new name ({', '.join(after)}) would stay; nothing was changed",
+            "A checkpoint names a table as it was named when it was taken.",
+            f'POST /rollback with "mode": "statement" for each of {", ".join(after)}, latest first, then roll back'
+            f" {cp_id} again", status=409)
+
+
+_PUT_BACK_WHOLE = ("default", "notnull", "notnull_set", "column", "table")
 
 
 def _refuse_crossing(cur: Cursor, cp_id: str, rollback_id: str, before_seq: int) -> None:
