@@ -21,10 +21,12 @@ from contextlib import nullcontext
 from typing import Any
 
 import duckdb
+import sqlglot
 from sqlglot import exp
 
 from branching import common
 from branching.checkpoint import CheckpointContext
+from branching.duck_moves import Key, Moves
 from branching.duck_rebuild import indexes_aside, table_oid
 from branching.duck_sql import Cursor, exists, q
 from proxy import errors
@@ -69,27 +71,18 @@ def restored_marks(cur: Cursor, later: list[tuple[str, list[dict[str, Any]], str
 
 def redo_statements(cur: Cursor, rollback_id: str, context: CheckpointContext | None,
                     classify: Callable[[str], Part] | None, run_again: RunAgain | None,
-                    own_marks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                    own_marks: list[dict[str, Any]], moves: Moves) -> list[dict[str, Any]]:
     """Run again the destructive statements rollback `rollback_id` undid, oldest first; answers a `redo`
     object for each. `own_marks`: what this undo itself put back before (a later checkpoint's objects in
-    mode 'all'), which the statements may name too."""
+    mode 'all'), which the statements may name too. `moves`: this undo's (tables it built again)."""
     row = cur.execute("SELECT objects FROM sqlgate.checkpoints WHERE id = ?", [rollback_id]).fetchone()
     objects = json.loads(row[0]) if row else []
     marks = {m["checkpoint"]: m for m in objects if m.get("kind") == "restored"}
     own = {oid for m in own_marks for oid in m["oids"]}
-    found = cur.execute(
-        "SELECT c.id, c.kind, c.objects, t.sql FROM sqlgate.checkpoints c"
-        " LEFT JOIN sqlgate.traces t ON t.id = c.trace_id"
-        f" WHERE c.undone_by = ? AND c.kind IN ({', '.join(['?'] * len(OBJECT_KINDS))}) ORDER BY c.seq",
-        [rollback_id, *OBJECT_KINDS]).fetchall()
     done: list[dict[str, Any]] = []
-    for cp_id, kind, cp_objects, traced in found:
-        objs = json.loads(cp_objects)
-        kept = [o for o in objs if o.get("kind") not in MARKS]
+    for cp_id, kind, kept, statement in _undone(cur, rollback_id):
         if not kept:
             continue  # it changed nothing (DROP ... IF EXISTS of nothing): nothing to do again
-        # A statement run again by an undo keeps its text: that checkpoint's trace is the undo's call.
-        statement = next((o["sql"] for o in objs if o.get("kind") == "statement"), traced)
         if statement is None:
             raise common.rollback_failed(
                 f"checkpoint {cp_id} ({kind}) was undone by {rollback_id}, and its statement's trace is gone,"
@@ -112,7 +105,8 @@ def redo_statements(cur: Cursor, rollback_id: str, context: CheckpointContext | 
         schema = kept[0]["schema"]
         cur.execute(f"SET schema = {q(schema)}")  # its unqualified names, as they resolved when it ran
         try:
-            if not _names_the_same_objects(cur, part, set(mark["oids"]) | own):
+            allowed = set(mark["oids"]) | own
+            if not _names_the_same_objects(cur, part, allowed | {moves.oid(oid) for oid in allowed}):
                 raise common.redo_unavailable(rollback_id, [statement], why=(
                     "its names no longer name the objects this rollback brought back (renamed, dropped or"
                     f" replaced since), so running {statement!r} again could touch something else"))
@@ -148,6 +142,50 @@ def _indexes_aside(cur: Cursor, kind: str, part: Part, kept: dict[str, Any]) -> 
     if kind != "definition" or part.command != "ALTER TABLE" or not exists(cur, kept["schema"], kept["name"]):
         return nullcontext([])
     return indexes_aside(cur, table_oid(cur, kept["schema"], kept["name"]))
+
+
+def _undone(cur: Cursor, rollback_id: str) -> list[tuple[str, str, list[dict[str, Any]], str | None]]:
+    """(id, kind, objects kept, statement) of the object checkpoints rollback `rollback_id` undid, oldest
+    first. A statement run again by an undo keeps its text: that checkpoint's trace is the undo's call."""
+    out = []
+    for cp_id, kind, cp_objects, traced in cur.execute(
+            "SELECT c.id, c.kind, c.objects, t.sql FROM sqlgate.checkpoints c"
+            " LEFT JOIN sqlgate.traces t ON t.id = c.trace_id"
+            f" WHERE c.undone_by = ? AND c.kind IN ({', '.join(['?'] * len(OBJECT_KINDS))}) ORDER BY c.seq",
+            [rollback_id, *OBJECT_KINDS]).fetchall():
+        objs = json.loads(cp_objects)
+        statement = next((o["sql"] for o in objs if o.get("kind") == "statement"), traced)
+        out.append((cp_id, kind, [o for o in objs if o.get("kind") not in MARKS], statement))
+    return out
+
+
+def to_rebuild(cur: Cursor, rollback_id: str, moves: Moves) -> list[Key]:
+    """The tables this undo put rows back into (deleted, inserted again) on which a statement it runs again
+    makes a unique index (or sets one aside and makes it again). DuckDB checks a unique index made in a
+    transaction against the rows that transaction deleted too, at COMMIT ("duplicate key"): each is built
+    again first, its rows then only inserted, before any statement runs again (their checkpoints then name
+    its rows and oid as they are after that)."""
+    found: list[Key] = []
+    for _, kind, kept, statement in _undone(cur, rollback_id):
+        key = (kept[0]["schema"], kept[0]["name"]) if kept else None
+        if (kind == "definition" and statement and key in moves.reinserted and key not in found
+                and exists(cur, *key) and _unique(cur, statement, key)):
+            found.append(key)
+    return found
+
+
+def _unique(cur: Cursor, statement: str, key: Key) -> bool:
+    """Whether running `statement` again makes a unique index on table `key`: it creates one, or it is an
+    ALTER TABLE, which sets the table's indexes aside (_indexes_aside) and makes them again."""
+    try:
+        tree = sqlglot.parse_one(statement, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return False
+    if isinstance(tree, exp.Create):
+        return bool(tree.args.get("unique"))
+    return isinstance(tree, exp.Alter) and bool(cur.execute(
+        "SELECT count(*) FROM duckdb_indexes() WHERE table_oid = ? AND is_unique",
+        [table_oid(cur, *key)]).fetchone()[0])  # type: ignore[index]
 
 
 def _rows_changed(cur: Cursor, objects: list[dict[str, Any]], schema: str, name: str) -> bool:

@@ -16,8 +16,8 @@ from branching import common
 from branching.checkpoint import CheckpointContext
 from branching.duck_catalog import Catalog
 from branching.duck_moves import Moves
-from branching.duck_rebuild import indexes_aside, table_oid
-from branching.duck_redo import MARKS, OBJECT_KINDS, RunAgain, redo_ids, redo_statements, restored_marks
+from branching.duck_rebuild import indexes_aside, rebuild, table_oid
+from branching.duck_redo import MARKS, OBJECT_KINDS, RunAgain, redo_ids, redo_statements, restored_marks, to_rebuild
 from branching.duck_restore import restore_object
 from branching.duck_sql import Cursor, q, record, split
 from branching.duck_undo import undo_all, undo_statement
@@ -84,13 +84,19 @@ def rollback(cur: Cursor, retention_days: float, cp_id: str, mode: str, dry_run:
         except REFUSED as exc:
             raise refused(cp_id, change["table"], exc) from None
         not_null.append({"kind": "notnull", "when": "after", **change})
+    # Undoing a rollback: a table whose rows went back gets a unique index again in step 3: built again first.
+    for schema, name in to_rebuild(cur, cp_id, moves) if kind == "rollback" else []:
+        try:
+            rebuild(cur, moves, schema, name, "t.*")
+        except REFUSED as exc:
+            raise refused(cp_id, f"{schema}.{name}", exc) from None
     new_objects += moves.objects(cur)
     # 3. Undoing a rollback: the statements whose objects it brought back run again (oldest first), each
     # with a checkpoint of its own, once its rows are reversed (it changed them after bringing them back).
     redone: list[dict[str, Any]] = []
     if kind == "rollback":  # a dry run too: it checks they can
         catalog.changed()
-        redone = redo_statements(cur, cp_id, context, classify, run_again, marks)
+        redone = redo_statements(cur, cp_id, context, classify, run_again, marks, moves)
         outcome.objects_restored += [r["statement"] for r in redone]
     undone = [c for c, _, _, _ in later]
     outcome.undone_checkpoints = undone

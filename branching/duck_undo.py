@@ -11,6 +11,7 @@ import duckdb
 from branching import common
 from branching.duck_catalog import Catalog
 from branching.duck_moves import Moves, Space
+from branching.duck_rebuild import stored_columns
 from branching.duck_rowids import check_untouched
 from branching.duck_sql import ROWID, Cursor, columns, count, live_marks, q, restore_sequences
 
@@ -48,7 +49,7 @@ def undo_statement(cur: Cursor, o: dict[str, Any], new_cp: str, n: int, outcome:
     outcome.rows_removed += count(cur, f"DELETE FROM {qualified} WHERE rowid IN (SELECT {ROWID} FROM {removed_old})")
     cur.execute(f"CREATE TABLE {added_new} AS SELECT {collist} FROM {o['old']}")
     try:
-        restored = count(cur, f"INSERT INTO {qualified} ({collist}) SELECT {collist} FROM {added_new}")
+        restored = _insert(cur, o["schema"], o["name"], added_new)
         outcome.rows_restored += restored
         if restored and moves is not None:
             moves.reinserted.add((o["schema"], o["name"]))
@@ -138,10 +139,13 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
             cur, f"DELETE FROM {qualified} WHERE rowid IN (SELECT __live FROM __sqlgate_live WHERE __k IS NULL"
                  f" OR __k > {mark} OR __k IN (SELECT __k FROM __sqlgate_olds))")
         cur.execute(f"CREATE TABLE {added_new} AS {restore}")
-        restored = count(cur, f"INSERT INTO {qualified} ({collist}) SELECT {collist} FROM {added_new}")
+        restored = _insert(cur, schema, name, added_new)
     finally:
-        for temp in ("__sqlgate_olds", "__sqlgate_live", "__sqlgate_before"):
-            cur.execute(f"DROP TABLE IF EXISTS temp.{temp}")
+        try:
+            for temp in ("__sqlgate_olds", "__sqlgate_live", "__sqlgate_before"):
+                cur.execute(f"DROP TABLE IF EXISTS temp.{temp}")
+        except duckdb.Error:  # aborted by the error being raised, which says why; the whole rollback goes
+            pass
     outcome.rows_restored += restored
     if restored:
         moves.reinserted.add((schema, name))
@@ -154,6 +158,12 @@ def undo_all(cur: Cursor, schema: str, name: str, pieces: list[tuple[int, dict[s
     if not rebuilt_here:
         out["live_rows"] = now_live
     return out
+
+
+def _insert(cur: Cursor, schema: str, name: str, rows: str) -> int:
+    """Rows put back from kept table `rows`, but their generated columns: DuckDB computes those."""
+    stored = ", ".join(q(c) for c in stored_columns(cur, schema, name))
+    return count(cur, f"INSERT INTO {q(schema)}.{q(name)} ({stored}) SELECT {stored} FROM {rows}")
 
 
 def _sequence_values(cur: Cursor, names: list[str]) -> dict[str, int | None]:
