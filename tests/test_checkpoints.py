@@ -67,6 +67,16 @@ def back_and_forth(server: SqlgateServer, prefix: str, checkpoint: str, before: 
     return undone
 
 
+def refused_rollback(server: SqlgateServer, prefix: str, checkpoint: str, token: str | None = None,
+                     **body: Any) -> dict[str, Any]:
+    """Roll `checkpoint` back expecting a 409 that changes nothing in tables prefix*; the answer's body."""
+    state = snapshot(server, prefix)
+    r = rollback(server, checkpoint, token=token, **body)
+    assert r.status_code == 409, r.text
+    assert snapshot(server, prefix) == state
+    return r.json()  # type: ignore[no-any-return]
+
+
 def checkpoints(server: SqlgateServer, token: str | None = None, **params: str) -> list[dict[str, Any]]:
     with server.client(token) as c:
         r = c.get("/checkpoints", params=params)

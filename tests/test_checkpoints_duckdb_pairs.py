@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.sqlgate_server import SqlgateServer
-from tests.test_checkpoints import back_and_forth, fresh, ok, rollback, rows, snapshot
+from tests.test_checkpoints import back_and_forth, fresh, ok, refused_rollback, rollback, rows, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +95,8 @@ def test_statement_mode_of_a_type_change_whose_column_was_dropped_is_a_conflict(
     _table(duck, agent, p)
     cp = ok(duck.sql(f"ALTER TABLE {p}_t ALTER COLUMN c TYPE VARCHAR", token=agent))["checkpoint"]["id"]
     ok(duck.sql(f"ALTER TABLE {p}_t DROP COLUMN c", token=agent))
-    after = snapshot(duck, p)
-    r = rollback(duck, cp, token=agent, mode="statement")
-    assert r.status_code == 409 and r.json()["reason"] == "branching.rollback_conflict", r.text
-    assert snapshot(duck, p) == after
+    body = refused_rollback(duck, p, cp, token=agent, mode="statement")
+    assert body["reason"] == "branching.rollback_conflict", body
 
 
 def test_undo_that_cannot_run_the_statement_again_says_why(duck: SqlgateServer, agent: str) -> None:
@@ -144,10 +142,8 @@ def test_statement_mode_of_a_type_change_keeps_rows_written_since_or_refuses(duc
     _table(duck, agent, p)
     cp = ok(duck.sql(f"ALTER TABLE {p}_t ALTER COLUMN c TYPE VARCHAR", token=agent))["checkpoint"]["id"]
     ok(duck.sql(f"INSERT INTO {p}_t VALUES (100, 1, 'x', 'abc')", token=agent))
-    after = snapshot(duck, p)
-    r = rollback(duck, cp, token=agent, mode="statement")
-    assert r.status_code == 409 and "does not fit INTEGER" in r.text, r.text
-    assert snapshot(duck, p) == after
+    body = refused_rollback(duck, p, cp, token=agent, mode="statement")
+    assert "does not fit INTEGER" in str(body), body
     ok(duck.sql(f"UPDATE {p}_t SET c = '7' WHERE id = 100", token=agent))
     ok(rollback(duck, cp, token=agent, mode="statement"))
     assert ok(duck.sql(f"SELECT c FROM {p}_t WHERE id = 100", token=agent))["rows"] == [{"c": 7}]
@@ -177,11 +173,8 @@ def test_rows_given_new_ids_since_are_a_conflict_not_lost_values(duck: SqlgateSe
     ok(duck.sql(f"INSERT INTO {p}_t SELECT i, 'b' || i, i + 0.25 FROM range(1, 11) g(i)", token=agent))
     cp = ok(duck.sql(first.format(t=f"{p}_t"), token=agent))["checkpoint"]["id"]
     ok(duck.sql(f"UPDATE {p}_t SET id = id + 100 WHERE id > 6", token=agent))
-    state = snapshot(duck, p)
-    r = rollback(duck, cp, token=agent, mode="statement")
-    assert r.status_code == 409, r.text
-    assert "new row ids" in r.json()["conflicts"][0]["conflict"]
-    assert snapshot(duck, p) == state
+    body = refused_rollback(duck, p, cp, token=agent, mode="statement")
+    assert "new row ids" in body["conflicts"][0]["conflict"]
     ok(rollback(duck, cp, token=agent))  # mode 'all' undoes the UPDATE first: exact
     assert rows(duck, f"SELECT count(*) AS n, sum(c) AS s FROM {p}_t WHERE b LIKE 'b%'") == [{"n": "10", "s": "57.50"}]
 
@@ -195,11 +188,8 @@ def test_a_column_undone_alone_after_its_table_was_renamed(duck: SqlgateServer, 
     before = snapshot(duck, p)
     cp = ok(duck.sql(first.format(t=f"{p}_t"), token=agent))["checkpoint"]["id"]
     renamed = ok(duck.sql(f"ALTER TABLE {p}_t RENAME TO {p}_t2", token=agent))["checkpoint"]["id"]
-    state = snapshot(duck, p)
-    r = rollback(duck, cp, token=agent, mode="statement")
-    assert r.status_code == 409, r.text
-    assert r.json()["conflicts"][0]["conflict"] == "the table was renamed or dropped since: undo that first"
-    assert snapshot(duck, p) == state
+    body = refused_rollback(duck, p, cp, token=agent, mode="statement")
+    assert body["conflicts"][0]["conflict"] == "the table was renamed or dropped since: undo that first"
     ok(rollback(duck, renamed, token=agent, mode="statement"))
     ok(rollback(duck, cp, token=agent, mode="statement"))
     assert snapshot(duck, p) == before
@@ -256,11 +246,9 @@ def test_an_index_made_after_a_drop_column_stays_when_the_column_comes_back(duck
     assert rows(duck, f"SELECT index_name AS i FROM duckdb_indexes() WHERE table_name = '{p}_t'") == [
         {"i": f"{p}_ci"}]
     assert rows(duck, f"SELECT b FROM {p}_t WHERE id = 3") == [{"b": "b3"}]
-    state = snapshot(duck, p)
-    r = rollback(duck, undone["new_checkpoint"], token=agent)
-    assert r.status_code == 409 and r.json()["reason"] == "branching.redo_unavailable", r.text
-    assert "an index depends on a column after it" in r.json()["message"]
-    assert snapshot(duck, p) == state
+    body = refused_rollback(duck, p, undone["new_checkpoint"], token=agent)
+    assert body["reason"] == "branching.redo_unavailable", body
+    assert "an index depends on a column after it" in body["message"]
 
 
 INDEX_C = "CREATE INDEX {t}_ci ON {t} (c)"
@@ -333,11 +321,8 @@ def test_an_added_column_undone_alone_after_a_delete_says_what_blocks_it(duck: S
     _table(duck, agent, p)
     cp = ok(duck.sql(f"ALTER TABLE {p}_t ADD COLUMN d int DEFAULT 7", token=agent))["checkpoint"]["id"]
     ok(duck.sql(f"DELETE FROM {p}_t WHERE id = 1", token=agent))
-    state = snapshot(duck, p)
-    r = rollback(duck, cp, token=agent, mode="statement")
-    assert r.status_code == 409, r.text
-    assert r.json()["conflicts"][0]["conflict"] == "the table was changed again since; undo that first"
-    assert snapshot(duck, p) == state
+    body = refused_rollback(duck, p, cp, token=agent, mode="statement")
+    assert body["conflicts"][0]["conflict"] == "the table was changed again since; undo that first"
 
 
 def test_a_table_renamed_back_keeps_an_index_made_since(duck: SqlgateServer, agent: str) -> None:
@@ -350,9 +335,8 @@ def test_a_table_renamed_back_keeps_an_index_made_since(duck: SqlgateServer, age
     cp = ok(duck.sql(f"ALTER TABLE {p}_t RENAME TO {p}_t2", token=agent))["checkpoint"]["id"]
     index = ok(duck.sql(f"CREATE INDEX {p}_ci ON {p}_t2 (c)", token=agent))["checkpoint"]["id"]
     after = snapshot(duck, p)
-    r = rollback(duck, cp, token=agent)
-    assert r.status_code == 409 and index in r.json()["message"], r.text
-    assert snapshot(duck, p) == after
+    body = refused_rollback(duck, p, cp, token=agent)
+    assert index in body["message"], body
     undone = ok(rollback(duck, cp, token=agent, mode="statement"))
     assert rows(duck, f"SELECT table_name AS t FROM duckdb_indexes() WHERE index_name = '{p}_ci'") == [{"t": f"{p}_t"}]
     ok(rollback(duck, undone["new_checkpoint"], token=agent))
