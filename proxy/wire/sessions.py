@@ -280,16 +280,17 @@ async def _describe_postgres(conn: Any, sql: str,
     import psycopg
     from psycopg import generators
 
+    from proxy.backends.pg_wait import wait
     from proxy.db_errors import postgres_error as sql_error
 
     pgconn = conn.pgconn
     async with conn.lock:
         pgconn.send_prepare(b"", sql.encode(), list(parameter_types) or None)
-        (res,) = await conn.wait(generators.execute(pgconn))
+        (res,) = await wait(conn, generators.execute(pgconn))
         if res.status != psycopg.pq.ExecStatus.COMMAND_OK:
             raise sql_error(psycopg.errors.error_from_result(res, encoding="utf-8"))
         pgconn.send_describe_prepared(b"")
-        (res,) = await conn.wait(generators.execute(pgconn))
+        (res,) = await wait(conn, generators.execute(pgconn))
         if res.status != psycopg.pq.ExecStatus.COMMAND_OK:
             raise sql_error(psycopg.errors.error_from_result(res, encoding="utf-8"))
     types = tuple(res.param_type(i) for i in range(res.nparams))
