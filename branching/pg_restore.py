@@ -164,6 +164,8 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
         " FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped", (relid,))
     ident = await identities(conn, relid)
     now = {ident[r[0]]: r[1:] for r in await cur.fetchall()}
+    # NOT NULL is set or dropped once the additions are gone: a key added since holds its columns NOT NULL.
+    nullability: list[sql.Composable] = []
     for c in o["columns"]:
         if c["attnum"] not in now:
             continue  # dropped since: that drop's own checkpoint brings it back
@@ -191,10 +193,12 @@ async def restore_definition(conn: Any, o: dict[str, Any]) -> None:
                 await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
                     rel, col, sql.SQL(c["default"])))
         if notnull != c["notnull"]:
-            verb = sql.SQL("SET NOT NULL" if c["notnull"] else "DROP NOT NULL")
-            await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} {}").format(rel, col, verb))
+            nullability.append(sql.SQL("ALTER COLUMN {} {}").format(
+                col, sql.SQL("SET NOT NULL" if c["notnull"] else "DROP NOT NULL")))
     if (o.get("change") or {}).get("additions"):
         await _take_away_additions(conn, relid, rel, o)
+    if nullability:
+        await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(nullability)))
     cur = await conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s", (relid,))
     present = {r[0] for r in await cur.fetchall()}
     # Foreign keys a DROP CONSTRAINT ... CASCADE took are re-applied after the rows (pg_rollback step 3).
@@ -224,14 +228,15 @@ async def _take_away_additions(conn: Any, relid: int, rel: Any, o: dict[str, Any
     cur = await conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0"
                              " AND NOT attisdropped AND attnum <> ALL(%s::int2[])",
                              (relid, [c["attnum"] for c in o["columns"]]))
-    actions = [sql.SQL("DROP COLUMN {}").format(sql.Identifier(r[0])) for r in await cur.fetchall()
+    columns = [sql.SQL("DROP COLUMN {}").format(sql.Identifier(r[0])) for r in await cur.fetchall()
                if r[0] not in kept_names]
     kept = {c["name"] for c in o["constraints"]} | {c["name"] for c in o.get("dependents", [])
                                                     if int(c["relid"]) == relid}
     cur = await conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s AND contype <> 'n'"
                              " ORDER BY contype <> 'f'", (relid,))  # foreign keys first: they may use a key
-    actions += [sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(name)) for (name,) in await cur.fetchall()
-                if name not in kept]
+    # Constraints before columns: a constraint on a column added since goes with it, and would be missing.
+    actions = [sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(name)) for (name,) in await cur.fetchall()
+               if name not in kept] + columns
     if actions:
         await conn.execute(sql.SQL("ALTER TABLE {} {}").format(rel, sql.SQL(", ").join(actions)))
     kept_indexes = {i["name"] for i in o["indexes"]}

@@ -21,14 +21,21 @@ _LISTED = 20  # rows named in a conflict, at most
 async def undo_change(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
     """Revert only what the statement changed (o['change'], from its parse tree), not the whole kept
     definition: later definition changes stay. Where a later change touched the same thing, a conflict,
-    nothing changed."""
+    nothing changed. Several changes of one ALTER TABLE: each, the last first."""
+    change = o.get("change") or {"what": "other"}
+    for one in reversed(change["changes"]) if change["what"] == "several" else [change]:
+        await _undo_one(conn, cp_id, o, one)
+    if o.get("trash"):
+        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(o["trash"])))
+
+
+async def _undo_one(conn: Any, cp_id: str, o: dict[str, Any], change: dict[str, Any]) -> None:
     relid = int(o["relid"])
     row = await (await conn.execute("SELECT relname FROM pg_class WHERE oid = %s", (relid,))).fetchone()
     if row is None:
         raise common.rollback_failed(f"table {o['schema']}.{o['name']} is gone")
     table = await relname(conn, relid)
     rel = sql.SQL(table)
-    change = o.get("change") or {"what": "other"}
     what, name = change["what"], str(change.get("name"))
 
     def conflict(why: str, **at: Any) -> Exception:
@@ -66,8 +73,6 @@ async def undo_change(conn: Any, cp_id: str, o: dict[str, Any]) -> None:
                 await _undo_column_change(conn, cp_id, o, c, what, change, rel, conflict)
     else:
         raise conflict("sqlgate cannot undo this change of the definition alone")
-    if o.get("trash"):
-        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(o["trash"])))
 
 
 async def _undo_column_change(conn: Any, cp_id: str, o: dict[str, Any], c: dict[str, Any], what: str,
@@ -151,6 +156,7 @@ async def _undo_addition(conn: Any, cp_id: str, o: dict[str, Any], what: str, na
         gone = sorted((added & present) - kept)
         if field == "constraints":
             dropped = [sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(k)) for k in gone]
+            dropped += await _nullable_again(conn, o, relid, gone)
         else:
             dropped = [sql.SQL("DROP INDEX {}").format(sql.Identifier(o["schema"], k)) for k in gone]
     if not dropped:
@@ -163,6 +169,25 @@ async def _undo_addition(conn: Any, cp_id: str, o: dict[str, Any], what: str, na
     except psycopg.errors.DependentObjectsStillExist as exc:
         raise conflict(f"something made since depends on it ({exc.diag.message_detail or exc})",
                        **({"column": name} if what == "added_column" else {})) from exc
+
+
+async def _nullable_again(conn: Any, o: dict[str, Any], relid: int, constraints: list[str]) -> list[sql.Composed]:
+    """ADD PRIMARY KEY made its columns NOT NULL (PostgreSQL keeps no trace of why): those nullable before
+    it get DROP NOT NULL with the key's DROP, unless a later statement not undone set NOT NULL on them."""
+    nullable = [c["attnum"] for c in o["columns"] if not c["notnull"]]
+    cur = await conn.execute(
+        "SELECT a.attname FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid"
+        " AND a.attnum = ANY (k.conkey) WHERE k.conrelid = %s AND k.contype = 'p' AND k.conname = ANY (%s)"
+        " AND a.attnotnull AND a.attnum = ANY (%s::int2[])"
+        " AND NOT EXISTS (SELECT FROM sqlgate.checkpoints s, jsonb_array_elements(s.objects) x,"
+        "     jsonb_array_elements(x->'columns') c"
+        "   WHERE s.mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s) AND s.undone_by IS NULL"
+        "   AND x->>'kind' = 'definition' AND (x->>'relid')::oid = k.conrelid"
+        "   AND (x->'change'->>'what' = 'notnull_set' AND c->>'name' = x->'change'->>'name'"
+        "        OR x->'change'->'changes' @> jsonb_build_array(jsonb_build_object('what', 'notnull_set',"
+        "                                                                          'name', c->>'name')))"
+        "   AND (c->>'attnum')::int2 = a.attnum)", (relid, constraints, nullable, o["cp"]))
+    return [sql.SQL("ALTER COLUMN {} DROP NOT NULL").format(sql.Identifier(r[0])) for r in await cur.fetchall()]
 
 
 async def _definition_after(conn: Any, cp_id: str, relid: int) -> dict[str, Any] | None:

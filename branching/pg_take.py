@@ -187,8 +187,9 @@ _RENAMES = {"OBJECT_COLUMN": "column", "OBJECT_TABLE": "table", "OBJECT_TABCONST
 def _definition_change(text: str) -> dict[str, Any]:
     """What one definition change changes (mode 'statement' undoes only that), from PostgreSQL's parse
     tree: {"what": default | notnull | constraint | type | column | table | constraint_name | added_column |
-    notnull_set | added_constraint | other, "name": the column or constraint as named before (an added one:
-    as named by the statement), "to": a rename's new name, "cascades": the constraints it drops with CASCADE}."""
+    notnull_set | added_constraint | several | other, "name": the column or constraint as named before (an
+    added one: as named by the statement), "to": a rename's new name, "changes": several's, each {what, name},
+    "cascades": the constraints it drops with CASCADE}."""
     stmts = json.loads(pgparser.parse_sql_json(text)).get("stmts") or [{}]
     stmt = stmts[0].get("stmt") or {}
     if "RenameStmt" in stmt:
@@ -200,18 +201,29 @@ def _definition_change(text: str) -> dict[str, Any]:
     if len(cmds) > 1 and all(_CHANGES.get(str(st)) == "default" for st in subtypes):  # several SET/DROP DEFAULTs
         names = [c["AlterTableCmd"].get("name") for c in cmds]
         return {"what": "default", "name": names[0], "names": names}
-    cmd: dict[str, Any] = (cmds[0].get("AlterTableCmd") or {}) if len(cmds) == 1 else {}
-    what = _CHANGES.get(str(cmd.get("subtype")), "other")
     # DROP CONSTRAINT ... CASCADE (any of the commands): what it takes from other tables is kept too.
     cascades = [c["AlterTableCmd"].get("name") for c in cmds
                 if (c.get("AlterTableCmd") or {}).get("subtype") == "AT_DropConstraint"
                 and c["AlterTableCmd"].get("behavior") == "DROP_CASCADE"]
+    extra = {"cascades": cascades} if cascades else {}
+    changes = [_one_change(c.get("AlterTableCmd") or {}) for c in cmds]
+    if len(changes) == 1:
+        return {**changes[0], **extra}
+    # Several changes mode 'statement' undoes one by one, last first (a type change keeps values: alone only).
+    if changes and all(c["what"] not in ("type", "other") for c in changes):
+        return {"what": "several", "name": None, "changes": changes, **extra}
+    return {"what": "other", "name": None, **extra}
+
+
+def _one_change(cmd: dict[str, Any]) -> dict[str, Any]:
+    """What one command of an ALTER TABLE changes, and the column or constraint it names."""
+    what = _CHANGES.get(str(cmd.get("subtype")), "other")
     name = cmd.get("name")
     if what == "added_column":
         name = ((cmd.get("def") or {}).get("ColumnDef") or {}).get("colname")
     elif what == "added_constraint":  # None when PostgreSQL names it: found by comparing the kept definitions
         name = ((cmd.get("def") or {}).get("Constraint") or {}).get("conname")
-    return {"what": what, "name": name, **({"cascades": cascades} if cascades else {})}
+    return {"what": what, "name": name}
 
 
 def _unquoted(column: str) -> str:
