@@ -37,6 +37,8 @@ def rebuild(cur: Cursor, moves: Moves, schema: str, name: str, select: str, join
     now = {c[0]: c for c in column_defs(cur, old_oid)}
     if table_sql is None:
         table_sql = cur.execute("SELECT sql FROM duckdb_tables() WHERE table_oid = ?", [old_oid]).fetchone()[0]  # type: ignore[index]
+    if drop:
+        table_sql = _without_unique(table_sql, drop)
     cur.execute(f"DROP TABLE {qualified}")
     cur.execute(f"SET schema = {q(schema)}")  # a table's or index's SQL names no schema for tables in main
     cur.execute(table_sql)
@@ -64,6 +66,25 @@ def rebuild(cur: Cursor, moves: Moves, schema: str, name: str, select: str, join
     for index_sql in made + [sql for sql in indexes or [] if sql not in made]:
         cur.execute(index_sql)
     cur.execute(f"DROP TABLE {scratch}")
+
+
+def _without_unique(table_sql: str, columns: list[str]) -> str:
+    """The CREATE TABLE without its UNIQUE constraints on any of `columns`: DuckDB will not drop a column one
+    names (ADD COLUMN ... UNIQUE makes one), nor drop the constraint. As it is when there is none."""
+    tree = sqlglot.parse_one(table_sql, read="duckdb")
+    gone = {c.lower() for c in columns}
+    found = [u for u in tree.find_all(exp.UniqueColumnConstraint)
+             if isinstance(u.this, exp.Schema) and any(i.name.lower() in gone for i in u.this.expressions)]
+    for u in found:
+        u.pop()
+    return tree.sql(dialect="duckdb") if found else table_sql
+
+
+def in_unique(cur: Cursor, oid: int, columns: list[str]) -> bool:
+    """Whether a UNIQUE constraint of the table names any of `columns` (dropping one then needs a rebuild)."""
+    return bool(columns) and bool(cur.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_oid = ? AND constraint_type = 'UNIQUE'"
+        " AND list_has_any(constraint_column_names, ?)", [oid, columns]).fetchone()[0])  # type: ignore[index]
 
 
 def stored_columns(cur: Cursor, schema: str, name: str) -> list[str]:

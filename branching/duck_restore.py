@@ -15,7 +15,7 @@ from typing import Any
 
 from branching import common
 from branching.duck_moves import Moves, Space, rebuilt_oid
-from branching.duck_rebuild import column_defs, drop_columns, indexes_aside, rebuild, table_indexes, table_of
+from branching.duck_rebuild import column_defs, drop_columns, in_unique, indexes_aside, rebuild, table_indexes, table_of
 from branching.duck_schema import copy_back, restore_schema
 from branching.duck_sql import NAME_TAKEN, ROWID, Cursor, columns, count, exists, q, relation_exists
 
@@ -235,7 +235,8 @@ def _take_away_additions(cur: Cursor, o: dict[str, Any], oid: int, now: list[tup
             moves.unindexed.add(oid)
     kept = {c[0] for c in o["columns"]}
     gone = [name for name, *_ in now[len(o["columns"]):] if name not in kept]
-    if gone and oid in moves.unindexed:  # an index dropped here may have been on one: DuckDB would refuse
+    # An index dropped here may have been on one, or a UNIQUE names one: DuckDB would refuse to drop it.
+    if gone and (oid in moves.unindexed or in_unique(cur, oid, gone)):
         rebuild(cur, moves, o["schema"], o["name"], ", ".join(f"t.{q(c[0])}" for c in now if c[0] not in gone),
                 drop=gone)
     else:
@@ -267,7 +268,7 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
             moves.follow_rename(now_qualified, f"{q(o['schema'])}.{q(o['name'])}")
         return
     if what in ("added_column", "added_index"):
-        _undo_addition(cur, o, seq, what, change.get("name"), oid, now_qualified, conflict)
+        _undo_addition(cur, o, moves, seq, what, change.get("name"), oid, now_qualified, conflict)
         return
     kept = next((c for c in o["columns"] if c[0] == change.get("name")), None)
     if kept is None:
@@ -300,8 +301,8 @@ def _undo_change(cur: Cursor, o: dict[str, Any], moves: Moves, cp_id: str, seq: 
         moves.drop_later.append(o["keep"])
 
 
-def _undo_addition(cur: Cursor, o: dict[str, Any], seq: int, what: str, name: str | None, oid: int,
-                   qualified: str, conflict: Any) -> None:
+def _undo_addition(cur: Cursor, o: dict[str, Any], moves: Moves, seq: int, what: str, name: str | None,
+                   oid: int, qualified: str, conflict: Any) -> None:
     """CREATE INDEX: the index goes. ADD COLUMN: the column goes, unless rows were written since (rows
     added after the statement, or changed by a later UPDATE: they may hold values in it) or a later
     checkpoint kept the table with it (a DELETE, a change of definition): a conflict.
@@ -327,7 +328,12 @@ def _undo_addition(cur: Cursor, o: dict[str, Any], seq: int, what: str, name: st
         raise conflict("rows were written since; they may hold values in the column", column=name)
     if later:  # a DELETE or change of definition since: what it kept has the column
         raise conflict("the table was changed again since; undo that first", column=name)
-    drop_columns(cur, oid, qualified, [name])
+    if in_unique(cur, oid, [name]):
+        schema, table = table_of(cur, oid)  # type: ignore[misc]
+        rebuild(cur, moves, schema, table, ", ".join(f"t.{q(c[0])}" for c in column_defs(cur, oid) if c[0] != name),
+                drop=[name])
+    else:
+        drop_columns(cur, oid, qualified, [name])
 
 
 def _later_definitions(cur: Cursor, o: dict[str, Any], seq: int) -> list[dict[str, Any]]:

@@ -397,3 +397,28 @@ def test_rows_put_back_into_a_table_with_a_generated_column(duck: SqlgateServer,
         back_and_forth(duck, p, cp, before)
     else:
         _first_alone(duck, agent, p, twin, cp, second)
+
+
+@pytest.mark.parametrize("mode", ["all", "statement"])
+@pytest.mark.parametrize("rows_since", [False, True], ids=["alone", "rows-since"])
+def test_a_column_added_with_unique_is_taken_away_and_comes_back(
+        duck: SqlgateServer, agent: str, mode: str, rows_since: bool) -> None:
+    """DuckDB will neither drop a column a UNIQUE names nor drop the constraint: the table is built again
+    without both. Rows written since (values in the column) are undone first in mode 'all', and make mode
+    'statement' a 409 with nothing changed."""
+    p = fresh("dpu")
+    _table(duck, agent, p)
+    before = snapshot(duck, p)
+    cp = ok(duck.sql(f"ALTER TABLE {p}_t ADD COLUMN w int UNIQUE", token=agent))["checkpoint"]["id"]
+    if rows_since:
+        ok(duck.sql(f"INSERT INTO {p}_t VALUES (11, 11, 'x', 22, 5)", token=agent))
+    if rows_since and mode == "statement":
+        body = refused_rollback(duck, p, cp, token=agent, mode=mode)
+        assert [c["conflict"] for c in body["conflicts"]] == [
+            "rows were written since; they may hold values in the column"], body
+        return
+    if rows_since:  # the rollback is exact; undoing it loses the values written since in the column (README)
+        ok(rollback(duck, cp, token=agent, mode=mode))
+        assert snapshot(duck, p) == before
+        return
+    back_and_forth(duck, p, cp, before, mode=mode)
