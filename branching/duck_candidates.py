@@ -69,7 +69,7 @@ def merge(tree: exp.Merge, name: str) -> Candidates:
     select = exp.select(ref).from_(target.copy()).join(tree.args["using"].copy(), on=tree.args["on"].copy())
     with_ = tree.args.get("with") or tree.args.get("with_")
     if with_ is not None:
-        select.set("with", with_.copy())
+        select.set("with_", with_.copy())
     texts, params = render_params([select], tree)
     return Candidates(name, texts[0], params)
 

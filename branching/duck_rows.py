@@ -12,7 +12,9 @@ from branching import common
 from branching.duck_catalog import Catalog
 from branching.duck_rowids import MAX_ROW_ID
 from branching.duck_sql import ROWID, Cursor, Take, q, render_params
+from proxy.backends.duckdb import run_for_result
 from proxy.result import Result
+from proxy.statement import Part
 
 
 def rowid_select(tree: exp.Expression) -> exp.Select:
@@ -38,7 +40,7 @@ def rowid_select(tree: exp.Expression) -> exp.Select:
         select = select.where(where.this.copy())
     with_ = tree.args.get("with") or tree.args.get("with_")
     if with_ is not None:
-        select.set("with", with_.copy())
+        select.set("with_", with_.copy())
     return select
 
 
@@ -88,7 +90,6 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
     also runs the statement."""
     part = take.part
     is_update = isinstance(tree, exp.Update)
-    own_with = tree.args.get("with") is not None or tree.args.get("with_") is not None
     own_returning = tree.args.get("returning") is not None
     rowids: str | None = None
     used: tuple[int, ...] = ()
@@ -97,8 +98,8 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
         [rowids], used = render_params([direct], tree)
     elif is_update or own_returning:
         [rowids], used = render_params([rowid_select(tree)], tree)
-    if is_update and own_returning:
-        raise common.unavailable(part, "UPDATE ... RETURNING on DuckDB")
+    # UPDATE ... RETURNING: the new rows are kept by RETURNING * instead, and its own list read from them.
+    returning = _own_returning(part, tree) if is_update and own_returning else None
 
     # None: an assignment not read as column = value, so the columns it sets are not known.
     set_columns = ({str(e.this.name).lower() for e in tree.expressions}
@@ -110,20 +111,26 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
         obj = rows_object(cur, take.catalog, *_parts(name), old, session=take.session)
         qualified = f"{q(obj['schema'])}.{q(obj['name'])}"
         result: Result | None = None
-        if rowids is None and not own_with:
+        if rowids is None:  # its own WITH nests in the CTE: DuckDB takes it
             row = cur.execute(f"CREATE TABLE {old} AS WITH __sqlgate_d AS ({part.sql}\n"
                               f"RETURNING rowid AS {ROWID}, *) SELECT * FROM __sqlgate_d", args).fetchone()
             result = Result(command_tag=f"DELETE {row[0] if row else 0}")
         else:
-            if rowids is None:
-                raise common.unavailable(part, "DELETE with its own WITH clause on DuckDB")
             keep = rowids if direct is not None else (f"SELECT rowid AS {ROWID}, * FROM {qualified}"
                                                       f" WHERE rowid IN ({rowids})")
-            cur.execute(f"CREATE TABLE {old} AS {keep}", [args[i] for i in used] if args and used else None)
+            cur.execute(f"CREATE TABLE {old} AS {keep}", _picked(args, used))
         if is_update:
-            if own_with:
-                raise common.unavailable(part, "UPDATE with its own WITH clause on DuckDB")
             new = take.kept("cpi")
+            if returning is not None:  # RETURNING moves row ids, or keeps them, as the statement would
+                bare, bare_used, listed, ref = returning
+                row = cur.execute(f"CREATE TABLE {new} AS WITH __sqlgate_u AS ({bare}\nRETURNING *)"
+                                  " SELECT * FROM __sqlgate_u", _picked(args, bare_used)).fetchone()
+                result = run_for_result(cur, f"SELECT {listed} FROM {new} AS {ref} ORDER BY {ref}.rowid", None,
+                                        "SELECT")
+                result.command_tag = f"UPDATE {row[0] if row else 0}"
+                obj["new"] = new
+                take.record(cur, "rows", [name], [obj])
+                return result
             if _ids_would_move(take.catalog, cur, obj["schema"], obj["name"], set_columns):
                 row = cur.execute(f"CREATE TABLE {new} AS WITH __sqlgate_u AS ({part.sql}\nRETURNING *)"
                                   " SELECT * FROM __sqlgate_u", args).fetchone()
@@ -137,6 +144,29 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
         return result
 
     return take.replace_runner(capture)
+
+
+def _own_returning(part: Part, tree: exp.Expression) -> tuple[str, tuple[int, ...], str, str]:
+    """(the UPDATE without its RETURNING, the parameters that uses, the RETURNING list, the name it reads the
+    target by, quoted), or checkpoint.unavailable when the list names another table or takes a parameter."""
+    target = tree.this
+    returning = tree.args["returning"]
+    ref = target.alias_or_name if isinstance(target, exp.Table) else ""
+    if any(isinstance(n, exp.Placeholder) for n in returning.walk()):
+        raise common.unavailable(part, "UPDATE ... RETURNING with a parameter in its list on DuckDB")
+    if any(c.table and c.table.lower() != ref.lower() for c in returning.find_all(exp.Column)):
+        raise common.unavailable(part, "UPDATE ... RETURNING of another table's columns on DuckDB")
+    listed = ", ".join(e.sql(dialect="duckdb") for e in returning.expressions)
+    tree.set("returning", None)
+    try:
+        [bare], used = render_params([tree], tree)
+    finally:
+        tree.set("returning", returning)
+    return bare, used, listed, q(ref)
+
+
+def _picked(args: list[Any] | None, used: tuple[int, ...]) -> list[Any] | None:
+    return [args[i] for i in used] if args and used else None
 
 
 def _ids_would_move(catalog: Catalog, cur: Cursor, schema: str, table: str, set_columns: set[str] | None) -> bool:

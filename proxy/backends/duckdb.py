@@ -76,6 +76,26 @@ def _fetch_as_text(cur: duckdb.DuckDBPyConnection, sql: str, values: list[Any] |
     return relation.project(", ".join(exprs)).fetchall()
 
 
+def run_for_result(cur: duckdb.DuckDBPyConnection, sql: str, values: list[Any] | None, command: str) -> Result:
+    """Run `sql` (its values adapted already) and answer as PostgreSQL would: its column names, type OIDs,
+    text of values and command tag. Reads whose Python values lose what PostgreSQL prints are read again."""
+    cur.execute(sql, values)
+    description = cur.description
+    rows = cur.fetchall() if description is not None else []
+    tag = _command_tag(command, description, rows)
+    if description is None or (command not in _ROW_VERBS and len(description) == 1
+                               and description[0][0] in ("Count", "Success")):
+        if command == "CREATE TABLE" and description is not None and description[0][0] == "Count":
+            tag = ctas_tag(sql, rows) or tag  # CREATE TABLE ... AS: PostgreSQL's `SELECT n`
+        return Result(command_tag=tag)  # DuckDB's row count for DML and DDL, already in the tag
+    names = pg_column_names(sql, [d[0] for d in description])  # PostgreSQL's names, not DuckDB's
+    fields = [field_for_duckdb(name, d[1]) for name, d in zip(names, description, strict=True)]
+    if command in _READ_VERBS and (_needs_exact_text(description) or _has_extreme_dates(description, rows)):
+        rows = _fetch_as_text(cur, sql, values, description)
+    return Result(fields, render_rows(description, rows), tag)
+
+
+_READ_VERBS = frozenset({"SELECT", "VALUES", "TABLE", "WITH", "FROM"})  # may be read twice
 _TX_COMMANDS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "END", "ROLLBACK", "ABORT"})
 # Statements that cannot change the catalog; any other one makes cached catalog facts stale
 # (branching.duck_catalog), when it runs and again when its transaction ends.
@@ -114,27 +134,12 @@ class DuckDBSession:
         return self._in_tx
 
     async def execute(self, sql: str, params: Sequence[str | None] | None = None, command: str = "") -> Result:
-        exact_text = command in ("SELECT", "VALUES", "TABLE", "WITH", "FROM")
-
         def run() -> Result:
             cur = self._conn
             if command not in _CATALOG_SAFE:
                 self.catalog_changed()
             values = adapt_params(sql, params, cur, self.backend.catalog_version) if params else None
-            cur.execute(sql, values)
-            description = cur.description
-            rows = cur.fetchall() if description is not None else []
-            tag = _command_tag(command, description, rows)
-            if description is None or (command not in _ROW_VERBS and len(description) == 1
-                                       and description[0][0] in ("Count", "Success")):
-                if command == "CREATE TABLE" and description is not None and description[0][0] == "Count":
-                    tag = ctas_tag(sql, rows) or tag  # CREATE TABLE ... AS: PostgreSQL's `SELECT n`
-                return Result(command_tag=tag)  # DuckDB's row count for DML and DDL, already in the tag
-            names = pg_column_names(sql, [d[0] for d in description])  # PostgreSQL's names, not DuckDB's
-            fields = [field_for_duckdb(name, d[1]) for name, d in zip(names, description, strict=True)]
-            if exact_text and (_needs_exact_text(description) or _has_extreme_dates(description, rows)):
-                rows = _fetch_as_text(cur, sql, values, description)
-            return Result(fields, render_rows(description, rows), tag)
+            return run_for_result(cur, sql, values, command)
 
         future = asyncio.get_running_loop().run_in_executor(self.executor, run)
         try:
