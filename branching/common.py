@@ -62,11 +62,15 @@ def others_later(checkpoint_id: str, others: list[str]) -> errors.SqlgateError:
 
 
 def conflicts_error(checkpoint_id: str, conflicts: list[dict[str, Any]]) -> errors.SqlgateError:
+    # One conflict (the usual case) is named in the message itself; `conflicts` lists each with where it is.
+    what = f"{len(conflicts)} conflicts"
+    if len(conflicts) == 1:
+        what = conflicts[0].get("conflict") or "a later change conflicts with it"
     error = errors.SqlgateError(
         "branching.rollback_conflict", "40001",
-        f"cannot undo only checkpoint {checkpoint_id}: {len(conflicts)} later change(s) conflict with it;"
-        " nothing was changed",
-        "A later statement changed rows this undo must restore (or took their keys).",
+        f"cannot undo only checkpoint {checkpoint_id}: {what}; nothing was changed",
+        "Undoing one statement alone keeps every later one; `conflicts` says, for each table, what a later"
+        " statement did that this undo would overwrite, or what sqlgate cannot undo alone.",
         f'POST /rollback with {{"checkpoint": "{checkpoint_id}", "mode": "all"}} to undo it and everything after it',
         status=409,
     )

@@ -85,4 +85,5 @@ def test_several_changes_undone_alone_refuse_a_later_change_of_one(
     ok(pg.sql(later.format(t=t)))
     body = refused_rollback(pg, p, cp, mode="statement")
     assert [c["conflict"] for c in body["conflicts"]] == [why], body
+    assert why in body["message"], body  # the one conflict is named in the message itself
 
