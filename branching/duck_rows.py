@@ -154,9 +154,18 @@ def _own_returning(part: Part, tree: exp.Expression) -> tuple[str, tuple[int, ..
     ref = target.alias_or_name if isinstance(target, exp.Table) else ""
     if any(isinstance(n, exp.Placeholder) for n in returning.walk()):
         raise common.unavailable(part, "UPDATE ... RETURNING with a parameter in its list on DuckDB")
-    if any(c.table and c.table.lower() != ref.lower() for c in returning.find_all(exp.Column)):
+    columns = list(returning.find_all(exp.Column))
+    if any(c.table and c.table.lower() != ref.lower() for c in columns):
         raise common.unavailable(part, "UPDATE ... RETURNING of another table's columns on DuckDB")
-    listed = ", ".join(e.sql(dialect="duckdb") for e in returning.expressions)
+    # The list is read from the kept rows afterwards: a subquery would see the table after the update, and
+    # rowid the kept table's ids (DuckDB refuses both in RETURNING itself).
+    if returning.find(exp.Subquery, exp.Select) or any(c.name.lower() == "rowid" for c in columns):
+        raise common.unavailable(part, "UPDATE ... RETURNING of a subquery or rowid on DuckDB")
+    listed_tree = returning.copy()
+    for column in listed_tree.find_all(exp.Column):  # main.t.n: the kept rows are read as t
+        column.set("db", None)
+        column.set("catalog", None)
+    listed = ", ".join(e.sql(dialect="duckdb") for e in listed_tree.expressions)
     tree.set("returning", None)
     try:
         [bare], used = render_params([tree], tree)

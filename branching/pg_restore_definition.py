@@ -173,20 +173,22 @@ async def _undo_addition(conn: Any, cp_id: str, o: dict[str, Any], what: str, na
 
 async def _nullable_again(conn: Any, o: dict[str, Any], relid: int, constraints: list[str]) -> list[sql.Composed]:
     """ADD PRIMARY KEY made its columns NOT NULL (PostgreSQL keeps no trace of why): those nullable before
-    it get DROP NOT NULL with the key's DROP, unless a later statement not undone set NOT NULL on them."""
+    it get DROP NOT NULL with the key's DROP, unless something since, not undone, asked for NOT NULL on them:
+    a SET NOT NULL, or the undo of a DROP NOT NULL (a no-op then, under the key)."""
     nullable = [c["attnum"] for c in o["columns"] if not c["notnull"]]
     cur = await conn.execute(
         "SELECT a.attname FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid"
-        " AND a.attnum = ANY (k.conkey) WHERE k.conrelid = %s AND k.contype = 'p' AND k.conname = ANY (%s)"
-        " AND a.attnotnull AND a.attnum = ANY (%s::int2[])"
-        " AND NOT EXISTS (SELECT FROM sqlgate.checkpoints s, jsonb_array_elements(s.objects) x,"
-        "     jsonb_array_elements(x->'columns') c"
-        "   WHERE s.mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %s) AND s.undone_by IS NULL"
-        "   AND x->>'kind' = 'definition' AND (x->>'relid')::oid = k.conrelid"
-        "   AND (x->'change'->>'what' = 'notnull_set' AND c->>'name' = x->'change'->>'name'"
-        "        OR x->'change'->'changes' @> jsonb_build_array(jsonb_build_object('what', 'notnull_set',"
-        "                                                                          'name', c->>'name')))"
-        "   AND (c->>'attnum')::int2 = a.attnum)", (relid, constraints, nullable, o["cp"]))
+        " AND a.attnum = ANY (k.conkey) WHERE k.conrelid = %(rel)s AND k.contype = 'p'"
+        " AND k.conname = ANY (%(constraints)s) AND a.attnotnull AND a.attnum = ANY (%(nullable)s::int2[])"
+        " AND NOT EXISTS (SELECT FROM sqlgate.checkpoints s LEFT JOIN sqlgate.checkpoints u ON u.id = s.undoes,"
+        "     jsonb_array_elements(coalesce(u.objects, s.objects)) x, jsonb_array_elements(x->'columns') c"
+        "   WHERE s.mark > (SELECT mark FROM sqlgate.checkpoints WHERE id = %(cp)s) AND s.undone_by IS NULL"
+        "   AND x->>'kind' = 'definition' AND (x->>'relid')::oid = k.conrelid AND (c->>'attnum')::int2 = a.attnum"
+        "   AND (x->'change'->>'what' = CASE WHEN u.id IS NULL THEN 'notnull_set' ELSE 'notnull' END"
+        "        AND c->>'name' = x->'change'->>'name'"
+        "        OR x->'change'->'changes' @> jsonb_build_array(jsonb_build_object('what',"
+        "               CASE WHEN u.id IS NULL THEN 'notnull_set' ELSE 'notnull' END, 'name', c->>'name'))))",
+        {"rel": relid, "constraints": constraints, "nullable": nullable, "cp": o["cp"]})
     return [sql.SQL("ALTER COLUMN {} DROP NOT NULL").format(sql.Identifier(r[0])) for r in await cur.fetchall()]
 
 

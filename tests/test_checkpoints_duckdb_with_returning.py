@@ -56,12 +56,26 @@ def test_checkpointed_answered_and_rolled_back_exactly(
     back_and_forth(duck, p, answer["checkpoint"]["id"], before, mode=mode)
 
 
-def test_update_returning_another_tables_columns_is_refused_before_it_runs(duck: SqlgateServer) -> None:
+@pytest.mark.parametrize(("returning", "why"), [
+    ("o.i", "another table's columns"), ("rowid, id", "a subquery or rowid"),
+    ("(SELECT count(*) FROM {t} WHERE v = 'z')", "a subquery or rowid"),
+], ids=["other-table", "rowid", "subquery"])
+def test_update_returning_what_the_kept_rows_cannot_answer_is_refused_before_it_runs(
+        duck: SqlgateServer, returning: str, why: str) -> None:
     p, t = _table(duck, True)
     before = snapshot(duck, p)
-    r = duck.sql(f"UPDATE {t} SET v = 'z' FROM (SELECT 1 AS i) o WHERE {t}.id = o.i RETURNING o.i")
-    assert r.status_code == 403 and "another table's columns" in r.json()["message"], r.text
+    r = duck.sql(f"UPDATE {t} SET v = 'z' FROM (SELECT 1 AS i) o WHERE {t}.id = o.i RETURNING "
+                 + returning.format(t=t))
+    assert r.status_code == 403 and why in r.json()["message"], r.text
     assert snapshot(duck, p) == before
+
+
+def test_update_returning_schema_qualified_columns(duck: SqlgateServer) -> None:
+    p, t = _table(duck, True)
+    before = snapshot(duck, p)
+    answer = ok(duck.sql(f"UPDATE main.{t} SET v = 'm' WHERE id = 2 RETURNING main.{t}.v, {t}.id"))
+    assert answer["rows"] == [{"v": "m", "id": 2}], answer
+    back_and_forth(duck, p, answer["checkpoint"]["id"], before)
 
 
 def test_update_returning_with_parameters_over_the_wire(duck: SqlgateServer) -> None:

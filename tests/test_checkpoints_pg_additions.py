@@ -87,3 +87,14 @@ def test_several_changes_undone_alone_refuse_a_later_change_of_one(
     assert [c["conflict"] for c in body["conflicts"]] == [why], body
     assert why in body["message"], body  # the one conflict is named in the message itself
 
+
+
+def test_undoing_a_drop_not_null_then_a_primary_key_added_since_keeps_not_null(pg: SqlgateServer) -> None:
+    """The first undo sets NOT NULL under the key (a no-op then); the key's undo must not drop it."""
+    p, t = _table(pg, "CREATE TABLE {t} (id int NOT NULL, v text)")
+    before = snapshot(pg, p)
+    dropped = ok(pg.sql(f"ALTER TABLE {t} ALTER COLUMN id DROP NOT NULL"))["checkpoint"]["id"]
+    keyed = ok(pg.sql(f"ALTER TABLE {t} ADD PRIMARY KEY (id)"))["checkpoint"]["id"]
+    ok(rollback(pg, dropped, mode="statement"))
+    ok(rollback(pg, keyed, mode="statement"))
+    assert snapshot(pg, p) == before
