@@ -43,11 +43,11 @@ async def simple_query(conn: psycopg.AsyncConnection[Any], query: str | bytes) -
         raise psycopg.InternalError("got no result from the query")
     for res in results:
         if res.status not in _RESULT_OK:
-            _raise_for_result(res, conn)
+            raise_for_result(res, conn)
     return results
 
 
-def _raise_for_result(res: Any, conn: psycopg.AsyncConnection[Any]) -> None:
+def raise_for_result(res: Any, conn: psycopg.AsyncConnection[Any]) -> None:
     """psycopg's cursor's errors for a result it does not accept."""
     status = res.status
     if status == _ES.FATAL_ERROR:
@@ -91,16 +91,16 @@ async def pipelined(conn: psycopg.AsyncConnection[Any],
             for query, params in sends:
                 pgconn.send_query_params(query, params)
             pgconn.pipeline_sync()
-            results: list[Any] = await _wait(conn, _pipeline_results(pgconn))
+            results: list[Any] = await _wait(conn, pipeline_results(pgconn))
         finally:
-            _leave_pipeline(conn)
+            leave_pipeline(conn)
     for res in results:
         if res.status not in _RESULT_OK:
-            _raise_for_result(res, conn)
+            raise_for_result(res, conn)
     return results
 
 
-def _pipeline_results(pgconn: Any) -> Any:
+def pipeline_results(pgconn: Any) -> Any:
     """psycopg generator: send what is buffered, then each command's last result until the Sync's."""
     yield from generators.send(pgconn)
     out: list[Any] = []
@@ -120,7 +120,7 @@ def _pipeline_results(pgconn: Any) -> Any:
             last = res
 
 
-def _leave_pipeline(conn: psycopg.AsyncConnection[Any]) -> None:
+def leave_pipeline(conn: psycopg.AsyncConnection[Any]) -> None:
     """Back out of pipeline mode; a connection left with results in flight (the wait was cancelled) is
     closed, so that no later statement reads them (the pool discards it)."""
     try:

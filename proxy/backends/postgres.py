@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from policy.identity import Role, Token
 from proxy import errors
 from proxy.backends.base import BackendRole, TxOptions
+from proxy.backends.pg_prepared import prepared
 from proxy.backends.pg_simple import direct, pipelined, simple_query
 from proxy.backends.pg_wait import WatchedConnection
 from proxy.backends.postgres_setup import INTERNAL_OPTIONS, AgentLogins, set_up
@@ -50,6 +51,8 @@ class PostgresSession:
             if not params:
                 return result_from_pgresult((await simple_query(self.conn, sql))[0])
             if direct(self.conn, params):
+                if not self.in_transaction:  # parsed and planned once per connection
+                    return result_from_pgresult(await prepared(self.conn, sql, params))
                 return result_from_pgresult((await pipelined(self.conn, [(sql, params)]))[0])
             cur = psycopg.AsyncRawCursor(self.conn)  # $1-style placeholders, as clients send them
             await cur.execute(sql, params)  # type: ignore[arg-type]
