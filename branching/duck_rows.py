@@ -148,7 +148,8 @@ def dml_runner(take: Take, name: str, tree: exp.Expression) -> Any:
 
 def _own_returning(part: Part, tree: exp.Expression) -> tuple[str, tuple[int, ...], str, str]:
     """(the UPDATE without its RETURNING, the parameters that uses, the RETURNING list, the name it reads the
-    target by, quoted), or checkpoint.unavailable when the list names another table or takes a parameter."""
+    target by, quoted), or checkpoint.unavailable when the kept rows cannot answer the list as the statement
+    would (another table's columns, a parameter, a subquery, rowid)."""
     target = tree.this
     returning = tree.args["returning"]
     ref = target.alias_or_name if isinstance(target, exp.Table) else ""
