@@ -12,7 +12,7 @@ from branching import common
 from branching.duck_catalog import Catalog
 from branching.duck_rowids import MAX_ROW_ID
 from branching.duck_sql import ROWID, Cursor, Take, q, render_params
-from proxy.backends.duckdb import run_for_result
+from proxy.backends.duckdb_result import run_for_result
 from proxy.result import Result
 from proxy.statement import Part
 

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What `policy` and `branching` may import from `proxy`: leaf modules only.
 PROXY_LEAVES = {"proxy.errors", "proxy.result", "proxy.trace", "proxy.backends.base", "proxy.statement",
                 "proxy.db_errors", "proxy.sql_filters", "proxy.backends.pg_simple",
-                "proxy.backends.duckdb_params"}  # checkpoints bind a statement's values as it binds them
+                "proxy.backends.duckdb_params",  # checkpoints bind a statement's values as it binds them
+                "proxy.backends.duckdb_result"}  # and answer UPDATE ... RETURNING as it answers
 
 
 def imports_of(package: str) -> dict[str, set[str]]:
