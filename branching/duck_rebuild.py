@@ -80,9 +80,9 @@ def _without_unique(table_sql: str, columns: list[str]) -> str:
     return tree.sql(dialect="duckdb") if found else table_sql
 
 
-def in_unique(cur: Cursor, oid: int, columns: list[str]) -> bool:
+def _in_unique(cur: Cursor, oid: int, columns: list[str]) -> bool:
     """Whether a UNIQUE constraint of the table names any of `columns` (dropping one then needs a rebuild)."""
-    return bool(columns) and bool(cur.execute(
+    return bool(cur.execute(
         "SELECT count(*) FROM duckdb_constraints() WHERE table_oid = ? AND constraint_type = 'UNIQUE'"
         " AND list_has_any(constraint_column_names, ?)", [oid, columns]).fetchone()[0])  # type: ignore[index]
 
@@ -101,12 +101,19 @@ def table_indexes(cur: Cursor, oid: int) -> list[tuple[str, str]]:
                                           [oid]).fetchall()]  # type: ignore[misc]
 
 
-def drop_columns(cur: Cursor, oid: int, qualified: str, names: list[str]) -> None:
-    """DROP COLUMN each, the table's indexes aside."""
-    if names:
-        with indexes_aside(cur, oid):
-            for name in names:
-                cur.execute(f"ALTER TABLE {qualified} DROP COLUMN {q(name)}")
+def drop_columns(cur: Cursor, moves: Moves, oid: int, names: list[str], rebuild_anyway: bool = False) -> None:
+    """DROP COLUMN each, the table's indexes aside; the table built again without them where DuckDB would
+    refuse the drop: a UNIQUE names one, or `rebuild_anyway` (an index this transaction dropped was on one)."""
+    if not names:
+        return
+    schema, name = table_of(cur, oid)  # type: ignore[misc]
+    if rebuild_anyway or _in_unique(cur, oid, names):
+        rebuild(cur, moves, schema, name, ", ".join(f"t.{q(c[0])}" for c in column_defs(cur, oid) if c[0] not in names),
+                drop=names)
+        return
+    with indexes_aside(cur, oid):
+        for column in names:
+            cur.execute(f"ALTER TABLE {q(schema)}.{q(name)} DROP COLUMN {q(column)}")
 
 
 @contextmanager

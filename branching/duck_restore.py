@@ -15,7 +15,7 @@ from typing import Any
 
 from branching import common
 from branching.duck_moves import Moves, Space, rebuilt_oid
-from branching.duck_rebuild import column_defs, drop_columns, in_unique, indexes_aside, rebuild, table_indexes, table_of
+from branching.duck_rebuild import column_defs, drop_columns, indexes_aside, rebuild, table_indexes, table_of
 from branching.duck_schema import copy_back, restore_schema
 from branching.duck_sql import NAME_TAKEN, ROWID, Cursor, columns, count, exists, q, relation_exists
 
@@ -235,12 +235,8 @@ def _take_away_additions(cur: Cursor, o: dict[str, Any], oid: int, now: list[tup
             moves.unindexed.add(oid)
     kept = {c[0] for c in o["columns"]}
     gone = [name for name, *_ in now[len(o["columns"]):] if name not in kept]
-    # An index dropped here may have been on one, or a UNIQUE names one: DuckDB would refuse to drop it.
-    if gone and (oid in moves.unindexed or in_unique(cur, oid, gone)):
-        rebuild(cur, moves, o["schema"], o["name"], ", ".join(f"t.{q(c[0])}" for c in now if c[0] not in gone),
-                drop=gone)
-    else:
-        drop_columns(cur, oid, f"{q(o['schema'])}.{q(o['name'])}", gone)
+    # An index dropped above may have been on one of them: DuckDB would refuse to drop it then.
+    drop_columns(cur, moves, oid, gone, rebuild_anyway=oid in moves.unindexed)
     moves.taken_away.setdefault((o["schema"], o["name"]), set()).update(gone)
 
 
@@ -328,12 +324,7 @@ def _undo_addition(cur: Cursor, o: dict[str, Any], moves: Moves, seq: int, what:
         raise conflict("rows were written since; they may hold values in the column", column=name)
     if later:  # a DELETE or change of definition since: what it kept has the column
         raise conflict("the table was changed again since; undo that first", column=name)
-    if in_unique(cur, oid, [name]):
-        schema, table = table_of(cur, oid)  # type: ignore[misc]
-        rebuild(cur, moves, schema, table, ", ".join(f"t.{q(c[0])}" for c in column_defs(cur, oid) if c[0] != name),
-                drop=[name])
-    else:
-        drop_columns(cur, oid, qualified, [name])
+    drop_columns(cur, moves, oid, [name])
 
 
 def _later_definitions(cur: Cursor, o: dict[str, Any], seq: int) -> list[dict[str, Any]]:

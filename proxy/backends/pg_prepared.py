@@ -16,11 +16,17 @@ from typing import Any
 
 import psycopg
 
-from proxy.backends.pg_simple import leave_pipeline, pipeline_results, pipelined, raise_for_result
+from proxy.backends.pg_simple import (
+    RESULT_OK,
+    client_encoding,
+    leave_pipeline,
+    pipeline_results,
+    pipelined,
+    raise_for_result,
+)
 from proxy.backends.pg_wait import wait as _wait
 
 _ES = psycopg.pq.ExecStatus
-_OK = frozenset({_ES.TUPLES_OK, _ES.COMMAND_OK, _ES.EMPTY_QUERY})
 KEPT = 64  # statements prepared per connection, the least recently used closed beyond that
 _names = itertools.count(1)
 # Names no client's own PREPARE would pick: a random part per process.
@@ -42,7 +48,7 @@ async def prepared(conn: psycopg.AsyncConnection[Any], query: str,
     """`pipelined(conn, [(query, params)])[0]` on an autocommit connection outside a transaction, the
     query prepared on the connection the first time it is seen."""
     pgconn = conn.pgconn
-    encoding = "utf-8" if pgconn.parameter_status(b"client_encoding") == b"UTF8" else conn.info.encoding
+    encoding = client_encoding(conn)
     text = query.encode(encoding)
     values = [None if p is None else p.encode(encoding) for p in params]
     cache = _statements(conn)
@@ -67,11 +73,10 @@ async def prepared(conn: psycopg.AsyncConnection[Any], query: str,
             leave_pipeline(conn)
     if fresh and len(results) > parse_at and results[parse_at].status == _ES.COMMAND_OK:
         cache[text] = name  # prepared, whatever its execution did: kept (and closed in turn), never leaked
-    failed = next((r for r in results if r.status not in _OK), None)
+    failed = next((r for r in results if r.status not in RESULT_OK), None)
     if failed is None:
         return results[-1]
     if not fresh and failed.error_field(psycopg.pq.DiagnosticField.SQLSTATE).decode() in _STALE:
-        del cache[text]
+        cache.pop(text, None)
         return (await pipelined(conn, [(query, params)]))[0]  # the same error again, if it was the statement's
     raise_for_result(failed, conn)
-    raise AssertionError("unreachable")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import generators
@@ -14,7 +14,7 @@ from proxy.backends.pg_wait import WatchedConnection
 from proxy.backends.pg_wait import wait as _wait
 
 _ES = psycopg.pq.ExecStatus
-_RESULT_OK = frozenset({_ES.TUPLES_OK, _ES.COMMAND_OK, _ES.EMPTY_QUERY, _ES.COPY_BOTH})
+RESULT_OK = frozenset({_ES.TUPLES_OK, _ES.COMMAND_OK, _ES.EMPTY_QUERY, _ES.COPY_BOTH})
 _execute_results = generators.execute
 
 
@@ -34,20 +34,24 @@ async def simple_query(conn: psycopg.AsyncConnection[Any], query: str | bytes) -
                 return out
     pgconn = conn.pgconn
     if query.__class__ is str:  # as the cursor encodes it: in the connection's client encoding
-        query = query.encode(  # type: ignore[union-attr]
-            "utf-8" if pgconn.parameter_status(b"client_encoding") == b"UTF8" else conn.info.encoding)
+        query = query.encode(client_encoding(conn))  # type: ignore[union-attr]
     async with conn.lock:
         pgconn.send_query(query)
         results: list[Any] = await _wait(conn, _execute_results(pgconn))
     if not results:
         raise psycopg.InternalError("got no result from the query")
     for res in results:
-        if res.status not in _RESULT_OK:
+        if res.status not in RESULT_OK:
             raise_for_result(res, conn)
     return results
 
 
-def raise_for_result(res: Any, conn: psycopg.AsyncConnection[Any]) -> None:
+def client_encoding(conn: psycopg.AsyncConnection[Any]) -> str:
+    """The Python codec of the connection's client encoding (UTF8 asked first: conn.info's lookup costs more)."""
+    return "utf-8" if conn.pgconn.parameter_status(b"client_encoding") == b"UTF8" else conn.info.encoding
+
+
+def raise_for_result(res: Any, conn: psycopg.AsyncConnection[Any]) -> NoReturn:
     """psycopg's cursor's errors for a result it does not accept."""
     status = res.status
     if status == _ES.FATAL_ERROR:
@@ -78,7 +82,7 @@ async def pipelined(conn: psycopg.AsyncConnection[Any],
     psycopg's pipeline() does, without its per-command machinery. Anything but str or None parameters,
     raise TypeError (use the cursor)."""
     pgconn = conn.pgconn
-    encoding = "utf-8" if pgconn.parameter_status(b"client_encoding") == b"UTF8" else conn.info.encoding
+    encoding = client_encoding(conn)
     sends = []
     for query, params in commands:
         if params is not None and not all(p is None or p.__class__ is str for p in params):
@@ -95,7 +99,7 @@ async def pipelined(conn: psycopg.AsyncConnection[Any],
         finally:
             leave_pipeline(conn)
     for res in results:
-        if res.status not in _RESULT_OK:
+        if res.status not in RESULT_OK:
             raise_for_result(res, conn)
     return results
 
